@@ -1,0 +1,202 @@
+package wxpay
+
+import (
+	"crypto/md5"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+)
+
+// SignType names an API v2 signature algorithm.
+type SignType string
+
+// The API v2 signature algorithms.
+const (
+	// SignTypeMD5 is MD5 over the canonical string; WeChat's default when a
+	// document carries no sign_type.
+	SignTypeMD5 SignType = "MD5"
+	// SignTypeHMACSHA256 is HMAC-SHA256 over the same canonical string
+	// (its "&key=…" suffix included), keyed with the API key.
+	SignTypeHMACSHA256 SignType = "HMAC-SHA256"
+)
+
+// ParseSignType returns the sign type that s names. The empty string is MD5,
+// as in WeChat's documents.
+func ParseSignType(s string) (SignType, error) {
+	switch s {
+	case "", string(SignTypeMD5):
+		return SignTypeMD5, nil
+	case string(SignTypeHMACSHA256):
+		return SignTypeHMACSHA256, nil
+	}
+	return "", fmt.Errorf("unknown sign_type %q (want MD5 or HMAC-SHA256)", s)
+}
+
+// APIKey is a merchant's API v2 key (the 32 characters set under 账户设置 →
+// API安全). Its String and GoString methods never print it, so that a key
+// formatted by mistake into a log or an error stays secret.
+type APIKey string
+
+// String hides the key.
+func (APIKey) String() string { return "[REDACTED]" }
+
+// GoString hides the key.
+func (APIKey) GoString() string { return "wxpay.APIKey([REDACTED])" }
+
+// Validate checks the key's shape without revealing it: WeChat's keys are
+// exactly 32 ASCII letters and digits.
+func (k APIKey) Validate() error {
+	if len(k) == 0 {
+		return errors.New("api key is empty")
+	}
+	if len(k) != 32 {
+		return fmt.Errorf("api key has %d characters, WeChat Pay keys have 32", len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return fmt.Errorf("api key has a character that is not a letter or digit at position %d", i+1)
+		}
+	}
+	return nil
+}
+
+// Errors of signing and verification.
+var (
+	// ErrMissingSign means a document that must be signed carries no sign.
+	ErrMissingSign = errors.New("wxpay: document has no sign")
+	// ErrInvalidSignature means a document's sign does not match its fields.
+	ErrInvalidSignature = errors.New("wxpay: signature does not verify")
+	// ErrDuplicateField means a document names one field twice, which
+	// makes its signature ambiguous.
+	ErrDuplicateField = errors.New("wxpay: duplicate field")
+)
+
+// Sign returns the API v2 signature of p: every field with a non-empty value
+// except sign, sorted by name in byte order, joined as k=v with &, followed by
+// &key=<key>, then MD5 or HMAC-SHA256 (keyed with key), in uppercase hex.
+// Values are used as the exact bytes given, without escaping.
+func Sign(p Params, key APIKey, st SignType) (string, error) {
+	sum, n, err := signature(p, key, st)
+	if err != nil {
+		return "", err
+	}
+	return string(sum[:n]), nil
+}
+
+// Verify checks the sign field of p against its other fields, in constant
+// time, with the given sign type.
+func Verify(p Params, key APIKey, st SignType) error {
+	got, ok := p.Lookup("sign")
+	if !ok || got == "" {
+		return ErrMissingSign
+	}
+	want, n, err := signature(p, key, st)
+	if err != nil {
+		return err
+	}
+	if !constantTimeEqual(want[:n], got) {
+		return ErrInvalidSignature
+	}
+	return nil
+}
+
+// DocumentSignType returns the sign type a received document names in its
+// sign_type field, MD5 when it names none.
+func DocumentSignType(p Params) (SignType, error) {
+	return ParseSignType(p.Get("sign_type"))
+}
+
+// constantTimeEqual compares a computed signature with a received one. Its
+// running time depends on the lengths only, which are public.
+func constantTimeEqual(a []byte, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := range a {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}
+
+// maxStackFields bounds the fields sorted without allocating; documents
+// with more fall back to the heap.
+const maxStackFields = 48
+
+// signature computes the uppercase hex signature into a fixed buffer so that
+// signing and verifying allocate nothing on the common path.
+func signature(p Params, key APIKey, st SignType) (sum [64]byte, n int, err error) {
+	var idxStack [maxStackFields]int
+	idx := idxStack[:0]
+	for i := range p {
+		if p[i].Value == "" || p[i].Name == "sign" {
+			continue
+		}
+		idx = append(idx, i)
+	}
+	// Insertion sort: documents have a few dozen fields at most, and it
+	// sorts in place without the allocation of sort.Slice.
+	for i := 1; i < len(idx); i++ {
+		for j := i; j > 0 && p[idx[j]].Name < p[idx[j-1]].Name; j-- {
+			idx[j], idx[j-1] = idx[j-1], idx[j]
+		}
+	}
+	for i := 1; i < len(idx); i++ {
+		if p[idx[i]].Name == p[idx[i-1]].Name {
+			return sum, 0, fmt.Errorf("%w %q", ErrDuplicateField, p[idx[i]].Name)
+		}
+	}
+
+	var bufStack [1024]byte
+	buf := bufStack[:0]
+	const block = 64 // SHA-256 block size
+	var hkey [block]byte
+	switch st {
+	case SignTypeMD5:
+	case SignTypeHMACSHA256:
+		if len(key) > block {
+			h := sha256.Sum256([]byte(key))
+			copy(hkey[:], h[:])
+		} else {
+			copy(hkey[:], key)
+		}
+		// Reserve the inner pad in front of the message.
+		for i := 0; i < block; i++ {
+			buf = append(buf, hkey[i]^0x36)
+		}
+	default:
+		return sum, 0, fmt.Errorf("wxpay: cannot sign with sign_type %q", st)
+	}
+	for _, i := range idx {
+		buf = append(buf, p[i].Name...)
+		buf = append(buf, '=')
+		buf = append(buf, p[i].Value...)
+		buf = append(buf, '&')
+	}
+	buf = append(buf, "key="...)
+	buf = append(buf, key...)
+
+	if st == SignTypeMD5 {
+		d := md5.Sum(buf)
+		return hexUpper(d[:]), 2 * len(d), nil
+	}
+	// HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)), RFC 2104.
+	inner := sha256.Sum256(buf)
+	var outer [block + sha256.Size]byte
+	for i := 0; i < block; i++ {
+		outer[i] = hkey[i] ^ 0x5c
+	}
+	copy(outer[block:], inner[:])
+	d := sha256.Sum256(outer[:])
+	return hexUpper(d[:]), 2 * len(d), nil
+}
+
+func hexUpper(b []byte) (out [64]byte) {
+	const digits = "0123456789ABCDEF"
+	for i, c := range b {
+		out[2*i] = digits[c>>4]
+		out[2*i+1] = digits[c&0x0f]
+	}
+	return out
+}
