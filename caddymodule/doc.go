@@ -2,9 +2,3 @@
 // wxpay, wxpay_checkout and wxpay_simulator HTTP handlers, and their
 // Caddyfile syntax.
 package caddymodule
-
-import (
-	_ "github.com/caddyserver/caddy/v2"
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
-)

@@ -1,0 +1,298 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("wxpay", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("wxpay", parseHandler)
+	httpcaddyfile.RegisterHandlerDirective("wxpay_checkout", parseCheckout)
+	httpcaddyfile.RegisterHandlerDirective("wxpay_simulator", parseSimulator)
+	// Early in the route, before "invoke", "handle" and "route": each of
+	// these handlers passes on what it does not serve, and ordering them
+	// before a site's respond, reverse_proxy or catch-all handle block
+	// keeps those from shadowing the gateway's routes. wxpay_checkout
+	// must wrap the reverse_proxy whose answer it reads.
+	httpcaddyfile.RegisterDirectiveOrder("wxpay", httpcaddyfile.Before, "invoke")
+	httpcaddyfile.RegisterDirectiveOrder("wxpay_checkout", httpcaddyfile.Before, "invoke")
+	httpcaddyfile.RegisterDirectiveOrder("wxpay_simulator", httpcaddyfile.Before, "invoke")
+}
+
+// parseGlobalOption parses the wxpay global option:
+//
+//	wxpay {
+//		merchant [<name>] {
+//			mch_id      <mch_id>
+//			app_id      <app_id> [<app_id>...]
+//			api_key     <key>
+//			sign_type   MD5|HMAC-SHA256
+//			notify_url  <url>
+//			insecure_notify_url
+//			endpoint    <url>
+//			timeout     <duration>
+//		}
+//		upstream <url> {
+//			secret  <secret>
+//			timeout <duration>
+//		}
+//		api_token <token>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if existing != nil {
+		if prev, ok := existing.(httpcaddyfile.App); ok {
+			if err := json.Unmarshal(prev.Value, app); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "wxpay", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the wxpay global option.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "merchant":
+			name := "default"
+			if d.NextArg() {
+				name = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if a.Merchants == nil {
+				a.Merchants = map[string]*Merchant{}
+			}
+			if _, dup := a.Merchants[name]; dup {
+				return d.Errf("merchant %q is defined twice", name)
+			}
+			m := new(Merchant)
+			if err := m.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			a.Merchants[name] = m
+		case "upstream":
+			if a.Upstream != nil {
+				return d.Err("upstream is defined twice")
+			}
+			u := new(Upstream)
+			if !d.NextArg() {
+				return d.Err("upstream needs a URL: upstream <url> { secret <secret> }")
+			}
+			u.URL = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "secret":
+					if !d.AllArgs(&u.Secret) {
+						return d.ArgErr()
+					}
+				case "timeout":
+					dur, err := parseDuration(d)
+					if err != nil {
+						return err
+					}
+					u.Timeout = dur
+				default:
+					return d.Errf("unknown upstream option %q", d.Val())
+				}
+			}
+			a.Upstream = u
+		case "api_token":
+			if !d.AllArgs(&a.APIToken) {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown wxpay option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for d.NextBlock(1) {
+		switch opt := d.Val(); opt {
+		case "mch_id":
+			if !d.AllArgs(&m.MchID) {
+				return d.ArgErr()
+			}
+		case "app_id", "app_ids":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.AppIDs = append(m.AppIDs, args...)
+		case "api_key":
+			if !d.AllArgs(&m.APIKey) {
+				return d.ArgErr()
+			}
+		case "sign_type":
+			if !d.AllArgs(&m.SignType) {
+				return d.ArgErr()
+			}
+		case "notify_url":
+			if !d.AllArgs(&m.NotifyURL) {
+				return d.ArgErr()
+			}
+		case "insecure_notify_url":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.InsecureNotifyURL = true
+		case "endpoint":
+			if !d.AllArgs(&m.Endpoint) {
+				return d.ArgErr()
+			}
+		case "timeout":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			m.Timeout = dur
+		default:
+			return d.Errf("unknown merchant option %q", opt)
+		}
+	}
+	return nil
+}
+
+func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("bad duration %q: %v", s, err)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// parseHandler parses the wxpay directive:
+//
+//	wxpay [<merchant>] {
+//		base_path /wxpay
+//		notify_only
+//	}
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	return handler, handler.UnmarshalCaddyfile(h.Dispenser)
+}
+
+// UnmarshalCaddyfile sets up the handler from the wxpay directive.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		h.Merchant = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "base_path":
+			if !d.AllArgs(&h.BasePath) {
+				return d.ArgErr()
+			}
+		case "notify_only":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.NotifyOnly = true
+		default:
+			return d.Errf("unknown wxpay option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// parseCheckout parses the wxpay_checkout directive:
+//
+//	wxpay_checkout [<merchant>]
+func parseCheckout(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	c := new(Checkout)
+	return c, c.UnmarshalCaddyfile(h.Dispenser)
+}
+
+// UnmarshalCaddyfile sets up the handler from the wxpay_checkout directive.
+func (c *Checkout) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		c.Merchant = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("wxpay_checkout takes no options, got %q", d.Val())
+	}
+	return nil
+}
+
+// parseSimulator parses the wxpay_simulator directive:
+//
+//	wxpay_simulator {
+//		time_scale <factor>
+//		merchant <mch_id> <api_key> <app_id> [<app_id>...]
+//	}
+func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(Simulator)
+	return s, s.UnmarshalCaddyfile(h.Dispenser)
+}
+
+// UnmarshalCaddyfile sets up the handler from the wxpay_simulator directive.
+func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "time_scale":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				return d.Errf("time_scale must be a positive number, got %q", v)
+			}
+			s.TimeScale = f
+		case "merchant":
+			args := d.RemainingArgs()
+			if len(args) < 3 {
+				return d.Err("merchant needs <mch_id> <api_key> <app_id> [<app_id>...]")
+			}
+			s.Merchants = append(s.Merchants, SimulatedMerchant{MchID: args[0], APIKey: args[1], AppIDs: args[2:]})
+		default:
+			return d.Errf("unknown wxpay_simulator option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*Checkout)(nil)
+	_ caddyfile.Unmarshaler = (*Simulator)(nil)
+)

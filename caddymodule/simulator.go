@@ -1,0 +1,191 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/event"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+)
+
+func init() {
+	caddy.RegisterModule(new(Simulator))
+}
+
+// Simulator mounts a simulated WeChat Pay server (package wxpaysim) so that
+// one Caddy process can run the demo and tests without a merchant account.
+// It serves WeChat's API (POST /pay/unifiedorder), the simulator's control
+// routes (POST /sim/pay to pay an order, GET /sim/notifications…), and a
+// stand-in backend at /backend/events that verifies the events the gateway
+// delivers and lists them (GET). Other requests go to the next handler.
+//
+// Never mount it on a production site: it pays any order it is asked to.
+type Simulator struct {
+	// Multiplies WeChat's notification retry schedule (15s, 15s, 30s,
+	// 3m…): 0.001 turns seconds into milliseconds. Default: 1.
+	TimeScale float64 `json:"time_scale,omitempty"`
+
+	// The merchants the simulator knows. Default: every merchant of the
+	// wxpay app, with the same mch_id, key and app ids.
+	Merchants []SimulatedMerchant `json:"merchants,omitempty"`
+
+	sim     *wxpaysim.Simulator
+	backend *demoBackend
+	logger  *zap.Logger
+}
+
+// SimulatedMerchant is a merchant account the simulator accepts.
+type SimulatedMerchant struct {
+	// The merchant number.
+	MchID string `json:"mch_id,omitempty"`
+	// The API v2 key; placeholders are resolved.
+	APIKey string `json:"api_key,omitempty"`
+	// The app ids bound to the merchant.
+	AppIDs []string `json:"app_ids,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Simulator) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wxpay_simulator",
+		New: func() caddy.Module { return new(Simulator) },
+	}
+}
+
+// Provision creates the simulator.
+func (s *Simulator) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	var merchants []wxpaysim.Merchant
+	for _, m := range s.Merchants {
+		key := wxpay.APIKey(strings.TrimSpace(repl.ReplaceAll(m.APIKey, "")))
+		if err := key.Validate(); err != nil {
+			return fmt.Errorf("wxpay_simulator: merchant %s: api_key: %w", m.MchID, err)
+		}
+		merchants = append(merchants, wxpaysim.Merchant{MchID: m.MchID, Key: key, AppIDs: m.AppIDs})
+	}
+	var secret []byte
+	appIface, err := ctx.AppIfConfigured("wxpay")
+	switch {
+	case err == nil:
+		app := appIface.(*App)
+		if len(s.Merchants) == 0 {
+			for _, m := range app.merchants {
+				merchants = append(merchants, wxpaysim.Merchant{MchID: m.mchID, Key: m.key, AppIDs: m.appIDs})
+			}
+		}
+		if app.upstream != nil {
+			secret = app.upstream.secret
+		}
+	case !errors.Is(err, caddy.ErrNotConfigured):
+		return fmt.Errorf("wxpay_simulator: %w", err)
+	}
+	if len(merchants) == 0 {
+		return fmt.Errorf("wxpay_simulator: no merchants: configure the wxpay app or list merchants")
+	}
+	logger := s.logger
+	s.sim = wxpaysim.New(wxpaysim.Config{
+		Merchants: merchants,
+		TimeScale: s.TimeScale,
+		Logf:      func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
+	})
+	s.backend = &demoBackend{secret: secret}
+	return nil
+}
+
+// Cleanup stops the simulator's pending notifications.
+func (s *Simulator) Cleanup() error {
+	if s.sim != nil {
+		s.sim.Close()
+	}
+	return nil
+}
+
+// ServeHTTP serves the simulator's routes and the stand-in backend.
+func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/pay/"), strings.HasPrefix(p, "/sim/"), strings.HasPrefix(p, "/secapi/"):
+		s.sim.ServeHTTP(w, r)
+		return nil
+	case p == "/backend/events":
+		s.backend.ServeHTTP(w, r)
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// demoBackend is the demo's stand-in for the merchant's backend: it
+// verifies each event's signature with the upstream secret and keeps the
+// last events to show them.
+type demoBackend struct {
+	secret []byte
+	mu     sync.Mutex
+	events []receivedEvent
+}
+
+type receivedEvent struct {
+	ReceivedAt string          `json:"received_at"`
+	EventID    string          `json:"event_id"`
+	Verified   bool            `json:"signature_verified"`
+	Error      string          `json:"error,omitempty"`
+	Event      json.RawMessage `json:"event,omitempty"`
+}
+
+func (b *demoBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		b.mu.Lock()
+		out, _ := json.MarshalIndent(b.events, "", "  ")
+		b.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(out, '\n'))
+	case http.MethodPost:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, "cannot read the event", http.StatusBadRequest)
+			return
+		}
+		rec := receivedEvent{ReceivedAt: time.Now().UTC().Format(time.RFC3339), EventID: r.Header.Get(event.HeaderID)}
+		if err := event.Verify(b.secret, r.Header, body, 5*time.Minute, time.Now()); err != nil {
+			rec.Error = err.Error()
+		} else {
+			rec.Verified = true
+		}
+		if json.Valid(body) {
+			rec.Event = body
+		}
+		b.mu.Lock()
+		b.events = append(b.events, rec)
+		if len(b.events) > 1000 {
+			b.events = b.events[len(b.events)-1000:]
+		}
+		b.mu.Unlock()
+		if !rec.Verified {
+			http.Error(w, rec.Error, http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "use GET or POST", http.StatusMethodNotAllowed)
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Simulator)(nil)
+	_ caddy.CleanerUpper          = (*Simulator)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Simulator)(nil)
+)

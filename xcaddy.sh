@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds ./caddy: Caddy v2.11.9 with the caddy-wxpay module from this checkout.
+#
+#   ./xcaddy.sh                 # writes ./caddy
+#   ./xcaddy.sh --output /usr/local/bin/caddy
+#
+# Needs Go >= 1.26 and the Go module proxy; nothing else is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
+XCADDY_VERSION=${XCADDY_VERSION:-v0.4.5}
+MODULE=github.com/caddy-wxpay/caddy-wxpay
+
+# xcaddy runs "go get" for the plugin. This module lives in the checkout,
+# not on the module proxy: pin it to v0.0.0, which the replacement by this
+# directory serves without a version query, and keep the go command from
+# asking the proxy or the checksum database about it.
+export GOPRIVATE="${GOPRIVATE:+$GOPRIVATE,}$MODULE"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+
+output=./caddy
+if [ "${1:-}" = "--output" ] && [ -n "${2:-}" ]; then
+	output=$2
+fi
+
+exec go run "github.com/caddyserver/xcaddy/cmd/xcaddy@$XCADDY_VERSION" build "$CADDY_VERSION" \
+	--with "$MODULE@v0.0.0=$PWD" \
+	--output "$output"
