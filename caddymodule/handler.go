@@ -203,7 +203,7 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 	h.logger.Info("notification delivered",
 		zap.String("merchant", h.Merchant), zap.String("event_id", ev.ID), zap.String("type", ev.Type),
 		zap.String("out_trade_no", n.OutTradeNo()), zap.String("transaction_id", n.TransactionID()))
-	writeNotifyReply(w, http.StatusOK, wxpay.NotifyReplySuccess)
+	writeNotifyReply(w, http.StatusOK, []byte(wxpay.NotifyReplySuccess))
 }
 
 func (h *Handler) notifyFail(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {

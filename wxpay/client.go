@@ -100,6 +100,8 @@ func (c *Client) Call(ctx context.Context, op, path string, req Params) (Params,
 	if _, ok := req.Lookup("nonce_str"); !ok {
 		req.Set("nonce_str", NonceStr())
 	}
+	// The client's sign type decides, whatever the caller put in req.
+	req.Delete("sign_type")
 	if st != SignTypeMD5 {
 		req.Set("sign_type", string(st))
 	}

@@ -11,7 +11,7 @@ const MaxNotificationSize = 64 << 10
 
 // NotifyReplySuccess is the exact answer that tells WeChat a notification
 // was received. Anything else makes WeChat send it again.
-var NotifyReplySuccess = []byte(`<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>`)
+const NotifyReplySuccess = `<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>`
 
 // NotifyReplyFail returns the answer that asks WeChat to send a notification
 // again later, with a reason.

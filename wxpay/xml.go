@@ -39,8 +39,9 @@ func EncodeXML(p Params) ([]byte, error) {
 
 // AppendXML appends p to dst as a flat document with the given root element.
 // A value containing "]]>" is split across CDATA sections so that it cannot
-// end the section early; a name that is not a plain XML name, or a value
-// with characters XML 1.0 cannot carry, is an error.
+// end the section early, and a carriage return is written as &#13; outside
+// CDATA (a parser would read a raw one as "\n"); a name that is not a plain
+// XML name, or a value with characters XML 1.0 cannot carry, is an error.
 func AppendXML(dst []byte, root string, p Params) ([]byte, error) {
 	if !validName(root) {
 		return dst, fmt.Errorf("wxpay: xml: invalid root element name %q", root)
@@ -61,6 +62,15 @@ func AppendXML(dst []byte, root string, p Params) ([]byte, error) {
 		v := f.Value
 		for {
 			i := strings.Index(v, "]]>")
+			j := strings.IndexByte(v, '\r')
+			if j >= 0 && (i < 0 || j < i) {
+				// A parser reads a raw CR as LF, even inside CDATA; only
+				// a character reference carries it.
+				dst = append(dst, v[:j]...)
+				dst = append(dst, "]]>&#13;<![CDATA["...)
+				v = v[j+1:]
+				continue
+			}
 			if i < 0 {
 				break
 			}
@@ -125,6 +135,9 @@ func (d *flatDecoder) document(root string) (Params, error) {
 		end := strings.Index(d.rest(), "?>")
 		if end < 0 {
 			return nil, d.errorf("unterminated XML declaration")
+		}
+		if err := checkDeclaration(d.rest()[len("<?xml"):end]); err != nil {
+			return nil, d.errorf("%v", err)
 		}
 		d.i += end + 2
 		d.skipSpace()
@@ -282,7 +295,7 @@ func (d *flatDecoder) field() (Param, error) {
 			if end < 0 {
 				return Param{}, d.errorf("unterminated CDATA section in <%s>", name)
 			}
-			add(r[9 : 9+end])
+			add(normalizeNewlines(r[9 : 9+end]))
 			d.i += 9 + end + 3
 		case strings.HasPrefix(r, "</"):
 			if err := d.closeTag(name); err != nil {
@@ -291,10 +304,6 @@ func (d *flatDecoder) field() (Param, error) {
 			v := single
 			if runs > 1 {
 				v = builder.String()
-			}
-			if strings.IndexByte(v, '\r') >= 0 {
-				// XML parsers see every line ending as "\n".
-				v = strings.ReplaceAll(strings.ReplaceAll(v, "\r\n", "\n"), "\r", "\n")
 			}
 			if err := checkChars(v); err != nil {
 				return Param{}, d.errorf("field <%s>: %v", name, err)
@@ -320,8 +329,73 @@ func (d *flatDecoder) field() (Param, error) {
 			if strings.Contains(r[:n], "]]>") {
 				return Param{}, d.errorf("\"]]>\" in text of <%s>", name)
 			}
-			add(r[:n])
+			add(normalizeNewlines(r[:n]))
 			d.i += n
+		}
+	}
+}
+
+// normalizeNewlines turns the line endings of a raw run of text or CDATA
+// into "\n", as XML parsers do. A CR written as a character reference is
+// not a line ending and stays.
+func normalizeNewlines(s string) string {
+	if strings.IndexByte(s, '\r') < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\r", "\n")
+}
+
+// checkDeclaration checks the inside of an XML declaration (between "<?xml"
+// and "?>") against XML 1.0's grammar: version 1.0, and if an encoding is
+// named, UTF-8. A document that declares another version or encoding
+// cannot be read as the UTF-8 XML 1.0 this decoder reads, so it is refused
+// rather than misread.
+func checkDeclaration(s string) error {
+	names := []string{"version", "encoding", "standalone"}
+	for n := 0; ; n++ {
+		rest := strings.TrimLeft(s, " \t\r\n")
+		if rest == "" {
+			if n == 0 {
+				return errors.New("XML declaration has no version")
+			}
+			return nil
+		}
+		if len(rest) == len(s) {
+			return errors.New("malformed XML declaration")
+		}
+		var name string
+		for len(names) > 0 && name == "" {
+			if strings.HasPrefix(rest, names[0]) {
+				name = names[0]
+			} else if n == 0 {
+				return errors.New("XML declaration has no version")
+			}
+			names = names[1:]
+		}
+		if name == "" {
+			return errors.New("malformed XML declaration")
+		}
+		rest = strings.TrimLeft(rest[len(name):], " \t\r\n")
+		if !strings.HasPrefix(rest, "=") {
+			return errors.New("malformed XML declaration")
+		}
+		rest = strings.TrimLeft(rest[1:], " \t\r\n")
+		if rest == "" || rest[0] != '"' && rest[0] != '\'' {
+			return errors.New("malformed XML declaration")
+		}
+		end := strings.IndexByte(rest[1:], rest[0])
+		if end < 0 {
+			return errors.New("malformed XML declaration")
+		}
+		value := rest[1 : 1+end]
+		s = rest[2+end:]
+		switch {
+		case name == "version" && value != "1.0":
+			return fmt.Errorf("XML version %q is not supported, only 1.0", value)
+		case name == "encoding" && !strings.EqualFold(value, "UTF-8"):
+			return fmt.Errorf("encoding %q is not UTF-8", value)
+		case name == "standalone" && value != "yes" && value != "no":
+			return errors.New("malformed XML declaration")
 		}
 	}
 }

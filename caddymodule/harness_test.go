@@ -1,0 +1,302 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-wxpay/caddy-wxpay/caddymodule"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+)
+
+// Test credentials. The key is the one of WeChat's signature example.
+const (
+	testMchID    = "10000100"
+	testKey      = "192006250b4c09247ec02edce69f6a2d"
+	testHMACMch  = "10000200"
+	testHMACKey  = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+	testAppID    = "wxd930ea5d5a258f4f"
+	testAppID2   = "wx2421b1c4370ec43b"
+	testToken    = "test-token-3f9a8b7c6d5e4f3a"
+	testSecret   = "whsec-test-0123456789abcdef"
+	caddyfileTop = "{\n\tadmin off\n\tpersist_config off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n"
+)
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// received is one request the backend got.
+type received struct {
+	Header http.Header
+	Body   []byte
+}
+
+// backend is a real HTTP server standing in for the merchant's backend. It
+// records every request and answers with status() (200 by default).
+type backend struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []received
+	status   func(n int) int // n counts requests from 1
+	handler  http.HandlerFunc
+}
+
+func newBackend(t testing.TB) *backend {
+	b := &backend{}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		b.mu.Lock()
+		b.requests = append(b.requests, received{Header: r.Header.Clone(), Body: body})
+		n := len(b.requests)
+		status, handler := b.status, b.handler
+		b.mu.Unlock()
+		if handler != nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			handler(w, r)
+			return
+		}
+		code := http.StatusOK
+		if status != nil {
+			code = status(n)
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *backend) got() []received {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]received(nil), b.requests...)
+}
+
+func (b *backend) setStatus(f func(n int) int) {
+	b.mu.Lock()
+	b.status = f
+	b.mu.Unlock()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// gateway is a real Caddy, in process, with the module loaded from a
+// Caddyfile, next to a simulator and a backend on real sockets.
+type gateway struct {
+	t       testing.TB
+	base    string // the gateway site, http://127.0.0.1:port
+	sim     *wxpaysim.Simulator
+	simURL  string
+	backend *backend
+	logFile string
+	dir     string
+}
+
+type gatewayOptions struct {
+	timeout   string // merchant timeout
+	extraSite string // more directives in the gateway site
+	extraTop  string // more sites
+}
+
+func startGateway(t *testing.T, opts gatewayOptions) *gateway {
+	t.Helper()
+	g := &gateway{t: t, dir: t.TempDir()}
+	g.logFile = filepath.Join(g.dir, "caddy.log")
+	g.sim = wxpaysim.New(wxpaysim.Config{
+		Merchants: []wxpaysim.Merchant{
+			{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID, testAppID2}},
+			{MchID: testHMACMch, Key: testHMACKey, AppIDs: []string{testAppID}},
+		},
+		TimeScale: 0.001,
+	})
+	simSrv := httptest.NewServer(g.sim)
+	t.Cleanup(func() { g.sim.Close(); simSrv.Close() })
+	g.simURL = simSrv.URL
+	g.backend = newBackend(t)
+	port := freePort(t)
+	g.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	timeout := opts.timeout
+	if timeout == "" {
+		timeout = "3s"
+	}
+	t.Setenv("WXPAY_TEST_API_KEY", testKey)
+	keyFile := filepath.Join(g.dir, "hmac.key")
+	if err := os.WriteFile(keyFile, []byte(testHMACKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(caddyfileTop, filepath.Join(g.dir, "data"), g.logFile) + fmt.Sprintf(`	wxpay {
+		merchant default {
+			mch_id      %[1]s
+			app_id      %[2]s %[3]s
+			api_key     {env.WXPAY_TEST_API_KEY}
+			notify_url  %[4]s/wxpay/notify
+			insecure_notify_url
+			endpoint    %[5]s
+			timeout     %[6]s
+		}
+		merchant hmac {
+			mch_id      %[7]s
+			app_id      %[2]s
+			api_key     {file.%[8]s}
+			sign_type   HMAC-SHA256
+			notify_url  %[4]s/hmac/notify
+			insecure_notify_url
+			endpoint    %[5]s
+			timeout     %[6]s
+		}
+		upstream %[9]s/events {
+			secret %[10]s
+		}
+		api_token %[11]s
+	}
+}
+
+%[4]s {
+	wxpay
+	wxpay hmac {
+		base_path /hmac
+	}
+	%[12]s
+	respond "site" 200
+}
+%[13]s
+`, testMchID, testAppID, testAppID2, g.base, g.simURL, timeout, testHMACMch, keyFile, g.backend.URL, testSecret, testToken, opts.extraSite, opts.extraTop)
+	loadCaddyfile(t, cfg)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+		checkNoSecretsIn(t, g.logFile)
+	})
+	return g
+}
+
+// loadCaddyfile adapts a Caddyfile and runs it.
+func loadCaddyfile(t testing.TB, cfg string) {
+	t.Helper()
+	if err := tryLoadCaddyfile(cfg); err != nil {
+		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+}
+
+func tryLoadCaddyfile(cfg string) error {
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	js, warnings, err := adapter.Adapt([]byte(cfg), nil)
+	if err != nil {
+		return fmt.Errorf("adapt: %w", err)
+	}
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "not formatted") {
+			return fmt.Errorf("adapt warning: %s", w.Message)
+		}
+	}
+	return caddy.Load(js, true)
+}
+
+// checkNoSecretsIn fails the test when a secret appears in Caddy's log.
+func checkNoSecretsIn(t testing.TB, file string) {
+	t.Helper()
+	logs, err := os.ReadFile(file)
+	if err != nil {
+		t.Errorf("reading caddy's log: %v", err)
+		return
+	}
+	if len(logs) == 0 {
+		t.Errorf("caddy's log is empty: the secret check would prove nothing")
+	}
+	for _, s := range []string{testKey, testHMACKey, testToken, testSecret} {
+		if bytes.Contains(logs, []byte(s)) {
+			t.Errorf("a secret (%d chars, starting %.4s) appears in caddy's log", len(s), s)
+		}
+	}
+}
+
+// post sends a JSON body with the API token.
+func (g *gateway) post(path, token string, body any) (int, map[string]any) {
+	g.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		js, _ := json.Marshal(b)
+		rd = bytes.NewReader(js)
+	}
+	req, _ := http.NewRequest(http.MethodPost, g.base+path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return doJSON(g.t, req)
+}
+
+func doJSON(t testing.TB, req *http.Request) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: answer %d is not JSON: %q", req.Method, req.URL, resp.StatusCode, raw)
+	}
+	return resp.StatusCode, out
+}
+
+// errorOf returns the code and message of a gateway error answer.
+func errorOf(out map[string]any) (code, message string) {
+	e, _ := out["error"].(map[string]any)
+	code, _ = e["code"].(string)
+	message, _ = e["message"].(string)
+	return code, message
+}
+
+// signedDoc signs p for the simulator-side merchant and encodes it.
+func signedDoc(t testing.TB, p wxpay.Params, key wxpay.APIKey, st wxpay.SignType) []byte {
+	t.Helper()
+	sign, err := wxpay.Sign(p, key, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = append(p.Clone(), wxpay.Param{Name: "sign", Value: sign})
+	doc, err := wxpay.EncodeXML(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}

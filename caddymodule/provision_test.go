@@ -1,0 +1,127 @@
+package caddymodule_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Provisioning refuses bad configuration with a message naming the field,
+// and never with the secret in it.
+func TestProvisioningRefuses(t *testing.T) {
+	dir := t.TempDir()
+	merchant := func(lines string) string {
+		return fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+	wxpay {
+		merchant default {
+%s
+		}
+		upstream http://127.0.0.1:9/events {
+			secret whsec-0123456789abcdef
+		}
+		api_token tok-0123456789abcdef
+	}
+}
+http://127.0.0.1:%d {
+	wxpay
+}
+`, filepath.Join(dir, "data"), lines, freePort(t))
+	}
+	const (
+		mch    = "mch_id 10000100"
+		app    = "app_id wxd930ea5d5a258f4f"
+		key    = "api_key 192006250b4c09247ec02edce69f6a2d"
+		notify = "notify_url https://pay.example.com/wxpay/notify"
+	)
+	all := func(lines ...string) string { return merchant(strings.Join(lines, "\n")) }
+	t.Setenv("WXPAY_EMPTY_FOR_TEST", "")
+	tests := []struct {
+		name string
+		cfg  string
+		says string
+	}{
+		{"missing mch_id", all(app, key, notify), "mch_id is required"},
+		{"mch_id from empty env", all("mch_id {env.WXPAY_EMPTY_FOR_TEST}", app, key, notify), "mch_id is required"},
+		{"missing app_id", all(mch, key, notify), "app_id is required"},
+		{"missing key", all(mch, app, notify), "api_key is required"},
+		{"short key", all(mch, app, "api_key 192006250b4c09247ec02edce69f6a2", notify), "api_key (given inline): api key has 31 characters"},
+		{"key from missing file", all(mch, app, "api_key {file./nonexistent/wxpay.key}", notify), "api_key from {file./nonexistent/wxpay.key}"},
+		{"unknown sign type", all(mch, app, key, notify, "sign_type SHA1"), "sign_type"},
+		{"missing notify_url", all(mch, app, key), "notify_url is required"},
+		{"http notify_url", all(mch, app, key, "notify_url http://pay.example.com/wxpay/notify"), "notify_url \"http://pay.example.com/wxpay/notify\" must be https"},
+		{"http notify_url to WeChat even with opt-out", all(mch, app, key, "notify_url http://pay.example.com/wxpay/notify", "insecure_notify_url"), "loopback"},
+		{"notify_url with query", all(mch, app, key, "notify_url https://pay.example.com/notify?a=1"), "query string"},
+		{"http endpoint off loopback", all(mch, app, key, notify, "endpoint http://api.mch.weixin.qq.com"), "endpoint"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tryLoadCaddyfile(tt.cfg)
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatal("config loaded")
+			}
+			if !strings.Contains(err.Error(), tt.says) {
+				t.Fatalf("error %q does not say %q", err, tt.says)
+			}
+			if strings.Contains(err.Error(), "192006250b4c09247ec02edce69f6a2") {
+				t.Fatalf("error reveals the key: %v", err)
+			}
+		})
+	}
+
+	t.Run("order route without api_token", func(t *testing.T) {
+		cfg := fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+	wxpay {
+		merchant {
+			%s
+			%s
+			%s
+			%s
+		}
+		upstream http://127.0.0.1:9/events {
+			secret whsec-0123456789abcdef
+		}
+	}
+}
+http://127.0.0.1:%d {
+	wxpay
+}
+`, filepath.Join(dir, "data"), mch, app, key, notify, freePort(t))
+		err := tryLoadCaddyfile(cfg)
+		if err == nil || !strings.Contains(err.Error(), "api_token") {
+			_ = caddy.Stop()
+			t.Fatalf("err = %v, want one naming api_token", err)
+		}
+		// notify_only needs no token.
+		ok := strings.Replace(cfg, "\twxpay\n}", "\twxpay {\n\t\tnotify_only\n\t}\n}", 1)
+		if err := tryLoadCaddyfile(ok); err != nil {
+			t.Fatalf("notify_only without api_token: %v", err)
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("secrets from env and file", func(t *testing.T) {
+		keyFile := filepath.Join(dir, "key")
+		if err := os.WriteFile(keyFile, []byte("192006250b4c09247ec02edce69f6a2d\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("WXPAY_TEST_MCH", "10000100")
+		cfg := all("mch_id {env.WXPAY_TEST_MCH}", app, "api_key {file."+keyFile+"}", notify)
+		if err := tryLoadCaddyfile(cfg); err != nil {
+			t.Fatalf("placeholders: %v", err)
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
