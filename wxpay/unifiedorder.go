@@ -68,7 +68,7 @@ func (r *UnifiedOrderRequest) Validate() error {
 	if len(r.Body) > 128 {
 		return fieldErrorf("body", "is %d bytes, WeChat allows 128", len(r.Body))
 	}
-	if _, err := netip.ParseAddr(r.SpbillCreateIP); err != nil {
+	if ip, err := netip.ParseAddr(r.SpbillCreateIP); err != nil || ip.Zone() != "" {
 		return fieldErrorf("spbill_create_ip", "is not an IP address")
 	}
 	if err := validateNotifyURL(r.NotifyURL); err != nil {
@@ -147,8 +147,8 @@ func validateNotifyURL(s string) error {
 		return fieldErrorf("notify_url", "is required")
 	}
 	u, err := url.Parse(s)
-	if err != nil || !u.IsAbs() || u.Host == "" {
-		return fieldErrorf("notify_url", "is not an absolute URL")
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fieldErrorf("notify_url", "is not an absolute http(s) URL")
 	}
 	if u.RawQuery != "" || u.ForceQuery {
 		return fieldErrorf("notify_url", "must not carry a query string (WeChat drops it)")

@@ -92,6 +92,8 @@ func TestUnifiedOrderValidateRefuses(t *testing.T) {
 		{"spbill_create_ip short", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.SpbillCreateIP = "123.12.12" }, "spbill_create_ip"},
 		{"spbill_create_ip host name", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.SpbillCreateIP = "example.com" }, "spbill_create_ip"},
 		{"spbill_create_ip with port", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.SpbillCreateIP = "123.12.12.123:80" }, "spbill_create_ip"},
+		{"spbill_create_ip with zone", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.SpbillCreateIP = "fe80::1%eth0" }, "spbill_create_ip"},
+		{"notify_url ftp", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.NotifyURL = "ftp://pay.example.com/wxpay/notify" }, "notify_url"},
 		{"notify_url missing", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.NotifyURL = "" }, "notify_url"},
 		{"notify_url with query", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.NotifyURL = "https://pay.example.com/wxpay/notify?order=1" }, "notify_url"},
 		{"notify_url with empty query", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.NotifyURL = "https://pay.example.com/wxpay/notify?" }, "notify_url"},

@@ -1,0 +1,155 @@
+package caddymodule_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+func readExample(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The README's demo: Caddyfile.example as shipped, walked through as the
+// README's curl commands do (on free ports instead of 8080 and 8081).
+func TestExampleDemoLoop(t *testing.T) {
+	cfg := readExample(t)
+	gw, sim := freePort(t), freePort(t)
+	cfg = strings.ReplaceAll(cfg, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", gw))
+	cfg = strings.ReplaceAll(cfg, "127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", sim))
+	dir := t.TempDir()
+	cfg = strings.Replace(cfg, "{\n", fmt.Sprintf("{\n\tadmin off\n\tstorage file_system %s\n", filepath.Join(dir, "data")), 1)
+	loadCaddyfile(t, cfg)
+	t.Cleanup(func() { _ = caddy.Stop() })
+
+	gwURL, simURL := fmt.Sprintf("http://127.0.0.1:%d", gw), fmt.Sprintf("http://127.0.0.1:%d", sim)
+	// 1. Place an order, as the README does.
+	req, _ := http.NewRequest(http.MethodPost, gwURL+"/wxpay/orders", strings.NewReader(
+		`{"out_trade_no":"demo1001","total_fee":1,"body":"演示商品","trade_type":"JSAPI","openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}`))
+	req.Header.Set("Authorization", "Bearer demo-api-token-change-me")
+	status, out := doJSON(t, req)
+	if status != 200 || out["prepay_id"] == nil || out["pay_params"] == nil {
+		t.Fatalf("place order: %d %v", status, out)
+	}
+	// 2. Pay it in the simulator.
+	req, _ = http.NewRequest(http.MethodPost, simURL+"/sim/pay", strings.NewReader(`{"out_trade_no":"demo1001"}`))
+	if status, out := doJSON(t, req); status != 200 || out["transaction_id"] == nil {
+		t.Fatalf("pay: %d %v", status, out)
+	}
+	// 3. See the verified event at the stand-in backend.
+	var events []struct {
+		Verified bool `json:"signature_verified"`
+		Event    struct {
+			Type string         `json:"type"`
+			Data map[string]any `json:"data"`
+		} `json:"event"`
+	}
+	waitFor(t, "the event at the stand-in backend", 5*time.Second, func() bool {
+		resp, err := http.Get(simURL + "/backend/events")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return json.Unmarshal(body, &events) == nil && len(events) > 0
+	})
+	ev := events[0]
+	if !ev.Verified || ev.Event.Type != "payment.succeeded" || ev.Event.Data["out_trade_no"] != "demo1001" || ev.Event.Data["total_fee"] != float64(1) {
+		t.Fatalf("stand-in backend got %+v", ev)
+	}
+}
+
+// The PRODUCTION parts of Caddyfile.example, uncommented and with the DEMO
+// parts removed, adapt and provision (with the secrets in the environment).
+func TestExampleProductionConfig(t *testing.T) {
+	var lines []string
+	demo := false
+	for _, line := range strings.Split(readExample(t), "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(trimmed, "# ---- DEMO"):
+			demo = true
+		case strings.HasPrefix(trimmed, "# ---- END DEMO"):
+			demo = false
+		case demo:
+		default:
+			if i := strings.Index(line, "#|"); i >= 0 {
+				line = line[:i] + line[i+2:]
+			}
+			lines = append(lines, line)
+		}
+	}
+	cfg := strings.Join(lines, "\n")
+	if strings.Contains(cfg, "wxpay_simulator") || strings.Contains(cfg, "insecure_notify_url") || !strings.Contains(cfg, "pay.example.com {") {
+		t.Fatalf("the production config still has demo parts or lacks the site:\n%s", cfg)
+	}
+	t.Setenv("WXPAY_MCH_ID", "1900000109")
+	t.Setenv("WXPAY_APP_ID", "wxd930ea5d5a258f4f,wx2421b1c4370ec43b")
+	t.Setenv("WXPAY_API_KEY", "192006250b4c09247ec02edce69f6a2d")
+	t.Setenv("WXPAY_UPSTREAM_SECRET", "whsec-0123456789abcdef")
+	t.Setenv("WXPAY_API_TOKEN", "tok-0123456789abcdef")
+	js, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+	if err != nil {
+		t.Fatalf("adapt: %v\n%s", err, cfg)
+	}
+	// The checkout route wraps the reverse_proxy, and the gateway's routes
+	// come before the site's catch-all reverse_proxy.
+	order := regexp.MustCompile(`"handler":"(wxpay|wxpay_checkout|reverse_proxy)"`).FindAllStringSubmatch(string(js), -1)
+	var got []string
+	for _, m := range order {
+		got = append(got, m[1])
+	}
+	if want := "wxpay wxpay_checkout reverse_proxy reverse_proxy"; strings.Join(got, " ") != want {
+		t.Errorf("handler order %v, want %s", got, want)
+	}
+	var c caddy.Config
+	if err := json.Unmarshal(js, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Fatalf("the production config does not provision: %v", err)
+	}
+}
+
+// The directives need no order line: a site's respond or reverse_proxy
+// written first does not shadow them.
+func TestDirectiveOrder(t *testing.T) {
+	cfg := `{
+	wxpay {
+		api_token tok-0123456789abcdef
+	}
+}
+example.com {
+	respond "hi"
+	reverse_proxy 127.0.0.1:3000
+	wxpay_checkout
+	wxpay
+}`
+	js, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := regexp.MustCompile(`"handler":"([a-z_]+)"`).FindAllStringSubmatch(string(js), -1)
+	var got []string
+	for _, m := range order {
+		got = append(got, m[1])
+	}
+	if want := "subroute wxpay wxpay_checkout static_response reverse_proxy"; strings.Join(got, " ") != want {
+		t.Fatalf("handlers in order %v, want %s", got, want)
+	}
+}

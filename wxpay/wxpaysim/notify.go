@@ -1,0 +1,415 @@
+package wxpaysim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+)
+
+// OpenIDOther is the openid of the payer in notifications of orders that
+// are not JSAPI (which carry the order's openid).
+const OpenIDOther = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+// maxAttemptBody is how much of a merchant's answer an Attempt keeps.
+const maxAttemptBody = 1 << 10
+
+// maxAnswerRead is how much of a merchant's answer is read to decide
+// whether it acknowledges the notification.
+const maxAnswerRead = 64 << 10
+
+// PayOptions says which order Pay pays and how.
+type PayOptions struct {
+	// PrepayID names the order to pay by its prepay_id ...
+	PrepayID string
+	// ... or OutTradeNo by the merchant's number (with MchID when several
+	// merchants have an order with that number).
+	OutTradeNo string
+	// MchID is the merchant of OutTradeNo.
+	MchID string
+	// Fail sends result_code FAIL (err_code NOTENOUGH) instead of SUCCESS
+	// and leaves the order in StatePayError, from which it can be paid again.
+	Fail bool
+	// Duplicate sends the notification twice at once, as WeChat does from
+	// two servers: two deliveries, each with its own retries.
+	Duplicate bool
+	// Extra fields are added to the notification (e.g. a field WeChat adds
+	// later) and signed. A field the notification has already is replaced;
+	// sign cannot be set.
+	Extra wxpay.Params
+	// TotalFee, when > 0, is notified (as total_fee and cash_fee) instead of
+	// the order's amount, for mismatch tests.
+	TotalFee int64
+}
+
+// Payment is the result of Pay.
+type Payment struct {
+	// MchID is the order's merchant.
+	MchID string `json:"mch_id"`
+	// AppID is the order's app id.
+	AppID string `json:"appid"`
+	// OutTradeNo is the merchant's order number.
+	OutTradeNo string `json:"out_trade_no"`
+	// TransactionID is WeChat's number of the payment: "4200" and 24
+	// digits, unique within the simulator.
+	TransactionID string `json:"transaction_id"`
+	// TotalFee is the amount notified (PayOptions.TotalFee when set).
+	TotalFee int64 `json:"total_fee"`
+}
+
+// Attempt is one delivery attempt of a notification.
+type Attempt struct {
+	// At is when the attempt started.
+	At time.Time `json:"at"`
+	// StatusCode is the merchant's HTTP status, 0 when the request failed.
+	StatusCode int `json:"status_code"`
+	// Body is what the merchant answered, truncated to 1 KiB.
+	Body string `json:"body"`
+	// Err says why the attempt did not acknowledge the notification: the
+	// request failed, or the answer was not WeChat's SUCCESS.
+	Err string `json:"err,omitempty"`
+	// Acked is true when the answer acknowledged the notification: HTTP 200
+	// and an XML body with return_code SUCCESS.
+	Acked bool `json:"acked"`
+}
+
+// NotificationRecord is a pay notification and its delivery attempts.
+type NotificationRecord struct {
+	// MchID is the order's merchant.
+	MchID string
+	// OutTradeNo is the merchant's order number.
+	OutTradeNo string
+	// TransactionID is the payment's transaction_id.
+	TransactionID string
+	// URL is the notify_url the notification is sent to.
+	URL string
+	// Body is the exact XML sent, the same for every attempt.
+	Body []byte
+	// Attempts are the attempts so far, in order.
+	Attempts []Attempt
+	// Acknowledged is true once an attempt was acknowledged.
+	Acknowledged bool
+	// GaveUp is true when the retry schedule ran out unacknowledged.
+	GaveUp bool
+}
+
+// MarshalJSON encodes the record with snake_case names and the body as a
+// string.
+func (r NotificationRecord) MarshalJSON() ([]byte, error) {
+	attempts := r.Attempts
+	if attempts == nil {
+		attempts = []Attempt{}
+	}
+	return json.Marshal(struct {
+		MchID         string    `json:"mch_id"`
+		OutTradeNo    string    `json:"out_trade_no"`
+		TransactionID string    `json:"transaction_id"`
+		URL           string    `json:"url"`
+		Body          string    `json:"body"`
+		Attempts      []Attempt `json:"attempts"`
+		Acknowledged  bool      `json:"acknowledged"`
+		GaveUp        bool      `json:"gave_up"`
+	}{r.MchID, r.OutTradeNo, r.TransactionID, r.URL, string(r.Body), attempts, r.Acknowledged, r.GaveUp})
+}
+
+// notification is the simulator's record of one delivery; rec is guarded
+// by Simulator.mu except rec.Body and rec.URL, which never change.
+type notification struct {
+	rec NotificationRecord
+}
+
+// Pay marks an order paid (or failed, with opts.Fail) and starts notifying
+// the order's notify_url in the background on WeChat's retry schedule. It
+// fails with ErrUnknownOrder, ErrOrderPaid, ErrOrderClosed, ErrOrderExpired
+// (the prepay_id is older than 2 hours or time_expire has passed),
+// ErrInvalidPayOptions or ErrClosed, wrapped. ctx bounds the call only, not
+// the notifications.
+func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("wxpaysim: pay: %w", err)
+	}
+	if _, ok := opts.Extra.Lookup("sign"); ok {
+		return nil, fmt.Errorf("%w: extra fields cannot set sign", ErrInvalidPayOptions)
+	}
+	if opts.TotalFee < 0 {
+		return nil, fmt.Errorf("%w: total_fee %d is negative", ErrInvalidPayOptions, opts.TotalFee)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("wxpaysim: pay: %w", ErrClosed)
+	}
+	o, err := s.findOrderLocked(opts)
+	if err != nil {
+		return nil, fmt.Errorf("wxpaysim: pay: %w", err)
+	}
+	what := fmt.Sprintf("order %s of mch_id %s", o.OutTradeNo, o.MchID)
+	switch o.State {
+	case StateSuccess:
+		return nil, fmt.Errorf("wxpaysim: pay %s: %w", what, ErrOrderPaid)
+	case StateClosed:
+		return nil, fmt.Errorf("wxpaysim: pay %s: %w", what, ErrOrderClosed)
+	}
+	now := s.now()
+	if now.Sub(o.CreatedAt) >= PrepayIDLifetime {
+		return nil, fmt.Errorf("wxpaysim: pay %s: prepay_id %s is older than %v: %w", what, o.PrepayID, PrepayIDLifetime, ErrOrderExpired)
+	}
+	if !o.expireAt.IsZero() && !now.Before(o.expireAt) {
+		return nil, fmt.Errorf("wxpaysim: pay %s: time_expire %s has passed: %w", what, o.Params.Get("time_expire"), ErrOrderExpired)
+	}
+	m, ok := s.merchants[o.MchID]
+	if !ok { // merchants are never removed; this is a bug if it happens
+		return nil, fmt.Errorf("wxpaysim: pay %s: merchant unknown", what)
+	}
+
+	txID := s.newTransactionIDLocked()
+	fee := o.TotalFee
+	if opts.TotalFee > 0 {
+		fee = opts.TotalFee
+	}
+	body, err := notificationBody(o, m, txID, fee, opts, now)
+	if err != nil {
+		return nil, fmt.Errorf("wxpaysim: pay %s: %w", what, err)
+	}
+
+	s.txIDs[txID] = struct{}{}
+	o.TransactionID = txID
+	result := "SUCCESS"
+	if opts.Fail {
+		o.State = StatePayError
+		result = "FAIL"
+	} else {
+		o.State = StateSuccess
+	}
+	copies := 1
+	if opts.Duplicate {
+		copies = 2
+	}
+	for range copies {
+		n := &notification{rec: NotificationRecord{
+			MchID: o.MchID, OutTradeNo: o.OutTradeNo, TransactionID: txID, URL: o.NotifyURL, Body: body,
+		}}
+		s.notifications = append(s.notifications, n)
+		s.wg.Add(1)
+		go s.deliver(n)
+	}
+	s.logf("wxpaysim: pay %s: %s transaction_id=%s total_fee=%d, notifying %s (%d copies)", what, result, txID, fee, o.NotifyURL, copies)
+	return &Payment{MchID: o.MchID, AppID: o.AppID, OutTradeNo: o.OutTradeNo, TransactionID: txID, TotalFee: fee}, nil
+}
+
+// findOrderLocked finds the order that opts names.
+func (s *Simulator) findOrderLocked(opts PayOptions) (*order, error) {
+	switch {
+	case opts.PrepayID != "":
+		o, ok := s.byPrepay[opts.PrepayID]
+		if !ok {
+			return nil, fmt.Errorf("prepay_id %s: %w", opts.PrepayID, ErrUnknownOrder)
+		}
+		if opts.OutTradeNo != "" && opts.OutTradeNo != o.OutTradeNo || opts.MchID != "" && opts.MchID != o.MchID {
+			return nil, fmt.Errorf("%w: prepay_id %s belongs to order %s of mch_id %s", ErrInvalidPayOptions, opts.PrepayID, o.OutTradeNo, o.MchID)
+		}
+		return o, nil
+	case opts.OutTradeNo != "" && opts.MchID != "":
+		o, ok := s.orders[orderKey{opts.MchID, opts.OutTradeNo}]
+		if !ok {
+			return nil, fmt.Errorf("out_trade_no %s of mch_id %s: %w", opts.OutTradeNo, opts.MchID, ErrUnknownOrder)
+		}
+		return o, nil
+	case opts.OutTradeNo != "":
+		var found *order
+		for _, o := range s.orderList {
+			if o.OutTradeNo != opts.OutTradeNo {
+				continue
+			}
+			if found != nil {
+				return nil, fmt.Errorf("%w: out_trade_no %s is used by mch_id %s and %s: name the mch_id", ErrInvalidPayOptions, opts.OutTradeNo, found.MchID, o.MchID)
+			}
+			found = o
+		}
+		if found == nil {
+			return nil, fmt.Errorf("out_trade_no %s: %w", opts.OutTradeNo, ErrUnknownOrder)
+		}
+		return found, nil
+	}
+	return nil, fmt.Errorf("%w: name the order by prepay_id or out_trade_no", ErrInvalidPayOptions)
+}
+
+// newTransactionIDLocked returns an unused transaction_id: "4200" and 24
+// random digits.
+func (s *Simulator) newTransactionIDLocked() string {
+	for {
+		id := "4200" + randomString(digits, 24)
+		if _, dup := s.txIDs[id]; !dup {
+			return id
+		}
+	}
+}
+
+// notificationBody builds and signs the pay notification of an order.
+func notificationBody(o *order, m Merchant, txID string, fee int64, opts PayOptions, now time.Time) ([]byte, error) {
+	feeStr := strconv.FormatInt(fee, 10)
+	openID := OpenIDOther
+	if o.TradeType == wxpay.TradeTypeJSAPI {
+		openID = o.Params.Get("openid")
+	}
+	feeType := o.Params.Get("fee_type")
+	if feeType == "" {
+		feeType = "CNY"
+	}
+	p := make(wxpay.Params, 0, 24+len(opts.Extra))
+	p.Set("return_code", "SUCCESS")
+	p.Set("appid", o.AppID)
+	p.Set("mch_id", o.MchID)
+	p.SetNonEmpty("device_info", o.Params.Get("device_info"))
+	p.Set("nonce_str", randomString(alnum, 32))
+	if opts.Fail {
+		p.Set("result_code", "FAIL")
+		p.Set("err_code", "NOTENOUGH")
+		p.Set("err_code_des", errCodeDes("NOTENOUGH"))
+	} else {
+		p.Set("result_code", "SUCCESS")
+	}
+	p.Set("openid", openID)
+	p.Set("is_subscribe", "N")
+	p.Set("trade_type", o.TradeType)
+	p.Set("bank_type", "CMC")
+	p.Set("total_fee", feeStr)
+	p.Set("fee_type", feeType)
+	p.Set("cash_fee", feeStr)
+	p.Set("transaction_id", txID)
+	p.Set("out_trade_no", o.OutTradeNo)
+	p.SetNonEmpty("attach", o.Params.Get("attach"))
+	p.Set("time_end", now.In(wxpay.Beijing).Format(wxpay.TimeLayout))
+	if o.SignType == wxpay.SignTypeHMACSHA256 {
+		p.Set("sign_type", string(o.SignType))
+	}
+	for _, f := range opts.Extra {
+		p.Set(f.Name, f.Value)
+	}
+	sign, err := wxpay.Sign(p, m.Key, o.SignType)
+	if err != nil {
+		return nil, fmt.Errorf("signing the notification: %w", err)
+	}
+	p.Set("sign", sign)
+	// WeChat sends the fields in name order, sign included.
+	slices.SortStableFunc(p, func(a, b wxpay.Param) int { return strings.Compare(a.Name, b.Name) })
+	body, err := wxpay.EncodeXML(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPayOptions, err)
+	}
+	return body, nil
+}
+
+// deliver sends a notification until it is acknowledged, the schedule runs
+// out or the simulator closes.
+func (s *Simulator) deliver(n *notification) {
+	defer s.wg.Done()
+	schedule := RetrySchedule()
+	for i := 0; ; i++ {
+		if s.attempt(n) || s.ctx.Err() != nil {
+			return
+		}
+		if i == len(schedule) {
+			s.mu.Lock()
+			n.rec.GaveUp = true
+			s.mu.Unlock()
+			s.logf("wxpaysim: notification of order %s of mch_id %s: no acknowledgement after %d attempts, giving up", n.rec.OutTradeNo, n.rec.MchID, i+1)
+			return
+		}
+		t := time.NewTimer(s.scale(schedule[i]))
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// attempt posts the notification once, records the attempt, and reports
+// whether it was acknowledged.
+func (s *Simulator) attempt(n *notification) bool {
+	a := Attempt{At: s.now()}
+	a.Acked, a.StatusCode, a.Body, a.Err = s.post(n.rec.URL, n.rec.Body)
+	s.mu.Lock()
+	n.rec.Attempts = append(n.rec.Attempts, a)
+	if a.Acked {
+		n.rec.Acknowledged = true
+	}
+	count := len(n.rec.Attempts)
+	s.mu.Unlock()
+	if a.Acked {
+		s.logf("wxpaysim: notification of order %s of mch_id %s acknowledged (attempt %d)", n.rec.OutTradeNo, n.rec.MchID, count)
+	} else {
+		s.logf("wxpaysim: notification of order %s of mch_id %s not acknowledged (attempt %d): %s", n.rec.OutTradeNo, n.rec.MchID, count, a.Err)
+	}
+	return a.Acked
+}
+
+// post sends one notification and judges the answer.
+func (s *Simulator) post(target string, body []byte) (acked bool, status int, answer, problem string) {
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return false, 0, "", fmt.Sprintf("building the request: %v", err)
+	}
+	req.Header.Set("Content-Type", "text/xml")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return false, 0, "", err.Error()
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerRead))
+	answer = truncate(data, maxAttemptBody)
+	switch {
+	case err != nil:
+		return false, resp.StatusCode, answer, fmt.Sprintf("reading the answer: %v", err)
+	case resp.StatusCode != http.StatusOK:
+		return false, resp.StatusCode, answer, fmt.Sprintf("HTTP status %d", resp.StatusCode)
+	}
+	p, err := wxpay.DecodeXML(data)
+	if err != nil {
+		return false, resp.StatusCode, answer, fmt.Sprintf("answer is not WeChat's XML: %v", err)
+	}
+	if rc := p.Get("return_code"); rc != "SUCCESS" {
+		return false, resp.StatusCode, answer, fmt.Sprintf("answer's return_code is %q", rc)
+	}
+	return true, resp.StatusCode, answer, ""
+}
+
+// truncate returns at most limit bytes of b as a string, cut on a UTF-8
+// character boundary.
+func truncate(b []byte, limit int) string {
+	if len(b) <= limit {
+		return string(b)
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(b[cut]) {
+		cut--
+	}
+	return string(b[:cut])
+}
+
+// Notifications returns a snapshot of every notification sent, in the
+// order they were started (a Duplicate counts as two records).
+func (s *Simulator) Notifications() []NotificationRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]NotificationRecord, len(s.notifications))
+	for i, n := range s.notifications {
+		r := n.rec
+		r.Body = slices.Clone(r.Body)
+		r.Attempts = slices.Clone(r.Attempts)
+		out[i] = r
+	}
+	return out
+}

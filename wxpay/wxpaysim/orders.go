@@ -1,0 +1,95 @@
+package wxpaysim
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+)
+
+// Order is a snapshot of an order known to the simulator.
+type Order struct {
+	// MchID is the merchant that placed the order.
+	MchID string `json:"mch_id"`
+	// AppID is the app id the order was placed with.
+	AppID string `json:"appid"`
+	// OutTradeNo is the merchant's order number.
+	OutTradeNo string `json:"out_trade_no"`
+	// PrepayID is the prepay_id WeChat answered.
+	PrepayID string `json:"prepay_id"`
+	// TradeType is JSAPI, NATIVE, APP or MWEB.
+	TradeType string `json:"trade_type"`
+	// NotifyURL is where pay notifications go.
+	NotifyURL string `json:"notify_url"`
+	// State is StateNotPay, StateSuccess, StatePayError or StateClosed.
+	State string `json:"state"`
+	// TotalFee is the order's amount in fen.
+	TotalFee int64 `json:"total_fee"`
+	// SignType is the sign type the order was placed with; its
+	// notifications are signed with it.
+	SignType wxpay.SignType `json:"sign_type"`
+	// Params is the unifiedorder request as received, sign included.
+	Params wxpay.Params `json:"-"`
+	// CreatedAt is when the order and its prepay_id were created.
+	CreatedAt time.Time `json:"created_at"`
+	// CodeURL is the NATIVE order's QR code content.
+	CodeURL string `json:"code_url,omitempty"`
+	// MWebURL is the MWEB order's H5 payment page.
+	MWebURL string `json:"mweb_url,omitempty"`
+	// TransactionID is WeChat's number of the last payment, once Pay ran.
+	TransactionID string `json:"transaction_id,omitempty"`
+}
+
+// order is the simulator's mutable record of an order, guarded by
+// Simulator.mu.
+type order struct {
+	Order
+	expireAt time.Time // time_expire; zero when the request had none
+}
+
+func (o *order) snapshot() Order {
+	c := o.Order
+	c.Params = o.Params.Clone()
+	return c
+}
+
+// Order returns a snapshot of an order known to the simulator.
+func (s *Simulator) Order(mchID, outTradeNo string) (Order, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.orders[orderKey{mchID, outTradeNo}]
+	if !ok {
+		return Order{}, false
+	}
+	return o.snapshot(), true
+}
+
+// Orders returns snapshots of every order known, in the order they were
+// created.
+func (s *Simulator) Orders() []Order {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Order, len(s.orderList))
+	for i, o := range s.orderList {
+		out[i] = o.snapshot()
+	}
+	return out
+}
+
+// CloseOrder closes an order that is not paid, as the merchant's closeorder
+// call or WeChat's expiry would: it can no longer be paid, and placing it
+// again answers ORDERCLOSED. Closing a closed order is not an error.
+func (s *Simulator) CloseOrder(mchID, outTradeNo string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.orders[orderKey{mchID, outTradeNo}]
+	if !ok {
+		return fmt.Errorf("close order %s of mch_id %s: %w", outTradeNo, mchID, ErrUnknownOrder)
+	}
+	if o.State == StateSuccess {
+		return fmt.Errorf("close order %s of mch_id %s: %w", outTradeNo, mchID, ErrOrderPaid)
+	}
+	o.State = StateClosed
+	s.logf("wxpaysim: order %s of mch_id %s closed", outTradeNo, mchID)
+	return nil
+}

@@ -1,0 +1,287 @@
+// Package wxpaysim is a strict simulated WeChat Pay (微信支付) API v2 server,
+// for tests and demos: WeChat's v2 sandbox is unreliable and v3 has none.
+//
+// A Simulator is an http.Handler. It serves POST /pay/unifiedorder with
+// WeChat's checks and answers (signatures, error codes, idempotent
+// re-placement of an order), pays orders on request (Pay, or POST /sim/pay)
+// and then sends signed pay notifications to the order's notify_url on
+// WeChat's retry schedule until the merchant acknowledges them. Faults
+// (FailNext, DelayNext) make WeChat's transient failures reproducible.
+//
+// It is safe for concurrent use, keeps no package-level mutable state, and
+// leaves no goroutine running once Close returns. Production never needs it:
+// it pays any order it is asked to.
+package wxpaysim
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+)
+
+// Order states, as WeChat's orderquery names them (trade_state).
+const (
+	StateNotPay   = "NOTPAY"   // placed, not paid
+	StateSuccess  = "SUCCESS"  // paid
+	StatePayError = "PAYERROR" // the last payment attempt failed; it may be paid again
+	StateClosed   = "CLOSED"   // closed; it can no longer be paid or placed again
+)
+
+// PrepayIDLifetime is how long a prepay_id stays valid, as WeChat documents.
+const PrepayIDLifetime = 2 * time.Hour
+
+// MaxRequestSize bounds the body of an API request; a larger one is refused
+// as malformed XML.
+const MaxRequestSize = 64 << 10
+
+// APIUnifiedOrder names the unifiedorder API for FailNext and DelayNext.
+const APIUnifiedOrder = "unifiedorder"
+
+// Errors of Pay and CloseOrder. They are wrapped with context; test them with
+// errors.Is.
+var (
+	// ErrUnknownOrder means no order matches.
+	ErrUnknownOrder = errors.New("wxpaysim: unknown order")
+	// ErrOrderPaid means the order is already paid.
+	ErrOrderPaid = errors.New("wxpaysim: order already paid")
+	// ErrOrderClosed means the order is closed.
+	ErrOrderClosed = errors.New("wxpaysim: order closed")
+	// ErrOrderExpired means the order's prepay_id or time_expire has passed,
+	// so that WeChat would no longer let a user pay it.
+	ErrOrderExpired = errors.New("wxpaysim: order expired")
+	// ErrInvalidPayOptions means the PayOptions cannot be used as given.
+	ErrInvalidPayOptions = errors.New("wxpaysim: invalid pay options")
+	// ErrClosed means the simulator has been closed.
+	ErrClosed = errors.New("wxpaysim: simulator closed")
+)
+
+// RetrySchedule returns the delays between WeChat's attempts to deliver a
+// pay notification that was not acknowledged (15s, 15s, 30s, 3m, 10m, 20m,
+// 30m, 30m, 30m, 60m, 3h, 3h, 3h, 6h, 6h: 24h4m in all), before TimeScale.
+// A notification is attempted once plus once after each delay.
+func RetrySchedule() []time.Duration {
+	return []time.Duration{
+		15 * time.Second, 15 * time.Second, 30 * time.Second,
+		3 * time.Minute, 10 * time.Minute, 20 * time.Minute,
+		30 * time.Minute, 30 * time.Minute, 30 * time.Minute,
+		60 * time.Minute, 3 * time.Hour, 3 * time.Hour,
+		3 * time.Hour, 6 * time.Hour, 6 * time.Hour,
+	}
+}
+
+// Merchant is a merchant account the simulator accepts.
+type Merchant struct {
+	// MchID is the merchant number (商户号).
+	MchID string
+	// Key is the merchant's API v2 key; requests must be signed with it and
+	// answers and notifications are signed with it.
+	Key wxpay.APIKey
+	// AppIDs are the app ids bound to the merchant; an order for another
+	// appid fails with APPID_MCHID_NOT_MATCH.
+	AppIDs []string
+}
+
+// Config configures a Simulator.
+type Config struct {
+	// Merchants are the merchant accounts the simulator knows. A later
+	// entry with the same MchID replaces an earlier one.
+	Merchants []Merchant
+	// TimeScale multiplies WeChat's notification retry schedule and delays:
+	// 1 is real time (the default when 0 or negative), 0.001 turns 15s into
+	// 15ms. It does not scale DelayNext.
+	TimeScale float64
+	// HTTPClient sends notifications. Default: a client with a 5s timeout
+	// that does not follow redirects and whose connections Close closes.
+	HTTPClient *http.Client
+	// Logf logs what the simulator does (optional). Keys are never logged.
+	Logf func(format string, args ...any)
+	// Now returns the current time. Default: time.Now. It stamps orders,
+	// prepay_ids, time_end and attempts, and decides expiry; the retry
+	// schedule runs on real timers.
+	Now func() time.Time
+}
+
+// Simulator is a simulated WeChat Pay API v2 server. Create it with New and
+// stop it with Close. It is safe for concurrent use.
+type Simulator struct {
+	timeScale float64
+	client    *http.Client
+	transport *http.Transport // owned by the simulator; nil with Config.HTTPClient
+	logFn     func(format string, args ...any)
+	now       func() time.Time
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // notification deliveries
+
+	mu            sync.Mutex
+	closed        bool
+	merchants     map[string]Merchant
+	orders        map[orderKey]*order
+	orderList     []*order // in creation order
+	byPrepay      map[string]*order
+	txIDs         map[string]struct{}
+	notifications []*notification // in start order
+	fails         map[string][]failFault
+	delays        map[string][]delayFault
+}
+
+type orderKey struct{ mchID, outTradeNo string }
+
+// New returns a simulator configured by cfg. Call Close when done with it.
+func New(cfg Config) *Simulator {
+	s := &Simulator{
+		timeScale: cfg.TimeScale,
+		client:    cfg.HTTPClient,
+		logFn:     cfg.Logf,
+		now:       cfg.Now,
+		merchants: make(map[string]Merchant),
+		orders:    make(map[orderKey]*order),
+		byPrepay:  make(map[string]*order),
+		txIDs:     make(map[string]struct{}),
+		fails:     make(map[string][]failFault),
+		delays:    make(map[string][]delayFault),
+	}
+	if s.timeScale <= 0 {
+		s.timeScale = 1
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.client == nil {
+		s.transport = &http.Transport{
+			// WeChat's servers do not go through the merchant's proxy.
+			Proxy: nil,
+			DialContext: (&net.Dialer{
+				Timeout:   5 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			TLSHandshakeTimeout: 5 * time.Second,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     30 * time.Second,
+		}
+		s.client = &http.Client{
+			Transport: s.transport,
+			Timeout:   5 * time.Second,
+			// A redirect is not an acknowledgement.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for _, m := range cfg.Merchants {
+		s.AddMerchant(m)
+	}
+	return s
+}
+
+// Close stops pending notification retries, cancels notifications in
+// flight and waits for the simulator's goroutines to end. Delayed API
+// answers (DelayNext) are sent at once. Close may be called more than once.
+// After Close, Pay fails with ErrClosed; the API routes still answer.
+func (s *Simulator) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
+}
+
+// AddMerchant adds or replaces a merchant at run time. A merchant without
+// MchID is ignored.
+func (s *Simulator) AddMerchant(m Merchant) {
+	if m.MchID == "" {
+		s.logf("wxpaysim: ignoring a merchant without mch_id")
+		return
+	}
+	m.AppIDs = slices.Clone(m.AppIDs)
+	s.mu.Lock()
+	_, replaced := s.merchants[m.MchID]
+	s.merchants[m.MchID] = m
+	s.mu.Unlock()
+	if replaced {
+		s.logf("wxpaysim: merchant %s replaced (app ids %v)", m.MchID, m.AppIDs)
+	} else {
+		s.logf("wxpaysim: merchant %s added (app ids %v)", m.MchID, m.AppIDs)
+	}
+}
+
+// merchant returns the merchant with the given mch_id.
+func (s *Simulator) merchant(mchID string) (Merchant, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.merchants[mchID]
+	return m, ok
+}
+
+// ServeHTTP serves WeChat's API and the simulator's control routes:
+//
+//	POST /pay/unifiedorder   WeChat's 统一下单
+//	POST /sim/pay            pay an order (JSON PayOptions), answers the Payment
+//	POST /sim/faults         queue faults (JSON {"api", "count", "err_code" or "delay"})
+//	GET  /sim/notifications  the notifications sent, with their attempts
+//	GET  /sim/orders         the orders known
+//
+// Paths are matched exactly; any other path is a 404.
+func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/pay/unifiedorder":
+		s.serveUnifiedOrder(w, r)
+	case "/sim/pay":
+		s.servePay(w, r)
+	case "/sim/faults":
+		s.serveFaults(w, r)
+	case "/sim/notifications":
+		s.serveNotifications(w, r)
+	case "/sim/orders":
+		s.serveOrders(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// scale applies TimeScale to a delay of WeChat's.
+func (s *Simulator) scale(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * s.timeScale)
+}
+
+func (s *Simulator) logf(format string, args ...any) {
+	if s.logFn != nil {
+		s.logFn(format, args...)
+	}
+}
+
+const (
+	digits   = "0123456789"
+	hexLower = "0123456789abcdef"
+	alnum    = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+// randomString returns n characters drawn uniformly from alphabet (at most
+// 256 characters) with crypto/rand.
+func randomString(alphabet string, n int) string {
+	out := make([]byte, 0, n)
+	limit := 256 - 256%len(alphabet) // reject bytes that would bias the draw
+	buf := make([]byte, n+n/4+4)
+	for len(out) < n {
+		_, _ = rand.Read(buf) // crypto/rand.Read never fails
+		for _, c := range buf {
+			if int(c) < limit {
+				out = append(out, alphabet[int(c)%len(alphabet)])
+				if len(out) == n {
+					break
+				}
+			}
+		}
+	}
+	return string(out)
+}
