@@ -19,12 +19,13 @@ import (
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 )
 
+const testKey wxpay.APIKey = "192006250b4c09247ec02edce69f6a2d"
+
 const (
-	testKey    wxpay.APIKey = "192006250b4c09247ec02edce69f6a2d"
-	testMchID               = "10000100"
-	appA                    = "wxd930ea5d5a258f4f"
-	appB                    = "wx2421b1c4370ec43b"
-	testOpenID              = "oUpF8uMEb4qRXf22hE3X68TekukE"
+	testMchID  = "10000100"
+	appA       = "wxd930ea5d5a258f4f"
+	appB       = "wx2421b1c4370ec43b"
+	testOpenID = "oUpF8uMEb4qRXf22hE3X68TekukE"
 )
 
 // t0 is the simulated time of most tests: 2024-05-01 12:00:00 in Beijing.
