@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -44,12 +46,30 @@ type App struct {
 	// when the config loads. It is compared in constant time.
 	APIToken string `json:"api_token,omitempty"`
 
+	// Where orders and events are kept. Default: an embedded SQLite
+	// database under Caddy's data directory.
+	Storage *Storage `json:"storage,omitempty"`
+
+	// When WeChat is told that a notification was received: "stored"
+	// (the default) once the event is stored durably, after which the
+	// gateway delivers it to the upstream with retries; or "upstream"
+	// once the upstream took it, keeping no local state (WeChat's own
+	// retries, about 24 hours, are then the only ones).
+	Ack string `json:"ack,omitempty"`
+
 	merchants map[string]*merchant
 	apiToken  [sha256.Size]byte
 	hasToken  bool
 	upstream  *upstream
 	logger    *zap.Logger
+	dbPath    string        // the ledger's file; "" with ack upstream
+	ledger    *ledgerHandle // set by Start, never cleared: requests in flight during a stop may still use it
+	release   sync.Once
 }
+
+// active is the app of the running configuration, for the admin API, which
+// Caddy provisions without configuration and before the apps.
+var active atomic.Pointer[App]
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
@@ -88,8 +108,31 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.apiToken = sha256.Sum256([]byte(tok))
 		a.hasToken = true
 	}
+	switch a.Ack {
+	case "", "stored":
+		a.Ack = "stored"
+		st := a.Storage
+		if st == nil {
+			st = new(Storage)
+		}
+		p, err := st.storagePath()
+		if err != nil {
+			return fmt.Errorf("wxpay: %w", err)
+		}
+		a.dbPath = p
+	case "upstream":
+		if a.Storage != nil {
+			return errors.New("wxpay: ack upstream keeps no local state; remove the storage option, or use ack stored")
+		}
+	default:
+		return fmt.Errorf("wxpay: ack %q: want stored or upstream", a.Ack)
+	}
 	if a.Upstream != nil {
-		up, err := newUpstream(a.Upstream, repl)
+		timeout := 10 * time.Second
+		if a.Ack == "upstream" {
+			timeout = 5 * time.Second
+		}
+		up, err := newUpstream(a.Upstream, repl, timeout)
 		if err != nil {
 			return fmt.Errorf("wxpay: upstream: %w", err)
 		}
@@ -98,21 +141,52 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
+// Start opens the ledger (shared with a configuration still running during
+// a reload) and starts delivering its outbox to this configuration's
+// upstream.
+func (a *App) Start() error {
+	if a.dbPath != "" {
+		h, err := openLedger(a.dbPath, a.logger)
+		if err != nil {
+			return fmt.Errorf("wxpay: %w", err)
+		}
+		a.ledger = h
+		if a.upstream != nil {
+			h.worker.SetSender(a.upstream, a.upstream.policy())
+		}
+		h.worker.Start()
+		a.logger.Info("ledger open", zap.String("path", a.dbPath), zap.Bool("delivering", a.upstream != nil))
+	}
+	active.Store(a)
+	return nil
+}
 
-// Stop implements caddy.App.
-func (a *App) Stop() error { return nil }
+// Stop gives the ledger back: the last configuration using it stops its
+// worker, waiting for deliveries in flight, and closes it.
+func (a *App) Stop() error {
+	active.CompareAndSwap(a, nil)
+	return a.releaseLedger()
+}
 
-// Cleanup releases idle connections.
+func (a *App) releaseLedger() error {
+	if a.ledger == nil {
+		return nil
+	}
+	var err error
+	a.release.Do(func() { err = a.ledger.release() })
+	return err
+}
+
+// Cleanup releases what the app holds.
 func (a *App) Cleanup() error {
+	err := a.releaseLedger()
 	for _, m := range a.merchants {
 		m.close()
 	}
 	if a.upstream != nil {
 		a.upstream.close()
 	}
-	return nil
+	return err
 }
 
 // merchantNamed returns a provisioned merchant.

@@ -40,10 +40,15 @@ func init() {
 //			timeout     <duration>
 //		}
 //		upstream <url> {
-//			secret  <secret>
-//			timeout <duration>
+//			secret             <secret>
+//			timeout            <duration>
+//			retry_max_age      <duration>
+//			retry_max_interval <duration>
+//			concurrency        <n>
 //		}
 //		api_token <token>
+//		storage sqlite [<path>]
+//		ack stored|upstream
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
@@ -111,6 +116,28 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return err
 					}
 					u.Timeout = dur
+				case "retry_max_age":
+					dur, err := parseDuration(d)
+					if err != nil {
+						return err
+					}
+					u.RetryMaxAge = dur
+				case "retry_max_interval":
+					dur, err := parseDuration(d)
+					if err != nil {
+						return err
+					}
+					u.RetryMaxInterval = dur
+				case "concurrency":
+					var v string
+					if !d.AllArgs(&v) {
+						return d.ArgErr()
+					}
+					n, err := strconv.Atoi(v)
+					if err != nil || n < 1 {
+						return d.Errf("concurrency must be a positive integer, got %q", v)
+					}
+					u.Concurrency = n
 				default:
 					return d.Errf("unknown upstream option %q", d.Val())
 				}
@@ -119,6 +146,25 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "api_token":
 			if !d.AllArgs(&a.APIToken) {
 				return d.ArgErr()
+			}
+		case "storage":
+			if !d.NextArg() {
+				return d.Err("storage needs a driver: storage sqlite [<path>]")
+			}
+			st := &Storage{Driver: d.Val()}
+			if d.NextArg() {
+				st.Path = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.Storage = st
+		case "ack":
+			if !d.AllArgs(&a.Ack) {
+				return d.ArgErr()
+			}
+			if a.Ack != "stored" && a.Ack != "upstream" {
+				return d.Errf("ack must be stored or upstream, got %q", a.Ack)
 			}
 		default:
 			return d.Errf("unknown wxpay option %q", d.Val())

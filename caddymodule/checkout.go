@@ -36,6 +36,7 @@ type Checkout struct {
 	// placed for. Default: "default".
 	Merchant string `json:"merchant,omitempty"`
 
+	app      *App
 	merchant *merchant
 	logger   *zap.Logger
 	now      func() time.Time
@@ -60,7 +61,8 @@ func (c *Checkout) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("wxpay_checkout: %w", err)
 	}
-	if c.merchant, err = app.(*App).merchantNamed(c.Merchant); err != nil {
+	c.app = app.(*App)
+	if c.merchant, err = c.app.merchantNamed(c.Merchant); err != nil {
 		return fmt.Errorf("wxpay_checkout: %w", err)
 	}
 	return nil
@@ -150,7 +152,7 @@ func (c *Checkout) place(w http.ResponseWriter, r *http.Request, o *OrderRequest
 		}
 		return aerr
 	}
-	resp, aerr := placeOrder(r.Context(), c.merchant, req, c.now())
+	resp, aerr := c.app.placeOrder(r.Context(), c.merchant, req, c.now())
 	if aerr != nil {
 		return aerr
 	}

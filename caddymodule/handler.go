@@ -145,7 +145,7 @@ func (h *Handler) createOrder(r *http.Request, o *OrderRequest) (*OrderResponse,
 	if aerr != nil {
 		return nil, aerr
 	}
-	return placeOrder(r.Context(), h.merchant, req, h.now())
+	return h.app.placeOrder(r.Context(), h.merchant, req, h.now())
 }
 
 func (h *Handler) logOrderError(r *http.Request, aerr *apiError) {
@@ -186,6 +186,27 @@ func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.now()
+	if h.app.Ack == "upstream" {
+		h.deliverBeforeAck(w, r, n, now)
+		return
+	}
+	ev, created, err := h.app.recordNotification(r.Context(), h.merchant, n, now)
+	if err != nil {
+		h.notifyFail(w, r, http.StatusServiceUnavailable, "storage failure", err)
+		return
+	}
+	if created {
+		h.logger.Info("notification stored", zap.String("merchant", h.Merchant), zap.String("event_id", ev.ID),
+			zap.String("type", ev.Type), zap.String("out_trade_no", n.OutTradeNo()), zap.String("transaction_id", n.TransactionID()))
+	} else {
+		h.logger.Info("duplicate notification acknowledged", zap.String("merchant", h.Merchant), zap.String("event_id", ev.ID))
+	}
+	writeNotifyReply(w, http.StatusOK, []byte(wxpay.NotifyReplySuccess))
+}
+
+// deliverBeforeAck is `ack upstream`: the event goes to the backend while
+// WeChat waits, and WeChat hears SUCCESS only once the backend took it.
+func (h *Handler) deliverBeforeAck(w http.ResponseWriter, r *http.Request, n *wxpay.Notification, now time.Time) {
 	ev, err := event.FromNotification(n, now)
 	if err != nil {
 		h.notifyFail(w, r, http.StatusBadRequest, "invalid notification", err)

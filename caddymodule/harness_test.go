@@ -35,7 +35,7 @@ const (
 	testAppID2   = "wx2421b1c4370ec43b"
 	testToken    = "test-token-3f9a8b7c6d5e4f3a"
 	testSecret   = "whsec-test-0123456789abcdef"
-	caddyfileTop = "{\n\tadmin off\n\tpersist_config off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n"
+	caddyfileTop = "{\n\tadmin %s\n\tpersist_config off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -123,12 +123,17 @@ type gateway struct {
 	backend *backend
 	logFile string
 	dir     string
+	admin   string // the admin endpoint's base URL, when enabled
+	cfg     string // the Caddyfile loaded
 }
 
 type gatewayOptions struct {
 	timeout   string // merchant timeout
 	extraSite string // more directives in the gateway site
 	extraTop  string // more sites
+	ack       string // "upstream" for the no-ledger mode; default stored
+	admin     bool   // serve Caddy's admin endpoint (g.admin)
+	upstream  string // more options in the upstream block
 }
 
 func startGateway(t *testing.T, opts gatewayOptions) *gateway {
@@ -157,7 +162,17 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 	if err := os.WriteFile(keyFile, []byte(testHMACKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(caddyfileTop, filepath.Join(g.dir, "data"), g.logFile) + fmt.Sprintf(`	wxpay {
+	t.Setenv("XDG_DATA_HOME", filepath.Join(g.dir, "xdg"))
+	admin := "off"
+	if opts.admin {
+		admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		g.admin = "http://" + admin
+	}
+	storage := "storage sqlite " + filepath.Join(g.dir, "ledger.db")
+	if opts.ack == "upstream" {
+		storage = "ack upstream"
+	}
+	cfg := fmt.Sprintf(caddyfileTop, admin, filepath.Join(g.dir, "data"), g.logFile) + fmt.Sprintf(`	wxpay {
 		merchant default {
 			mch_id      %[1]s
 			app_id      %[2]s %[3]s
@@ -179,8 +194,10 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 		}
 		upstream %[9]s/events {
 			secret %[10]s
+			%[14]s
 		}
 		api_token %[11]s
+		%[15]s
 	}
 }
 
@@ -193,7 +210,8 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 	respond "site" 200
 }
 %[13]s
-`, testMchID, testAppID, testAppID2, g.base, g.simURL, timeout, testHMACMch, keyFile, g.backend.URL, testSecret, testToken, opts.extraSite, opts.extraTop)
+`, testMchID, testAppID, testAppID2, g.base, g.simURL, timeout, testHMACMch, keyFile, g.backend.URL, testSecret, testToken, opts.extraSite, opts.extraTop, opts.upstream, storage)
+	g.cfg = cfg
 	loadCaddyfile(t, cfg)
 	t.Cleanup(func() {
 		if err := caddy.Stop(); err != nil {

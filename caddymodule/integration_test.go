@@ -209,8 +209,10 @@ func checkPayParams(t *testing.T, tradeType string, out map[string]any, prepayID
 	}
 }
 
+// Without a ledger (ack upstream) every order goes to WeChat, so WeChat's own
+// refusals are what the caller sees.
 func TestOrderErrors(t *testing.T) {
-	g := startGateway(t, gatewayOptions{timeout: "300ms"})
+	g := startGateway(t, gatewayOptions{timeout: "300ms", ack: "upstream"})
 	valid := func(no string) map[string]any {
 		return map[string]any{"out_trade_no": no, "total_fee": 100, "body": "book", "trade_type": "NATIVE", "product_id": "p1"}
 	}
@@ -387,16 +389,18 @@ func TestNotifyRefusesBadInput(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != wxpay.NotifyReplySuccess {
 		t.Fatalf("valid notification: %d %q", resp.StatusCode, body)
 	}
+	waitFor(t, "the valid notification's event", 5*time.Second, func() bool { return len(g.backend.got()) >= 1 })
+	time.Sleep(100 * time.Millisecond) // a wrongly stored event would be on its way too
 	if got := g.backend.got(); len(got) != 1 {
 		t.Fatalf("backend got %d events, want 1", len(got))
 	}
 }
 
-// A backend that is down makes the gateway answer FAIL, so WeChat retries on
-// its schedule; once the backend is back the payment arrives, with the same
-// event id on every attempt.
-func TestNotifyRetriedWhileBackendDown(t *testing.T) {
-	g := startGateway(t, gatewayOptions{})
+// With `ack upstream`, a backend that is down makes the gateway answer FAIL,
+// so WeChat retries on its schedule; once the backend is back the payment
+// arrives, with the same event id on every attempt.
+func TestAckUpstreamRetriedWhileBackendDown(t *testing.T) {
+	g := startGateway(t, gatewayOptions{ack: "upstream"})
 	g.backend.setStatus(func(n int) int {
 		if n <= 3 {
 			return http.StatusServiceUnavailable
@@ -432,9 +436,10 @@ func TestNotifyRetriedWhileBackendDown(t *testing.T) {
 	}
 }
 
-// The simulator's "send twice": both deliveries carry one event id.
-func TestDuplicateNotificationOneEventID(t *testing.T) {
-	g := startGateway(t, gatewayOptions{})
+// The simulator's "send twice" with `ack upstream`: both deliveries carry
+// one event id.
+func TestAckUpstreamDuplicateOneEventID(t *testing.T) {
+	g := startGateway(t, gatewayOptions{ack: "upstream"})
 	status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "dup1", "total_fee": 7, "body": "b", "trade_type": "APP"})
 	if status != 200 {
 		t.Fatalf("%d %v", status, out)

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -163,32 +161,6 @@ func (o *OrderRequest) unifiedOrderRequest(m *merchant, clientIP string) (*wxpay
 		return nil, badRequest("%v", err)
 	}
 	return r, nil
-}
-
-// placeOrder sends an order to WeChat and builds the caller's answer with
-// freshly signed client pay parameters.
-func placeOrder(ctx context.Context, m *merchant, r *wxpay.UnifiedOrderRequest, now time.Time) (*OrderResponse, *apiError) {
-	resp, err := m.client.UnifiedOrder(ctx, r)
-	if err != nil {
-		return nil, weChatError(err)
-	}
-	out := &OrderResponse{
-		OutTradeNo: r.OutTradeNo, TradeType: r.TradeType, PrepayID: resp.PrepayID, AppID: r.AppID,
-	}
-	switch r.TradeType {
-	case wxpay.TradeTypeJSAPI:
-		out.PayParams, err = wxpay.NewJSAPIPayParams(r.AppID, resp.PrepayID, m.key, m.signType, now, wxpay.NonceStr())
-	case wxpay.TradeTypeAPP:
-		out.PayParams, err = wxpay.NewAPPPayParams(r.AppID, m.mchID, resp.PrepayID, m.key, m.signType, now, wxpay.NonceStr())
-	case wxpay.TradeTypeNative:
-		out.CodeURL = resp.CodeURL
-	case wxpay.TradeTypeMWEB:
-		out.MWebURL = resp.MWebURL
-	}
-	if err != nil {
-		return nil, &apiError{status: http.StatusInternalServerError, code: "INTERNAL", message: "cannot sign the pay parameters", err: err}
-	}
-	return out, nil
 }
 
 // weChatError maps a failed call to WeChat onto the gateway's answer:

@@ -29,20 +29,37 @@ type Upstream struct {
 	// least 16 characters.
 	Secret string `json:"secret,omitempty"`
 
-	// How long one delivery may take. It must stay below WeChat's own
-	// notification timeout while events are delivered before WeChat is
-	// answered. Default: 5s.
+	// How long one delivery attempt may take. Default: 10s; 5s with
+	// `ack upstream`, where WeChat waits for the delivery.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// How long the gateway keeps retrying an event the backend does not
+	// take; then the event becomes a dead letter (kept, and replayable
+	// from the admin API). Default: 72h.
+	RetryMaxAge caddy.Duration `json:"retry_max_age,omitempty"`
+
+	// The longest wait between two attempts of one event. Retries back
+	// off exponentially with jitter from about 2s up to this. Default: 10m.
+	RetryMaxInterval caddy.Duration `json:"retry_max_interval,omitempty"`
+
+	// How many deliveries may be in flight at once. Events of one order
+	// are always delivered one at a time, in order. Default: 8.
+	Concurrency int `json:"concurrency,omitempty"`
 }
 
 type upstream struct {
-	url     string
-	secret  []byte
-	timeout time.Duration
-	http    *http.Client
+	url              string
+	secret           []byte
+	timeout          time.Duration
+	retryMaxAge      time.Duration
+	retryMaxInterval time.Duration
+	concurrency      int
+	http             *http.Client
 }
 
-func newUpstream(cfg *Upstream, repl *caddy.Replacer) (*upstream, error) {
+// newUpstream checks and sets up the upstream; defaultTimeout depends on
+// whether WeChat waits for the delivery.
+func newUpstream(cfg *Upstream, repl *caddy.Replacer, defaultTimeout time.Duration) (*upstream, error) {
 	raw := strings.TrimSpace(repl.ReplaceAll(cfg.URL, ""))
 	u, err := url.Parse(raw)
 	if raw == "" {
@@ -60,15 +77,27 @@ func newUpstream(cfg *Upstream, repl *caddy.Replacer) (*upstream, error) {
 	}
 	timeout := time.Duration(cfg.Timeout)
 	if timeout == 0 {
-		timeout = 5 * time.Second
+		timeout = defaultTimeout
 	}
-	if timeout < 0 {
-		return nil, fmt.Errorf("timeout %s is negative", timeout)
+	for name, d := range map[string]caddy.Duration{"timeout": caddy.Duration(timeout), "retry_max_age": cfg.RetryMaxAge, "retry_max_interval": cfg.RetryMaxInterval} {
+		if d < 0 {
+			return nil, fmt.Errorf("%s %s is negative", name, time.Duration(d))
+		}
+	}
+	if cfg.Concurrency < 0 {
+		return nil, fmt.Errorf("concurrency %d is negative", cfg.Concurrency)
+	}
+	concurrency := cfg.Concurrency
+	if concurrency == 0 {
+		concurrency = 8
 	}
 	return &upstream{
-		url:     raw,
-		secret:  []byte(secret),
-		timeout: timeout,
+		url:              raw,
+		secret:           []byte(secret),
+		timeout:          timeout,
+		retryMaxAge:      time.Duration(cfg.RetryMaxAge),
+		retryMaxInterval: time.Duration(cfg.RetryMaxInterval),
+		concurrency:      concurrency,
 		http: &http.Client{
 			Transport: &http.Transport{
 				Proxy:                 http.ProxyFromEnvironment,
@@ -99,25 +128,35 @@ func (e *deliveryError) Error() string {
 
 // deliver POSTs one event and succeeds when the backend answers 2xx.
 func (u *upstream) deliver(ctx context.Context, id string, body []byte, now time.Time) error {
+	status, snippet, err := u.send(ctx, id, body, now)
+	if err != nil {
+		return &deliveryError{err: err}
+	}
+	if status < 200 || status > 299 {
+		return &deliveryError{status: status, body: snippet}
+	}
+	return nil
+}
+
+// send POSTs one event and returns the backend's status and the start of
+// its answer.
+func (u *upstream) send(ctx context.Context, id string, body []byte, now time.Time) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, bytes.NewReader(body))
 	if err != nil {
-		return &deliveryError{err: err}
+		return 0, "", err
 	}
 	event.SetHeaders(req.Header, u.secret, id, now, body)
 	req.Header.Set("User-Agent", "caddy-wxpay")
 	resp, err := u.http.Do(req)
 	if err != nil {
-		return &deliveryError{err: err}
+		return 0, "", err
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &deliveryError{status: resp.StatusCode, body: string(snippet)}
-	}
-	return nil
+	return resp.StatusCode, string(snippet), nil
 }
 
 func (u *upstream) close() { u.http.CloseIdleConnections() }

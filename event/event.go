@@ -38,7 +38,23 @@ const (
 const (
 	PaymentSucceeded = "payment.succeeded"
 	PaymentFailed    = "payment.failed"
+	// PaymentMismatch is a verified notification that disagrees with the
+	// order the gateway placed (amount or app id): never a success.
+	PaymentMismatch = "payment.mismatch"
 )
+
+// Discrepancy is one field on which a notification and its order disagree.
+type Discrepancy struct {
+	Order        any `json:"order"`
+	Notification any `json:"notification"`
+}
+
+// MarkMismatch turns the event into a payment.mismatch carrying, under
+// data.mismatch, both figures of every field that disagrees.
+func (e *Event) MarkMismatch(fields map[string]Discrepancy) {
+	e.Type = PaymentMismatch
+	e.Data["mismatch"] = fields
+}
 
 // Event is what the backend receives.
 type Event struct {

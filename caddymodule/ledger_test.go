@@ -1,0 +1,244 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+)
+
+// placeAndPay places an APP order through the gateway and pays it.
+func (g *gateway) placeAndPay(t *testing.T, outTradeNo string, fee int, opts wxpaysim.PayOptions) *wxpaysim.Payment {
+	t.Helper()
+	status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": outTradeNo, "total_fee": fee, "body": "b", "trade_type": "APP"})
+	if status != 200 {
+		t.Fatalf("place %s: %d %v", outTradeNo, status, out)
+	}
+	opts.PrepayID = out["prepay_id"].(string)
+	p, err := g.sim.Pay(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (g *gateway) adminDo(t *testing.T, method, path string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, g.admin+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+// With the ledger (the default), WeChat hears SUCCESS once the event is
+// stored, before the backend has it; the gateway then delivers it with
+// retries while the backend is down.
+func TestStoredAckThenDeliveryWithRetries(t *testing.T) {
+	g := startGateway(t, gatewayOptions{admin: true})
+	var mu sync.Mutex
+	down := true
+	g.backend.setStatus(func(int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	g.placeAndPay(t, "stored1", 15, wxpaysim.PayOptions{})
+	waitFor(t, "WeChat's acknowledgement", 5*time.Second, func() bool { return acked(g.sim, "stored1") })
+	if rec := notificationFor(g.sim, "stored1"); len(rec.Attempts) != 1 {
+		t.Fatalf("WeChat needed %d attempts although the event was stored at once", len(rec.Attempts))
+	}
+	waitFor(t, "a failed delivery", 5*time.Second, func() bool { return len(g.backend.got()) >= 1 })
+
+	// The operator sees it pending, with the backend's answer.
+	status, body := g.adminDo(t, http.MethodGet, "/wxpay/events?state=pending")
+	var list []map[string]any
+	if status != 200 || json.Unmarshal(body, &list) != nil || len(list) != 1 || list[0]["out_trade_no"] != "stored1" {
+		t.Fatalf("pending events: %d %s", status, body)
+	}
+	id := list[0]["id"].(string)
+	status, body = g.adminDo(t, http.MethodGet, "/wxpay/events/"+id)
+	if status != 200 || !bytes.Contains(body, []byte(`"last_status": 503`)) || !bytes.Contains(body, []byte(`"attempt_log"`)) {
+		t.Fatalf("event detail: %d %s", status, body)
+	}
+
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	waitFor(t, "the retry to get through", 15*time.Second, func() bool {
+		got := g.backend.got()
+		return len(got) >= 2
+	})
+	time.Sleep(200 * time.Millisecond)
+	got := g.backend.got()
+	if len(got) != 2 {
+		t.Fatalf("backend saw %d attempts, want 2 (one refused, one taken)", len(got))
+	}
+	if got[0].Header.Get("Wxpay-Event-Id") != id || got[1].Header.Get("Wxpay-Event-Id") != id || !bytes.Equal(got[0].Body, got[1].Body) {
+		t.Fatal("a retry changed the event id or body")
+	}
+	checkEvent(t, got[1])
+
+	// Replay: the same event again, same id and payload.
+	status, body = g.adminDo(t, http.MethodPost, "/wxpay/events/"+id+"/replay")
+	if status != 200 {
+		t.Fatalf("replay: %d %s", status, body)
+	}
+	waitFor(t, "the replay", 5*time.Second, func() bool { return len(g.backend.got()) == 3 })
+	if r := g.backend.got()[2]; r.Header.Get("Wxpay-Event-Id") != id || !bytes.Equal(r.Body, got[0].Body) {
+		t.Fatal("the replay changed the event")
+	}
+
+	// Pause holds deliveries back; resume lets them go.
+	if status, body := g.adminDo(t, http.MethodPost, "/wxpay/delivery/pause"); status != 200 || !bytes.Contains(body, []byte(`"paused": true`)) {
+		t.Fatalf("pause: %d %s", status, body)
+	}
+	g.placeAndPay(t, "stored2", 16, wxpaysim.PayOptions{})
+	waitFor(t, "WeChat's acknowledgement", 5*time.Second, func() bool { return acked(g.sim, "stored2") })
+	time.Sleep(300 * time.Millisecond)
+	if n := len(g.backend.got()); n != 3 {
+		t.Fatalf("delivered while paused: %d", n)
+	}
+	if status, _ := g.adminDo(t, http.MethodPost, "/wxpay/delivery/resume"); status != 200 {
+		t.Fatal("resume failed")
+	}
+	waitFor(t, "delivery after resume", 5*time.Second, func() bool { return len(g.backend.got()) == 4 })
+	if status, _ := g.adminDo(t, http.MethodGet, "/wxpay/events/evt_nonexistent"); status != 404 {
+		t.Fatalf("unknown event: %d", status)
+	}
+}
+
+// One transaction notified twice by the simulator and 20 times at once by
+// hand makes one event, delivered once.
+func TestDuplicateAndConcurrentNotificationsOneEvent(t *testing.T) {
+	g := startGateway(t, gatewayOptions{admin: true})
+	p := g.placeAndPay(t, "dup1", 7, wxpaysim.PayOptions{Duplicate: true})
+	waitFor(t, "both acknowledgements", 5*time.Second, func() bool {
+		n := 0
+		for _, r := range g.sim.Notifications() {
+			if r.OutTradeNo == "dup1" && r.Acknowledged {
+				n++
+			}
+		}
+		return n == 2
+	})
+	body := notificationFor(g.sim, "dup1").Body
+	var wg sync.WaitGroup
+	replies := make([]string, 20)
+	for i := range replies {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			resp, err := http.Post(g.base+"/wxpay/notify", "text/xml", bytes.NewReader(body))
+			if err != nil {
+				replies[i] = err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			replies[i] = string(b)
+		}(i)
+	}
+	wg.Wait()
+	for i, r := range replies {
+		if r != wxpay.NotifyReplySuccess {
+			t.Errorf("concurrent duplicate %d answered %q", i, r)
+		}
+	}
+	waitFor(t, "the delivery", 5*time.Second, func() bool { return len(g.backend.got()) >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	if got := g.backend.got(); len(got) != 1 {
+		t.Fatalf("backend got %d deliveries for one transaction, want 1", len(got))
+	}
+	_, list := g.adminDo(t, http.MethodGet, "/wxpay/events")
+	if n := strings.Count(string(list), p.TransactionID); n != 1 {
+		t.Fatalf("ledger lists transaction %s %d times:\n%s", p.TransactionID, n, list)
+	}
+}
+
+// A notification whose amount disagrees with the order is never forwarded
+// as a success: it arrives as payment.mismatch with both figures.
+func TestAmountMismatchNotForwardedAsSuccess(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	g.placeAndPay(t, "mis1", 10000, wxpaysim.PayOptions{TotalFee: 1})
+	waitFor(t, "the event", 5*time.Second, func() bool { return len(g.backend.got()) == 1 })
+	ev := checkEvent(t, g.backend.got()[0])
+	if ev["type"] != "payment.mismatch" {
+		t.Fatalf("type = %v, want payment.mismatch", ev["type"])
+	}
+	m := ev["data"].(map[string]any)["mismatch"].(map[string]any)["total_fee"].(map[string]any)
+	if m["order"] != json.Number("10000") || m["notification"] != json.Number("1") {
+		t.Fatalf("mismatch figures %v", m)
+	}
+	logs := readFile(t, g.logFile)
+	if !strings.Contains(logs, `"level":"error"`) || !strings.Contains(logs, "payment.mismatch") {
+		t.Fatal("the mismatch was not logged at error level")
+	}
+}
+
+// Placing the same order again within the prepay_id's life answers the
+// recorded prepay_id with fresh pay parameters, without calling WeChat;
+// other content under the same number is refused.
+func TestOrderIdempotency(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	order := map[string]any{"out_trade_no": "idem1", "total_fee": 300, "body": "书", "trade_type": "JSAPI", "openid": "o1"}
+	status, first := g.post("/wxpay/orders", testToken, order)
+	if status != 200 {
+		t.Fatalf("%d %v", status, first)
+	}
+	// Any call to WeChat from now on would fail: the answers below must
+	// come from the ledger.
+	g.sim.FailNext("unifiedorder", 10, "SYSTEMERROR")
+	defer g.sim.FailNext("unifiedorder", 0, "")
+	time.Sleep(1100 * time.Millisecond) // a new second: a new timeStamp in the pay parameters
+	status, again := g.post("/wxpay/orders", testToken, order)
+	if status != 200 || again["prepay_id"] != first["prepay_id"] {
+		t.Fatalf("same order again: %d %v, want prepay_id %v", status, again, first["prepay_id"])
+	}
+	p1, p2 := first["pay_params"].(map[string]any), again["pay_params"].(map[string]any)
+	if p1["nonceStr"] == p2["nonceStr"] || p1["timeStamp"] == p2["timeStamp"] {
+		t.Fatalf("pay parameters were not signed afresh: %v %v", p1, p2)
+	}
+	if len(g.sim.Orders()) != 1 {
+		t.Fatalf("WeChat saw %d orders", len(g.sim.Orders()))
+	}
+	order["total_fee"] = 1
+	status, out := g.post("/wxpay/orders", testToken, order)
+	if code, _ := errorOf(out); status != http.StatusConflict || code != "OUT_TRADE_NO_USED" {
+		t.Fatalf("other content, same number: %d %v", status, out)
+	}
+	// Once the payment's notification is in, the order is paid.
+	order["total_fee"] = 300
+	if _, err := g.sim.Pay(context.Background(), wxpaysim.PayOptions{PrepayID: first["prepay_id"].(string)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the notification", 5*time.Second, func() bool { return acked(g.sim, "idem1") })
+	status, out = g.post("/wxpay/orders", testToken, order)
+	if code, _ := errorOf(out); status != http.StatusConflict || code != "ORDERPAID" {
+		t.Fatalf("a paid order placed again: %d %v", status, out)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,357 @@
+// Package delivery delivers the events of the ledger's outbox to the
+// merchant's backend: a dispatcher takes due events, at most Concurrency at
+// a time and one at a time per order, sends them, and records each attempt
+// and its outcome. A failed delivery is retried with exponential backoff
+// and jitter until it succeeds or its age passes MaxAge, when it becomes a
+// dead letter (kept and replayable).
+//
+// The package has no Caddy dependency: the caddymodule package owns a
+// Worker per ledger and feeds it its upstream.
+package delivery
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+)
+
+// Result is the backend's answer to one attempt.
+type Result struct {
+	Status   int    // HTTP status, 0 when none came
+	Response string // the start of the answer's body
+	Err      error  // a transport failure; nil when a status came
+}
+
+// Delivered reports whether the backend took the event (a 2xx).
+func (r Result) Delivered() bool { return r.Err == nil && r.Status >= 200 && r.Status <= 299 }
+
+// Sender sends one event to the backend. id and payload never change
+// across the attempts of one event.
+type Sender interface {
+	Send(ctx context.Context, id string, payload []byte) Result
+}
+
+// Config configures a Worker.
+type Config struct {
+	Store  ledger.Store
+	Logger *zap.Logger
+	// PollInterval bounds how long the dispatcher sleeps without a wake-up
+	// (events recorded by another process, clock changes). Default 5s.
+	PollInterval time.Duration
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// Policy is how a worker delivers; a configuration reload may change it
+// together with the sender.
+type Policy struct {
+	// Concurrency caps the deliveries in flight. Default 8.
+	Concurrency int
+	// AttemptTimeout bounds one attempt. Default 10s.
+	AttemptTimeout time.Duration
+	// FirstRetry is the delay before the first retry. Default 2s.
+	FirstRetry time.Duration
+	// MaxInterval caps the delay between attempts. Default 10m.
+	MaxInterval time.Duration
+	// MaxAge is the age at which an undelivered event becomes a dead
+	// letter. Default 72h.
+	MaxAge time.Duration
+}
+
+func (c *Policy) setDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = 10 * time.Second
+	}
+	if c.FirstRetry <= 0 {
+		c.FirstRetry = 2 * time.Second
+	}
+	if c.MaxInterval <= 0 {
+		c.MaxInterval = 10 * time.Minute
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = 72 * time.Hour
+	}
+}
+
+func (c *Config) setDefaults() {
+	if c.PollInterval <= 0 {
+		c.PollInterval = 5 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Worker delivers a ledger's outbox.
+type Worker struct {
+	cfg    Config
+	sender atomic.Pointer[senderBox]
+	paused atomic.Bool
+
+	wake chan struct{}
+
+	mu       sync.Mutex
+	inflight map[string]bool
+	started  bool
+	stopped  bool
+	cancel   context.CancelFunc // cancels the dispatcher
+	ctx      context.Context    // lives until Stop's deadline passes
+	abort    context.CancelFunc // aborts attempts in flight
+	done     chan struct{}      // closed when the dispatcher returns
+	attempts sync.WaitGroup
+}
+
+type senderBox struct {
+	s Sender
+	p Policy
+}
+
+// New returns a worker; Start runs it.
+func New(cfg Config) *Worker {
+	cfg.setDefaults()
+	return &Worker{
+		cfg:      cfg,
+		wake:     make(chan struct{}, 1),
+		inflight: map[string]bool{},
+	}
+}
+
+// SetSender sets where events go and how. A configuration reload swaps in
+// the new upstream; attempts in flight finish with the sender they started
+// with. Nothing is delivered before the first SetSender.
+func (w *Worker) SetSender(s Sender, p Policy) {
+	p.setDefaults()
+	w.sender.Store(&senderBox{s: s, p: p})
+	w.Notify()
+}
+
+// Start runs the dispatcher. It is a no-op when already started.
+func (w *Worker) Start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started || w.stopped {
+		return
+	}
+	w.started = true
+	dctx, cancel := context.WithCancel(context.Background())
+	actx, abort := context.WithCancel(context.Background())
+	w.cancel, w.ctx, w.abort = cancel, actx, abort
+	w.done = make(chan struct{})
+	go w.dispatch(dctx)
+}
+
+// Stop stops taking new events and waits for the attempts in flight to
+// finish and be recorded, up to ctx's deadline; past it they are aborted
+// (an aborted attempt is recorded as failed and retried later: nothing is
+// lost, and the backend may see that event again with the same id).
+func (w *Worker) Stop(ctx context.Context) {
+	w.mu.Lock()
+	if !w.started || w.stopped {
+		w.stopped = true
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	w.cancel()
+	w.mu.Unlock()
+	<-w.done
+	finished := make(chan struct{})
+	go func() { w.attempts.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		w.abort()
+		<-finished
+	}
+	w.abort()
+}
+
+// Notify wakes the dispatcher: an event was recorded or replayed.
+func (w *Worker) Notify() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pause stops new attempts; attempts in flight finish.
+func (w *Worker) Pause() { w.paused.Store(true) }
+
+// Resume lets attempts start again.
+func (w *Worker) Resume() {
+	w.paused.Store(false)
+	w.Notify()
+}
+
+// Paused reports whether delivery is paused.
+func (w *Worker) Paused() bool { return w.paused.Load() }
+
+// InFlight returns the number of attempts in flight.
+func (w *Worker) InFlight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.inflight)
+}
+
+func (w *Worker) dispatch(ctx context.Context) {
+	defer close(w.done)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		sleep := w.cfg.PollInterval
+		if !w.paused.Load() && w.sender.Load() != nil {
+			if d, err := w.startDue(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				w.cfg.Logger.Error("reading the outbox", zap.Error(err))
+				sleep = time.Second
+			} else if d < sleep {
+				sleep = d
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(sleep)
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// startDue starts attempts for the due events that fit in the free slots and
+// returns how long to sleep before the next event falls due.
+func (w *Worker) startDue(ctx context.Context) (time.Duration, error) {
+	box := w.sender.Load()
+	w.mu.Lock()
+	free := box.p.Concurrency - len(w.inflight)
+	exclude := make([]string, 0, len(w.inflight))
+	for id := range w.inflight {
+		exclude = append(exclude, id)
+	}
+	w.mu.Unlock()
+	if free > 0 {
+		due, err := w.cfg.Store.DueEvents(ctx, w.cfg.Now(), free, exclude)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range due {
+			w.mu.Lock()
+			w.inflight[e.ID] = true
+			w.mu.Unlock()
+			w.attempts.Add(1)
+			go w.attempt(e, box)
+		}
+		if len(due) == free {
+			// There may be more: look again as soon as a slot frees.
+			return w.cfg.PollInterval, nil
+		}
+	}
+	next, ok, err := w.cfg.Store.NextDue(ctx)
+	if err != nil || !ok {
+		return w.cfg.PollInterval, err
+	}
+	if d := next.Sub(w.cfg.Now()); d > 0 {
+		return d, nil
+	}
+	// Due now but blocked (slots full, or an older event of its order in
+	// flight): a finishing attempt wakes the dispatcher.
+	return w.cfg.PollInterval, nil
+}
+
+func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
+	p := box.p
+	defer w.attempts.Done()
+	defer func() {
+		w.mu.Lock()
+		delete(w.inflight, e.ID)
+		w.mu.Unlock()
+		w.Notify()
+	}()
+	ctx, cancel := context.WithTimeout(w.ctx, p.AttemptTimeout)
+	start := w.cfg.Now()
+	res := box.s.Send(ctx, e.ID, e.Payload)
+	cancel()
+	now := w.cfg.Now()
+	a := ledger.Attempt{EventID: e.ID, At: start, Duration: now.Sub(start), Status: res.Status, Response: res.Response}
+	if res.Err != nil {
+		a.Error = res.Err.Error()
+	} else if !res.Delivered() {
+		a.Error = "backend answered " + httpStatusText(res.Status)
+	}
+	var out ledger.Outcome
+	switch {
+	case res.Delivered():
+		out.Delivered = true
+	case now.Sub(e.CreatedAt) >= p.MaxAge:
+		out.Dead = true
+	default:
+		out.RetryAt = now.Add(Backoff(e.Attempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
+	}
+	// Record even when Stop aborted the attempt: use a fresh context so
+	// the outcome is not lost.
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	if err := w.cfg.Store.RecordAttempt(rctx, a, out); err != nil {
+		// The event stays pending with its old schedule: it is retried,
+		// and the backend deduplicates on its id.
+		w.cfg.Logger.Error("recording a delivery attempt", zap.String("event_id", e.ID), zap.Error(err))
+		return
+	}
+	switch {
+	case out.Delivered:
+		w.cfg.Logger.Info("event delivered", zap.String("event_id", e.ID), zap.String("type", e.Type),
+			zap.Int("attempt", e.Attempts+1), zap.Int("status", res.Status))
+	case out.Dead:
+		w.cfg.Logger.Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",
+			zap.String("event_id", e.ID), zap.String("type", e.Type), zap.Int("attempts", e.Attempts+1), zap.String("error", a.Error))
+	default:
+		w.cfg.Logger.Warn("event delivery failed; will retry", zap.String("event_id", e.ID),
+			zap.Int("attempt", e.Attempts+1), zap.String("error", a.Error), zap.Time("retry_at", out.RetryAt))
+	}
+}
+
+// Backoff returns the delay before attempt n+1 after n failed attempts:
+// first * 2^(n-1), capped at max, scaled by a jitter factor in [0.5, 1]
+// drawn from u in [0, 1), so that a backend coming back is not hit by every
+// event at once.
+func Backoff(n int, first, max time.Duration, u float64) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := first
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return time.Duration(float64(d) * (0.5 + u/2))
+}
+
+func httpStatusText(code int) string {
+	if code == 0 {
+		return "nothing"
+	}
+	return strconv.Itoa(code)
+}

@@ -1,0 +1,189 @@
+// Package ledger is the gateway's durable state: the orders it placed with
+// WeChat Pay, the events it derived from WeChat's notifications, and the
+// outbox through which those events are delivered to the backend (with the
+// history of every delivery attempt).
+//
+// The store is SQL through database/sql. OpenSQLite opens the embedded
+// SQLite implementation (modernc.org/sqlite, no cgo); the queries keep to SQL
+// that PostgreSQL understands too, and the few differences between the two
+// (placeholders, column types, connection settings) live in dialect.go.
+//
+// Durability: RecordEvent, RecordAttempt and Replay commit with
+// synchronous=FULL, so an event recorded is on disk (fsynced) when
+// RecordEvent returns nil: the gateway may then answer WeChat SUCCESS.
+// Concurrent RecordEvent calls are group-committed: they share one
+// transaction and one fsync. Orders are written with synchronous=NORMAL:
+// WeChat's notification, not the order row, proves a payment.
+//
+// Times are stored as integer Unix nanoseconds (0 for the zero time) and
+// returned in UTC.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: no such order, event or pagination anchor.
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrExists: the order exists already.
+	ErrExists = errors.New("ledger: already exists")
+	// ErrClosed: the store is closed (or closing).
+	ErrClosed = errors.New("ledger: closed")
+	// ErrSchemaTooNew: the database was written by a newer version of the
+	// gateway, with a schema this build does not know.
+	ErrSchemaTooNew = errors.New("ledger: database schema is newer than this build")
+)
+
+// Order states.
+const (
+	OrderNotPay   = "NOTPAY"
+	OrderPaid     = "SUCCESS"
+	OrderPayError = "PAYERROR"
+	OrderClosed   = "CLOSED"
+	OrderMismatch = "MISMATCH" // a notification disagreed with the order
+)
+
+// Order is an order the gateway placed with WeChat (unifiedorder).
+type Order struct {
+	MchID       string
+	OutTradeNo  string
+	AppID       string
+	TradeType   string
+	TotalFee    int64
+	ContentHash string // hash of the order's content as the caller sent it; same content <=> same hash
+	PrepayID    string
+	CodeURL     string
+	MWebURL     string
+	State       string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time // when the prepay_id stops being valid (CreatedAt + 2h, or earlier time_expire)
+	UpdatedAt   time.Time
+}
+
+// Event states.
+const (
+	EventPending   = "pending" // waiting for (another) delivery attempt
+	EventDelivered = "delivered"
+	EventDead      = "dead" // gave up after the retry max age; kept, replayable
+)
+
+// Event is one event of the outbox, delivered to the backend.
+type Event struct {
+	ID            string // "evt_…", unique
+	MchID         string
+	Type          string // payment.succeeded, payment.failed, payment.mismatch, …
+	OutTradeNo    string
+	TransactionID string
+	Payload       []byte // the exact JSON body delivered to the backend
+	CreatedAt     time.Time
+	State         string
+	Attempts      int
+	NextAttemptAt time.Time
+	DeliveredAt   time.Time // zero unless delivered
+	LastStatus    int       // HTTP status of the last attempt, 0 if none/failed before a status
+	LastError     string
+	LastResponse  string // first 1 KiB of the backend's last answer
+}
+
+// Attempt is one delivery attempt of an event.
+type Attempt struct {
+	EventID  string
+	At       time.Time
+	Duration time.Duration
+	Status   int
+	Error    string
+	Response string // first 1 KiB
+}
+
+// Outcome of a delivery attempt.
+type Outcome struct {
+	Delivered bool
+	Dead      bool      // give up: becomes EventDead
+	RetryAt   time.Time // when not delivered and not dead: next attempt time
+}
+
+// ListFilter selects events for ListEvents.
+type ListFilter struct {
+	State  string // "" = any
+	MchID  string // "" = any
+	Limit  int    // default 100, max 1000
+	Before string // pagination: events created before the event with this ID ("" = newest first from the top)
+}
+
+// Limits of ListEvents and of the text kept of an attempt.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+	// MaxResponse bounds Attempt.Response, Attempt.Error and the event's
+	// LastResponse / LastError (bytes, cut at a UTF-8 boundary).
+	MaxResponse = 1024
+)
+
+// Store is the gateway's durable state.
+type Store interface {
+	// PutOrder inserts an order; ErrExists (wrapped) when (MchID, OutTradeNo)
+	// exists. Zero fields get defaults: State NOTPAY, CreatedAt now,
+	// ExpiresAt CreatedAt+2h, UpdatedAt CreatedAt (written back into o).
+	PutOrder(ctx context.Context, o *Order) error
+	// ReplaceOrder overwrites an existing order (e.g. a new prepay_id after
+	// expiry); ErrNotFound if absent.
+	ReplaceOrder(ctx context.Context, o *Order) error
+	GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error)
+	// SetOrderState sets an order's state; ErrNotFound if absent.
+	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
+
+	// RecordEvent stores an event (State pending, NextAttemptAt =
+	// e.NextAttemptAt or e.CreatedAt) durably — fsynced when it returns nil
+	// — in one transaction with the order state change given (orderState
+	// non-empty: set that order's state and UpdatedAt = e.CreatedAt, if the
+	// order exists). It returns created=false and no error when an event
+	// with the same ID exists already: nothing is changed then. Concurrent
+	// calls are group-committed; if their transaction fails, all of them
+	// get the error and none is stored. It writes back into e what it
+	// stores: CreatedAt (now if zero), NextAttemptAt, State pending, empty
+	// delivery fields. If ctx ends while the call waits for its batch, it
+	// returns ctx's error although the batch may still commit (a retried
+	// notification then gets created=false).
+	RecordEvent(ctx context.Context, e *Event, orderState string) (created bool, err error)
+	// GetEvent returns an event and its attempts, oldest first.
+	GetEvent(ctx context.Context, id string) (*Event, []Attempt, error)
+	// ListEvents returns events newest first.
+	ListEvents(ctx context.Context, f ListFilter) ([]*Event, error)
+	// CountEvents returns the number of events per state (the three known
+	// states are always present).
+	CountEvents(ctx context.Context) (map[string]int, error)
+
+	// DueEvents returns up to limit pending events with NextAttemptAt <= now,
+	// earliest NextAttemptAt first (then oldest CreatedAt), so that events
+	// being retried cannot starve the others, keeping per-order order: an event is due only if
+	// no older (by CreatedAt, then ID) event of the same (MchID, OutTradeNo)
+	// is still pending. Events whose ID is in exclude (in flight) are
+	// skipped, and so are the other events of their orders.
+	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*Event, error)
+	// NextDue returns the earliest NextAttemptAt among the pending events
+	// that are first of their order (a later event of an order waits for
+	// the first, not for the clock); ok=false if none. Events in flight
+	// count: the worker knows about those.
+	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
+	// RecordAttempt appends an attempt and applies its outcome to the event
+	// in one transaction; ErrNotFound if the event is absent. The event gets
+	// Attempts+1 and Last* from a; then delivered: State delivered,
+	// DeliveredAt = a.At+a.Duration; dead: State dead; otherwise State
+	// pending, NextAttemptAt = o.RetryAt (a.At+a.Duration if zero).
+	// Error and Response are kept to MaxResponse bytes of valid UTF-8.
+	RecordAttempt(ctx context.Context, a Attempt, o Outcome) error
+	// Replay makes any event pending again with NextAttemptAt = now (its ID,
+	// payload and attempt history unchanged). ErrNotFound if absent.
+	Replay(ctx context.Context, id string, now time.Time) error
+
+	// TryLease takes or renews a named lease for holder until now+ttl; it
+	// succeeds if the lease is free, expired, or already held by holder.
+	TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+
+	// Close stops the group committer (RecordEvent calls not yet taken get
+	// ErrClosed) and closes the database. Calling it again is a no-op.
+	Close() error
+}

@@ -1,0 +1,150 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migration is one version of the schema: its SQL statements, applied in
+// order in one transaction together with the row recording the version.
+type migration struct {
+	version int
+	name    string
+	steps   []string // DDL with dialect tokens ({{blob}})
+}
+
+// migrations returns the schema's history, oldest first. Append new
+// versions; never edit a released one.
+func migrations() []migration {
+	return []migration{
+		{
+			version: 1,
+			name:    "orders, events, attempts, leases",
+			steps: []string{
+				`CREATE TABLE orders (
+					mch_id        TEXT   NOT NULL,
+					out_trade_no  TEXT   NOT NULL,
+					app_id        TEXT   NOT NULL DEFAULT '',
+					trade_type    TEXT   NOT NULL DEFAULT '',
+					total_fee     BIGINT NOT NULL DEFAULT 0,
+					content_hash  TEXT   NOT NULL DEFAULT '',
+					prepay_id     TEXT   NOT NULL DEFAULT '',
+					code_url      TEXT   NOT NULL DEFAULT '',
+					mweb_url      TEXT   NOT NULL DEFAULT '',
+					state         TEXT   NOT NULL,
+					created_at    BIGINT NOT NULL,
+					expires_at    BIGINT NOT NULL,
+					updated_at    BIGINT NOT NULL,
+					PRIMARY KEY (mch_id, out_trade_no)
+				)`,
+				`CREATE TABLE events (
+					id              TEXT    NOT NULL PRIMARY KEY,
+					mch_id          TEXT    NOT NULL,
+					type            TEXT    NOT NULL,
+					out_trade_no    TEXT    NOT NULL,
+					transaction_id  TEXT    NOT NULL DEFAULT '',
+					payload         {{blob}} NOT NULL,
+					created_at      BIGINT  NOT NULL,
+					state           TEXT    NOT NULL,
+					attempts        INTEGER NOT NULL DEFAULT 0,
+					next_attempt_at BIGINT  NOT NULL,
+					delivered_at    BIGINT  NOT NULL DEFAULT 0,
+					last_status     INTEGER NOT NULL DEFAULT 0,
+					last_error      TEXT    NOT NULL DEFAULT '',
+					last_response   TEXT    NOT NULL DEFAULT ''
+				)`,
+				// The outbox worker: pending events by time.
+				`CREATE INDEX events_due ON events (state, next_attempt_at)`,
+				// Per-order ordering of deliveries.
+				`CREATE INDEX events_order ON events (mch_id, out_trade_no, created_at)`,
+				// Listing newest first, and its pagination.
+				`CREATE INDEX events_created ON events (created_at, id)`,
+				`CREATE TABLE attempts (
+					event_id     TEXT    NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+					n            INTEGER NOT NULL,
+					attempted_at BIGINT  NOT NULL,
+					duration_ns  BIGINT  NOT NULL,
+					status       INTEGER NOT NULL DEFAULT 0,
+					error        TEXT    NOT NULL DEFAULT '',
+					response     TEXT    NOT NULL DEFAULT '',
+					PRIMARY KEY (event_id, n)
+				)`,
+				`CREATE TABLE leases (
+					name       TEXT   NOT NULL PRIMARY KEY,
+					holder     TEXT   NOT NULL,
+					expires_at BIGINT NOT NULL
+				)`,
+			},
+		},
+	}
+}
+
+// migrate brings the schema of db up to the latest of migs. Each version is
+// applied in a transaction of its own. An up-to-date database is only read.
+// A database stamped with a version newer than the latest is refused
+// (ErrSchemaTooNew).
+func migrate(ctx context.Context, db *sql.DB, d dialect, migs []migration, now func() time.Time) (int, error) {
+	for i, m := range migs {
+		if m.version != i+1 {
+			return 0, fmt.Errorf("ledger: migration %d has version %d (versions must be 1, 2, 3, …)", i, m.version)
+		}
+	}
+	latest := len(migs)
+
+	// CREATE TABLE IF NOT EXISTS reads only when the table exists.
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER NOT NULL PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at BIGINT  NOT NULL
+	)`); err != nil {
+		return 0, fmt.Errorf("ledger: migrate: create schema_migrations: %w", err)
+	}
+	cur, err := schemaVersion(ctx, db)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: migrate: %w", err)
+	}
+	if cur > latest {
+		return cur, fmt.Errorf("ledger: database schema version %d, this build knows up to %d (opened by a newer version of the gateway?): %w", cur, latest, ErrSchemaTooNew)
+	}
+	for _, m := range migs[cur:] {
+		err := withTx(ctx, db, func(tx *sql.Tx) error {
+			// Another process may have migrated since we looked.
+			v, err := schemaVersion(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if v >= m.version {
+				return nil
+			}
+			if v != m.version-1 {
+				return fmt.Errorf("schema version %d, expected %d", v, m.version-1)
+			}
+			for _, step := range m.steps {
+				if _, err := tx.ExecContext(ctx, d.ddl(step)); err != nil {
+					return err
+				}
+			}
+			_, err = tx.ExecContext(ctx, d.rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`),
+				m.version, m.name, toNs(now()))
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("ledger: migrate to version %d (%s): %w", m.version, m.name, err)
+		}
+	}
+	return schemaVersion(ctx, db)
+}
+
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func schemaVersion(ctx context.Context, q queryRower) (int, error) {
+	var v int
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
