@@ -72,10 +72,11 @@ func TestStoredAckThenDeliveryWithRetries(t *testing.T) {
 		t.Fatalf("pending events: %d %s", status, body)
 	}
 	id := list[0]["id"].(string)
-	status, body = g.adminDo(t, http.MethodGet, "/wxpay/events/"+id)
-	if status != 200 || !bytes.Contains(body, []byte(`"last_status": 503`)) || !bytes.Contains(body, []byte(`"attempt_log"`)) {
-		t.Fatalf("event detail: %d %s", status, body)
-	}
+	// The attempt is recorded just after the backend answered.
+	waitFor(t, "the failed attempt in the event's log", 5*time.Second, func() bool {
+		status, body = g.adminDo(t, http.MethodGet, "/wxpay/events/"+id)
+		return status == 200 && bytes.Contains(body, []byte(`"last_status": 503`)) && bytes.Contains(body, []byte(`"attempt_log"`))
+	})
 
 	mu.Lock()
 	down = false
