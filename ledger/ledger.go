@@ -61,6 +61,8 @@ type Order struct {
 	CreatedAt   time.Time
 	ExpiresAt   time.Time // when the prepay_id stops being valid (CreatedAt + 2h, or earlier time_expire)
 	UpdatedAt   time.Time
+	NextCheckAt time.Time // when reconciliation next asks WeChat about it while unpaid; zero: never
+	Checks      int       // how many times reconciliation asked
 }
 
 // Event states.
@@ -178,6 +180,21 @@ type Store interface {
 	// Replay makes any event pending again with NextAttemptAt = now (its ID,
 	// payload and attempt history unchanged). ErrNotFound if absent.
 	Replay(ctx context.Context, id string, now time.Time) error
+
+	// OrdersToCheck returns up to limit unpaid (NOTPAY) orders whose
+	// NextCheckAt is due at now, earliest first.
+	OrdersToCheck(ctx context.Context, now time.Time, limit int) ([]*Order, error)
+	// ScheduleCheck sets an order's NextCheckAt (zero: never again) and
+	// Checks.
+	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error
+
+	// PutRefund records a refund; ErrExists when its out_refund_no is
+	// recorded already.
+	PutRefund(ctx context.Context, r *Refund) error
+	GetRefund(ctx context.Context, mchID, outRefundNo string) (*Refund, error)
+	// SetRefundState updates a refund's state, and its refund_id when
+	// refundID is not empty.
+	SetRefundState(ctx context.Context, mchID, outRefundNo, state, refundID string, now time.Time) error
 
 	// TryLease takes or renews a named lease for holder until now+ttl; it
 	// succeeds if the lease is free, expired, or already held by holder.

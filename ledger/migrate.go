@@ -78,6 +78,30 @@ func migrations() []migration {
 				)`,
 			},
 		},
+		{
+			version: 2,
+			name:    "order checks (reconciliation), refunds",
+			steps: []string{
+				// When the reconciliation job next asks WeChat about an
+				// unpaid order (0: never again), and how often it has.
+				`ALTER TABLE orders ADD COLUMN next_check_at BIGINT NOT NULL DEFAULT 0`,
+				`ALTER TABLE orders ADD COLUMN checks INTEGER NOT NULL DEFAULT 0`,
+				`CREATE INDEX orders_check ON orders (state, next_check_at)`,
+				`CREATE TABLE refunds (
+					mch_id         TEXT   NOT NULL,
+					out_refund_no  TEXT   NOT NULL,
+					out_trade_no   TEXT   NOT NULL DEFAULT '',
+					transaction_id TEXT   NOT NULL DEFAULT '',
+					refund_id      TEXT   NOT NULL DEFAULT '',
+					total_fee      BIGINT NOT NULL,
+					refund_fee     BIGINT NOT NULL,
+					state          TEXT   NOT NULL,
+					created_at     BIGINT NOT NULL,
+					updated_at     BIGINT NOT NULL,
+					PRIMARY KEY (mch_id, out_refund_no)
+				)`,
+			},
+		},
 	}
 }
 

@@ -99,7 +99,7 @@ func (s *sqlStore) checkOpen() error {
 
 // ---- orders ----
 
-const orderCols = `mch_id, out_trade_no, app_id, trade_type, total_fee, content_hash, prepay_id, code_url, mweb_url, state, created_at, expires_at, updated_at`
+const orderCols = `mch_id, out_trade_no, app_id, trade_type, total_fee, content_hash, prepay_id, code_url, mweb_url, state, created_at, expires_at, updated_at, next_check_at, checks`
 
 func (s *sqlStore) orderDefaults(o *Order) error {
 	if o == nil || o.MchID == "" || o.OutTradeNo == "" {
@@ -122,7 +122,7 @@ func (s *sqlStore) orderDefaults(o *Order) error {
 
 func orderArgs(o *Order) []any {
 	return []any{o.MchID, o.OutTradeNo, o.AppID, o.TradeType, o.TotalFee, o.ContentHash,
-		o.PrepayID, o.CodeURL, o.MWebURL, o.State, toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt)}
+		o.PrepayID, o.CodeURL, o.MWebURL, o.State, toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks}
 }
 
 func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
@@ -132,7 +132,7 @@ func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 	if err := s.checkOpen(); err != nil {
 		return fmt.Errorf("ledger: put order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
-	res, err := s.fast.ExecContext(ctx, s.d.rebind(`INSERT INTO orders (`+orderCols+`) VALUES (`+placeholders(13)+`)`+s.d.insertIgnore("mch_id, out_trade_no")),
+	res, err := s.fast.ExecContext(ctx, s.d.rebind(`INSERT INTO orders (`+orderCols+`) VALUES (`+placeholders(15)+`)`+s.d.insertIgnore("mch_id, out_trade_no")),
 		orderArgs(o)...)
 	if err == nil {
 		err = oneRow(res, ErrExists)
@@ -154,10 +154,11 @@ func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
 		return fmt.Errorf("ledger: replace order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
 	res, err := s.fast.ExecContext(ctx, s.d.rebind(`UPDATE orders SET app_id = ?, trade_type = ?, total_fee = ?, content_hash = ?,
-		prepay_id = ?, code_url = ?, mweb_url = ?, state = ?, created_at = ?, expires_at = ?, updated_at = ?
+		prepay_id = ?, code_url = ?, mweb_url = ?, state = ?, created_at = ?, expires_at = ?, updated_at = ?,
+		next_check_at = ?, checks = ?
 		WHERE mch_id = ? AND out_trade_no = ?`),
 		o.AppID, o.TradeType, o.TotalFee, o.ContentHash, o.PrepayID, o.CodeURL, o.MWebURL, o.State,
-		toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), o.MchID, o.OutTradeNo)
+		toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks, o.MchID, o.OutTradeNo)
 	if err == nil {
 		err = oneRow(res, ErrNotFound)
 	}
@@ -172,17 +173,17 @@ func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Ord
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
 	}
 	var o Order
-	var created, expires, updated int64
+	var created, expires, updated, next int64
 	err := s.fast.QueryRowContext(ctx, s.d.rebind(`SELECT `+orderCols+` FROM orders WHERE mch_id = ? AND out_trade_no = ?`), mchID, outTradeNo).
 		Scan(&o.MchID, &o.OutTradeNo, &o.AppID, &o.TradeType, &o.TotalFee, &o.ContentHash, &o.PrepayID, &o.CodeURL, &o.MWebURL,
-			&o.State, &created, &expires, &updated)
+			&o.State, &created, &expires, &updated, &next, &o.Checks)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
 	}
-	o.CreatedAt, o.ExpiresAt, o.UpdatedAt = fromNs(created), fromNs(expires), fromNs(updated)
+	o.CreatedAt, o.ExpiresAt, o.UpdatedAt, o.NextCheckAt = fromNs(created), fromNs(expires), fromNs(updated), fromNs(next)
 	return &o, nil
 }
 

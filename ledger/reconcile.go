@@ -1,0 +1,158 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Refund states, as WeChat names them.
+const (
+	RefundProcessing = "PROCESSING"
+	RefundSuccess    = "SUCCESS"
+	RefundChange     = "CHANGE"      // the money could not reach the user's account
+	RefundClosed     = "REFUNDCLOSE" // the refund was closed
+)
+
+// Refund is a refund the gateway asked WeChat for.
+type Refund struct {
+	MchID         string
+	OutRefundNo   string
+	OutTradeNo    string
+	TransactionID string
+	RefundID      string // WeChat's, once known
+	TotalFee      int64
+	RefundFee     int64
+	State         string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// ---- order checks (reconciliation) ----
+
+// OrdersToCheck returns up to limit unpaid orders (NOTPAY) whose next check
+// is due at now, earliest first.
+func (s *sqlStore) OrdersToCheck(ctx context.Context, now time.Time, limit int) ([]*Order, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, fmt.Errorf("ledger: orders to check: %w", err)
+	}
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	rows, err := s.fast.QueryContext(ctx, s.d.rebind(`SELECT `+orderCols+` FROM orders
+		WHERE state = ? AND next_check_at > 0 AND next_check_at <= ? ORDER BY next_check_at LIMIT ?`),
+		OrderNotPay, toNs(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: orders to check: %w", err)
+	}
+	defer rows.Close()
+	var out []*Order
+	for rows.Next() {
+		var o Order
+		var created, expires, updated, next int64
+		if err := rows.Scan(&o.MchID, &o.OutTradeNo, &o.AppID, &o.TradeType, &o.TotalFee, &o.ContentHash, &o.PrepayID,
+			&o.CodeURL, &o.MWebURL, &o.State, &created, &expires, &updated, &next, &o.Checks); err != nil {
+			return nil, fmt.Errorf("ledger: orders to check: %w", err)
+		}
+		o.CreatedAt, o.ExpiresAt, o.UpdatedAt, o.NextCheckAt = fromNs(created), fromNs(expires), fromNs(updated), fromNs(next)
+		out = append(out, &o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: orders to check: %w", err)
+	}
+	return out, nil
+}
+
+// ScheduleCheck sets when an order is next checked (the zero time: never
+// again) and how many checks it has had.
+func (s *sqlStore) ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error {
+	err := s.checkOpen()
+	if err == nil {
+		var res sql.Result
+		res, err = s.fast.ExecContext(ctx, s.d.rebind(`UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`),
+			toNs(next), checks, mchID, outTradeNo)
+		if err == nil {
+			err = oneRow(res, ErrNotFound)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: schedule check of %s/%s: %w", mchID, outTradeNo, err)
+	}
+	return nil
+}
+
+// ---- refunds ----
+
+const refundCols = `mch_id, out_refund_no, out_trade_no, transaction_id, refund_id, total_fee, refund_fee, state, created_at, updated_at`
+
+// PutRefund records a refund; ErrExists (wrapped) when its out_refund_no is
+// recorded already.
+func (s *sqlStore) PutRefund(ctx context.Context, r *Refund) error {
+	if r == nil || r.MchID == "" || r.OutRefundNo == "" {
+		return errors.New("ledger: put refund: mch_id and out_refund_no are required")
+	}
+	if r.State == "" {
+		r.State = RefundProcessing
+	}
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = s.now().UTC()
+	}
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = r.CreatedAt
+	}
+	err := s.checkOpen()
+	if err == nil {
+		var res sql.Result
+		res, err = s.fast.ExecContext(ctx, s.d.rebind(`INSERT INTO refunds (`+refundCols+`) VALUES (`+placeholders(10)+`)`+s.d.insertIgnore("mch_id, out_refund_no")),
+			r.MchID, r.OutRefundNo, r.OutTradeNo, r.TransactionID, r.RefundID, r.TotalFee, r.RefundFee, r.State, toNs(r.CreatedAt), toNs(r.UpdatedAt))
+		if err == nil {
+			err = oneRow(res, ErrExists)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: put refund %s/%s: %w", r.MchID, r.OutRefundNo, err)
+	}
+	return nil
+}
+
+// GetRefund returns a recorded refund; ErrNotFound (wrapped) when absent.
+func (s *sqlStore) GetRefund(ctx context.Context, mchID, outRefundNo string) (*Refund, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, fmt.Errorf("ledger: get refund %s/%s: %w", mchID, outRefundNo, err)
+	}
+	var r Refund
+	var created, updated int64
+	err := s.fast.QueryRowContext(ctx, s.d.rebind(`SELECT `+refundCols+` FROM refunds WHERE mch_id = ? AND out_refund_no = ?`), mchID, outRefundNo).
+		Scan(&r.MchID, &r.OutRefundNo, &r.OutTradeNo, &r.TransactionID, &r.RefundID, &r.TotalFee, &r.RefundFee, &r.State, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: get refund %s/%s: %w", mchID, outRefundNo, err)
+	}
+	r.CreatedAt, r.UpdatedAt = fromNs(created), fromNs(updated)
+	return &r, nil
+}
+
+// SetRefundState updates a refund's state, and its refund_id when given.
+func (s *sqlStore) SetRefundState(ctx context.Context, mchID, outRefundNo, state, refundID string, now time.Time) error {
+	if now.IsZero() {
+		now = s.now().UTC()
+	}
+	err := s.checkOpen()
+	if err == nil {
+		var res sql.Result
+		res, err = s.fast.ExecContext(ctx, s.d.rebind(`UPDATE refunds SET state = ?, updated_at = ?,
+			refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?`),
+			state, toNs(now), refundID, refundID, mchID, outRefundNo)
+		if err == nil {
+			err = oneRow(res, ErrNotFound)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: set refund %s/%s state %s: %w", mchID, outRefundNo, state, err)
+	}
+	return nil
+}
