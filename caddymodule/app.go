@@ -3,11 +3,13 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -56,6 +58,9 @@ type App struct {
 	// once the upstream took it, keeping no local state (WeChat's own
 	// retries, about 24 hours, are then the only ones).
 	Ack string `json:"ack,omitempty"`
+
+	// The reconciliation job, on by default with a ledger.
+	Reconcile *Reconcile `json:"reconcile,omitempty"`
 
 	merchants map[string]*merchant
 	apiToken  [sha256.Size]byte
@@ -155,6 +160,9 @@ func (a *App) Start() error {
 			h.worker.SetSender(a.upstream, a.upstream.policy())
 		}
 		h.worker.Start()
+		if rs := a.reconcileSetup(); rs != nil {
+			h.reconciler.configure(rs)
+		}
 		a.logger.Info("ledger open", zap.String("path", a.dbPath), zap.Bool("delivering", a.upstream != nil))
 	}
 	active.Store(a)
@@ -165,7 +173,36 @@ func (a *App) Start() error {
 // worker, waiting for deliveries in flight, and closes it.
 func (a *App) Stop() error {
 	active.CompareAndSwap(a, nil)
+	if a.ledger != nil {
+		a.ledger.reconciler.release(a)
+	}
 	return a.releaseLedger()
+}
+
+// reconcileDelay is how long after placing an order its first check comes;
+// 0 when reconciliation is off.
+func (a *App) reconcileDelay() time.Duration {
+	if a.Reconcile != nil && a.Reconcile.Disabled {
+		return 0
+	}
+	if a.Reconcile != nil && a.Reconcile.Delay > 0 {
+		return time.Duration(a.Reconcile.Delay)
+	}
+	return 5 * time.Minute
+}
+
+// reconcileSetup is this configuration's setup of the job, nil when off.
+func (a *App) reconcileSetup() *reconcileSetup {
+	d := a.reconcileDelay()
+	if d == 0 {
+		return nil
+	}
+	byMch := make(map[string]*merchant, len(a.merchants))
+	for _, m := range a.merchants {
+		byMch[m.mchID] = m
+	}
+	return &reconcileSetup{app: a, merchants: byMch, delay: d,
+		closeExpired: a.Reconcile != nil && a.Reconcile.CloseExpired, logger: a.logger.Named("reconcile")}
 }
 
 func (a *App) releaseLedger() error {
@@ -258,6 +295,26 @@ type Merchant struct {
 	// How long one call to WeChat may take; past it the caller gets 504.
 	// Default: 6s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// The merchant's API client certificate, which refunds need (mutual
+	// TLS): the PEM certificate file (apiclient_cert.pem), or a PKCS#12
+	// file (apiclient_cert.p12, whose password is the mch_id).
+	ClientCert string `json:"client_cert,omitempty"`
+
+	// The PEM private key file of ClientCert (apiclient_key.pem); empty
+	// with a PKCS#12 file.
+	ClientKey string `json:"client_key,omitempty"`
+
+	// The URL WeChat sends refund notifications to. Default: notify_url
+	// followed by /refund (e.g. https://pay.example.com/wxpay/notify/refund),
+	// which the wxpay handler serves.
+	RefundNotifyURL string `json:"refund_notify_url,omitempty"`
+
+	// WeChat's disaster-recovery twin, tried once when a call that is safe
+	// to repeat (queries, close, refunds, bills) fails on the network or
+	// with a 5xx. Default: https://api2.mch.weixin.qq.com when endpoint is
+	// WeChat's own host, none otherwise; "off" disables it.
+	FailoverEndpoint string `json:"failover_endpoint,omitempty"`
 }
 
 // merchant is a provisioned Merchant.
@@ -270,6 +327,9 @@ type merchant struct {
 	notifyURL string
 	client    *wxpay.Client
 	http      *http.Client
+	tlsHTTP   *http.Client // with the client certificate; nil without one
+
+	refundNotifyURL string
 }
 
 func newMerchant(name string, cfg *Merchant, repl *caddy.Replacer, logger *zap.Logger) (*merchant, error) {
@@ -349,12 +409,71 @@ func newMerchant(name string, cfg *Merchant, repl *caddy.Replacer, logger *zap.L
 	if timeout < 0 {
 		return nil, fmt.Errorf("timeout %s is negative", timeout)
 	}
+	m.refundNotifyURL = strings.TrimSpace(repl.ReplaceAll(cfg.RefundNotifyURL, ""))
+	if m.refundNotifyURL == "" {
+		m.refundNotifyURL = strings.TrimSuffix(m.notifyURL, "/") + "/refund"
+	} else if u, err := url.Parse(m.refundNotifyURL); err != nil || u.Host == "" || u.RawQuery != "" || (u.Scheme != "https" && !(u.Scheme == "http" && cfg.InsecureNotifyURL)) {
+		return nil, fmt.Errorf("refund_notify_url %q must be an https URL without a query string", m.refundNotifyURL)
+	}
+
+	failover := strings.TrimSpace(repl.ReplaceAll(cfg.FailoverEndpoint, ""))
+	switch failover {
+	case "":
+		failover = wxpay.DefaultFailoverEndpoint(endpoint)
+	case "off":
+		failover = ""
+	default:
+		if fu, err := url.Parse(failover); err != nil || fu.Host == "" || (fu.Scheme != "https" && !(fu.Scheme == "http" && isLoopback(fu.Hostname()))) {
+			return nil, fmt.Errorf("failover_endpoint %q is not an https URL (or http on loopback)", failover)
+		}
+	}
+
 	m.http = wxpay.NewHTTPClient(256)
 	m.client = &wxpay.Client{
 		MchID: m.mchID, Key: m.key, SignType: m.signType,
 		Endpoint: endpoint, HTTPClient: m.http, Timeout: timeout,
+		FailoverEndpoint: failover,
+		OnFailover: func(op string, err error) {
+			logger.Warn("WeChat Pay call failed over to the disaster-recovery endpoint",
+				zap.String("merchant", name), zap.String("op", op), zap.String("failover_endpoint", failover), zap.Error(err))
+		},
+	}
+	if cfg.ClientCert != "" {
+		cert, err := loadClientCert(repl.ReplaceAll(cfg.ClientCert, ""), repl.ReplaceAll(cfg.ClientKey, ""), m.mchID)
+		if err != nil {
+			return nil, err
+		}
+		m.tlsHTTP = wxpay.NewMTLSHTTPClient(cert, 64)
+		m.client.TLSHTTPClient = m.tlsHTTP
+	} else if cfg.ClientKey != "" {
+		return nil, errors.New("client_key without client_cert")
 	}
 	return m, nil
+}
+
+// loadClientCert reads the merchant's client certificate: PEM certificate
+// and key files, or one PKCS#12 file whose password is the mch_id.
+func loadClientCert(certFile, keyFile, mchID string) (tls.Certificate, error) {
+	certData, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client_cert: %w", err)
+	}
+	if keyFile == "" {
+		cert, err := wxpay.LoadPKCS12(certData, mchID)
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("client_cert %s (PKCS#12, password the mch_id): %w", certFile, err)
+		}
+		return cert, nil
+	}
+	keyData, err := os.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client_key: %w", err)
+	}
+	cert, err := wxpay.LoadClientCertificate(certData, keyData)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client_cert %s with client_key %s: %w", certFile, keyFile, err)
+	}
+	return cert, nil
 }
 
 // hasAppID reports whether id is one of the merchant's app ids.
@@ -370,6 +489,9 @@ func (m *merchant) hasAppID(id string) bool {
 func (m *merchant) close() {
 	if m.http != nil {
 		m.http.CloseIdleConnections()
+	}
+	if m.tlsHTTP != nil {
+		m.tlsHTTP.CloseIdleConnections()
 	}
 }
 

@@ -38,6 +38,9 @@ func init() {
 //			insecure_notify_url
 //			endpoint    <url>
 //			timeout     <duration>
+//			client_cert <cert.pem> <key.pem> | <apiclient_cert.p12>
+//			refund_notify_url <url>
+//			failover_endpoint <url>|off
 //		}
 //		upstream <url> {
 //			secret             <secret>
@@ -49,6 +52,10 @@ func init() {
 //		api_token <token>
 //		storage sqlite [<path>]
 //		ack stored|upstream
+//		reconcile off | reconcile {
+//			delay         <duration>
+//			close_expired on|off
+//		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	app := new(App)
@@ -159,6 +166,33 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.Storage = st
+		case "reconcile":
+			rc := new(Reconcile)
+			if d.NextArg() {
+				if d.Val() != "off" {
+					return d.Errf("reconcile takes off or a block, got %q", d.Val())
+				}
+				rc.Disabled = true
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "delay":
+					dur, err := parseDuration(d)
+					if err != nil {
+						return err
+					}
+					rc.Delay = dur
+				case "close_expired":
+					var v string
+					if !d.AllArgs(&v) || (v != "on" && v != "off") {
+						return d.Err("close_expired on|off")
+					}
+					rc.CloseExpired = v == "on"
+				default:
+					return d.Errf("unknown reconcile option %q", d.Val())
+				}
+			}
+			a.Reconcile = rc
 		case "ack":
 			if !d.AllArgs(&a.Ack) {
 				return d.ArgErr()
@@ -213,6 +247,24 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			m.Timeout = dur
+		case "client_cert":
+			args := d.RemainingArgs()
+			switch len(args) {
+			case 1:
+				m.ClientCert = args[0]
+			case 2:
+				m.ClientCert, m.ClientKey = args[0], args[1]
+			default:
+				return d.Err("client_cert <cert.pem> <key.pem> | client_cert <apiclient_cert.p12>")
+			}
+		case "refund_notify_url":
+			if !d.AllArgs(&m.RefundNotifyURL) {
+				return d.ArgErr()
+			}
+		case "failover_endpoint":
+			if !d.AllArgs(&m.FailoverEndpoint) {
+				return d.ArgErr()
+			}
 		default:
 			return d.Errf("unknown merchant option %q", opt)
 		}
@@ -298,6 +350,8 @@ func (c *Checkout) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //	wxpay_simulator {
 //		time_scale <factor>
 //		merchant <mch_id> <api_key> <app_id> [<app_id>...]
+//		client_ca <ca.pem>
+//		name <name>
 //	}
 func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	s := new(Simulator)
@@ -322,6 +376,14 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("time_scale must be a positive number, got %q", v)
 			}
 			s.TimeScale = f
+		case "client_ca":
+			if !d.AllArgs(&s.ClientCA) {
+				return d.ArgErr()
+			}
+		case "name":
+			if !d.AllArgs(&s.Name) {
+				return d.ArgErr()
+			}
 		case "merchant":
 			args := d.RemainingArgs()
 			if len(args) < 3 {

@@ -30,8 +30,11 @@ func readExample(t *testing.T) string {
 func TestExampleDemoLoop(t *testing.T) {
 	cfg := readExample(t)
 	gw, sim := freePort(t), freePort(t)
+	tlsSim := freePort(t)
 	cfg = strings.ReplaceAll(cfg, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", gw))
 	cfg = strings.ReplaceAll(cfg, "127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", sim))
+	cfg = strings.ReplaceAll(cfg, "localhost:8443", fmt.Sprintf("localhost:%d", tlsSim))
+	cfg = strings.ReplaceAll(cfg, " demo/", " ../demo/")
 	dir := t.TempDir()
 	cfg = strings.Replace(cfg, "{\n", fmt.Sprintf("{\n\tadmin off\n\tstorage file_system %s\n", filepath.Join(dir, "data")), 1)
 	loadCaddyfile(t, cfg)
@@ -70,6 +73,33 @@ func TestExampleDemoLoop(t *testing.T) {
 	})
 	ev := events[0]
 	if !ev.Verified || ev.Event.Type != "payment.succeeded" || ev.Event.Data["out_trade_no"] != "demo1001" || ev.Event.Data["total_fee"] != float64(1) {
+		t.Fatalf("stand-in backend got %+v", ev)
+	}
+
+	// The rest of the README's walk: query, refund over mutual TLS, the
+	// refund's event.
+	token := "Bearer demo-api-token-change-me"
+	req, _ = http.NewRequest(http.MethodGet, gwURL+"/wxpay/orders/demo1001", nil)
+	req.Header.Set("Authorization", token)
+	if status, out := doJSON(t, req); status != 200 || out["trade_state"] != "SUCCESS" {
+		t.Fatalf("query: %d %v", status, out)
+	}
+	req, _ = http.NewRequest(http.MethodPost, gwURL+"/wxpay/refunds", strings.NewReader(
+		`{"out_trade_no":"demo1001","out_refund_no":"refund1001","total_fee":1,"refund_fee":1,"refund_desc":"演示退款"}`))
+	req.Header.Set("Authorization", token)
+	if status, out := doJSON(t, req); status != 200 || out["refund_id"] == nil {
+		t.Fatalf("refund: %d %v", status, out)
+	}
+	waitFor(t, "the refund event at the stand-in backend", 15*time.Second, func() bool {
+		resp, err := http.Get(simURL + "/backend/events")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return json.Unmarshal(body, &events) == nil && len(events) == 2
+	})
+	if ev := events[1]; !ev.Verified || ev.Event.Type != "refund.succeeded" || ev.Event.Data["out_refund_no"] != "refund1001" {
 		t.Fatalf("stand-in backend got %+v", ev)
 	}
 }

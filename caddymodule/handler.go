@@ -24,9 +24,17 @@ func init() {
 // (default /wxpay):
 //
 //   - POST /wxpay/orders places an order with WeChat Pay and answers the
-//     client pay parameters (needs the app's api_token);
-//   - POST /wxpay/notify receives WeChat's payment notifications (the
-//     merchant's notify_url), verifies them and delivers them upstream.
+//     client pay parameters;
+//   - GET /wxpay/orders/{out_trade_no} asks WeChat for its state (and
+//     records a payment whose notification never came);
+//   - POST /wxpay/orders/{out_trade_no}/close closes it;
+//   - POST /wxpay/refunds refunds (over mutual TLS with client_cert);
+//   - GET /wxpay/refunds/{out_refund_no} asks for a refund's state;
+//   - GET /wxpay/bills/{yyyyMMdd} streams the day's bill (CSV; gzip=1);
+//   - POST /wxpay/notify and POST /wxpay/notify/refund receive WeChat's
+//     payment and refund notifications (no token: verified instead).
+//
+// All but the notifications need the app's api_token.
 //
 // Requests outside the base path go to the next handler.
 type Handler struct {
@@ -93,34 +101,71 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || (rest != "" && rest[0] != '/') {
 		return next.ServeHTTP(w, r)
 	}
-	switch rest {
-	case "/notify":
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			writeAPIError(w, &apiError{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED", message: "use POST"})
-			return nil
+	route, arg, _ := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
+	switch {
+	case rest == "/notify":
+		if h.method(w, r, http.MethodPost) {
+			h.serveNotify(w, r)
 		}
-		h.serveNotify(w, r)
 		return nil
-	case "/orders":
-		if h.NotifyOnly {
-			break
+	case rest == "/notify/refund":
+		if h.method(w, r, http.MethodPost) {
+			h.serveRefundNotify(w, r)
 		}
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			writeAPIError(w, &apiError{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED", message: "use POST"})
-			return nil
-		}
+		return nil
+	case h.NotifyOnly:
+	case route == "orders" || route == "refunds" || route == "bills":
 		if !h.app.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="wxpay"`)
 			writeAPIError(w, &apiError{status: http.StatusUnauthorized, code: "UNAUTHORIZED", message: "missing or wrong API token (Authorization: Bearer <api_token>)"})
 			return nil
 		}
-		h.serveCreateOrder(w, r)
-		return nil
+		no, action, _ := strings.Cut(arg, "/")
+		switch {
+		case route == "orders" && arg == "":
+			if h.method(w, r, http.MethodPost) {
+				h.serveCreateOrder(w, r)
+			}
+			return nil
+		case route == "orders" && action == "" && !strings.Contains(arg, "/"):
+			if h.method(w, r, http.MethodGet) {
+				h.serveQueryOrder(w, r, no)
+			}
+			return nil
+		case route == "orders" && action == "close":
+			if h.method(w, r, http.MethodPost) {
+				h.serveCloseOrder(w, r, no)
+			}
+			return nil
+		case route == "refunds" && arg == "":
+			if h.method(w, r, http.MethodPost) {
+				h.serveRefund(w, r)
+			}
+			return nil
+		case route == "refunds" && action == "" && !strings.Contains(arg, "/"):
+			if h.method(w, r, http.MethodGet) {
+				h.serveQueryRefund(w, r, no)
+			}
+			return nil
+		case route == "bills" && arg != "" && !strings.Contains(arg, "/"):
+			if h.method(w, r, http.MethodGet) {
+				h.serveBill(w, r, arg)
+			}
+			return nil
+		}
 	}
 	writeAPIError(w, &apiError{status: http.StatusNotFound, code: "NOT_FOUND", message: "no such route: " + r.Method + " " + r.URL.Path})
 	return nil
+}
+
+// method answers 405 unless r uses want.
+func (h *Handler) method(w http.ResponseWriter, r *http.Request, want string) bool {
+	if r.Method == want {
+		return true
+	}
+	w.Header().Set("Allow", want)
+	writeAPIError(w, &apiError{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED", message: "use " + want})
+	return false
 }
 
 func (h *Handler) serveCreateOrder(w http.ResponseWriter, r *http.Request) {

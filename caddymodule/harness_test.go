@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,6 +126,9 @@ type gateway struct {
 	dir     string
 	admin   string // the admin endpoint's base URL, when enabled
 	cfg     string // the Caddyfile loaded
+	// simAhead moves the simulator's clock ahead (nanoseconds), e.g. to
+	// the day after a payment, when its bill is ready.
+	simAhead atomic.Int64
 }
 
 type gatewayOptions struct {
@@ -134,6 +138,7 @@ type gatewayOptions struct {
 	ack       string // "upstream" for the no-ledger mode; default stored
 	admin     bool   // serve Caddy's admin endpoint (g.admin)
 	upstream  string // more options in the upstream block
+	global    string // more options in the wxpay block
 }
 
 func startGateway(t *testing.T, opts gatewayOptions) *gateway {
@@ -146,8 +151,13 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			{MchID: testHMACMch, Key: testHMACKey, AppIDs: []string{testAppID}},
 		},
 		TimeScale: 0.001,
+		ClientCAs: testPKI.caPool,
+		Now:       func() time.Time { return time.Now().Add(time.Duration(g.simAhead.Load())) },
 	})
-	simSrv := httptest.NewServer(g.sim)
+	// Served over TLS like WeChat, so that refunds use mutual TLS.
+	simSrv := httptest.NewUnstartedServer(g.sim)
+	simSrv.TLS = g.sim.TLSConfig(testPKI.serverCert)
+	simSrv.StartTLS()
 	t.Cleanup(func() { g.sim.Close(); simSrv.Close() })
 	g.simURL = simSrv.URL
 	g.backend = newBackend(t)
@@ -181,6 +191,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			insecure_notify_url
 			endpoint    %[5]s
 			timeout     %[6]s
+			client_cert %[16]s %[17]s
 		}
 		merchant hmac {
 			mch_id      %[7]s
@@ -198,6 +209,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 		}
 		api_token %[11]s
 		%[15]s
+		%[18]s
 	}
 }
 
@@ -210,7 +222,8 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 	respond "site" 200
 }
 %[13]s
-`, testMchID, testAppID, testAppID2, g.base, g.simURL, timeout, testHMACMch, keyFile, g.backend.URL, testSecret, testToken, opts.extraSite, opts.extraTop, opts.upstream, storage)
+`, testMchID, testAppID, testAppID2, g.base, g.simURL, timeout, testHMACMch, keyFile, g.backend.URL, testSecret, testToken, opts.extraSite, opts.extraTop, opts.upstream, storage,
+		testPKI.clientCert[testMchID][0], testPKI.clientCert[testMchID][1], opts.global)
 	g.cfg = cfg
 	loadCaddyfile(t, cfg)
 	t.Cleanup(func() {

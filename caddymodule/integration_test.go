@@ -268,6 +268,7 @@ func TestOrderErrors(t *testing.T) {
 
 	t.Run("wrong method", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, g.base+"/wxpay/orders", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		status, _ := doJSON(t, req)
 		if status != http.StatusMethodNotAllowed {
 			t.Fatalf("GET /wxpay/orders = %d", status)

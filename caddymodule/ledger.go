@@ -30,9 +30,10 @@ var ledgers = caddy.NewUsagePool()
 
 // ledgerHandle is one open ledger and the worker delivering its outbox.
 type ledgerHandle struct {
-	key    string
-	store  ledger.Store
-	worker *delivery.Worker
+	key        string
+	store      ledger.Store
+	worker     *delivery.Worker
+	reconciler *reconciler
 }
 
 // Destruct stops the worker (waiting for the deliveries in flight) and
@@ -40,6 +41,7 @@ type ledgerHandle struct {
 func (h *ledgerHandle) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	h.reconciler.stop()
 	h.worker.Stop(ctx)
 	return h.store.Close()
 }
@@ -75,8 +77,9 @@ func openLedger(path string, logger *zap.Logger) (*ledgerHandle, error) {
 			return nil, err
 		}
 		return &ledgerHandle{
-			key:   key,
-			store: st,
+			key:        key,
+			store:      st,
+			reconciler: newReconciler(st),
 			worker: delivery.New(delivery.Config{
 				Store:  st,
 				Logger: logger.Named("delivery"),

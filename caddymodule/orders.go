@@ -113,19 +113,24 @@ func jsonKind(goKind string) string {
 
 // totalFee parses total_fee: a JSON integer number of fen, above zero.
 func (o *OrderRequest) totalFee() (int64, *apiError) {
-	raw := bytes.TrimSpace(o.TotalFee)
+	return jsonAmount("total_fee", o.TotalFee)
+}
+
+// jsonAmount parses an amount in fen: a JSON integer above zero.
+func jsonAmount(field string, rawValue json.RawMessage) (int64, *apiError) {
+	raw := bytes.TrimSpace(rawValue)
 	if len(raw) == 0 || string(raw) == "null" {
-		return 0, badRequest("total_fee is required: the amount in fen, a positive integer")
+		return 0, badRequest("%s is required: the amount in fen, a positive integer", field)
 	}
 	if raw[0] == '"' {
-		return 0, badRequest("total_fee must be a JSON number (fen), not a string")
+		return 0, badRequest("%s must be a JSON number (fen), not a string", field)
 	}
 	v, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
-		return 0, badRequest("total_fee must be an integer number of fen, got %s", raw)
+		return 0, badRequest("%s must be an integer number of fen, got %s", field, raw)
 	}
 	if v <= 0 {
-		return 0, badRequest("total_fee must be above zero, got %d", v)
+		return 0, badRequest("%s must be above zero, got %d", field, v)
 	}
 	return v, nil
 }
@@ -176,8 +181,15 @@ func weChatError(err error) *apiError {
 	case errors.As(err, &ae):
 		status := http.StatusBadGateway
 		switch ae.Code() {
-		case "ORDERPAID", "OUT_TRADE_NO_USED":
+		case "ORDERPAID", "OUT_TRADE_NO_USED", "ORDERCLOSED", "NOTENOUGH", "TRADE_STATE_ERROR", "REFUND_FEE_MISMATCH":
 			status = http.StatusConflict
+		case "ORDERNOTEXIST", "REFUNDNOTEXIST":
+			status = http.StatusNotFound
+		case "FREQUENCY_LIMITED":
+			status = http.StatusTooManyRequests
+		}
+		if ae.Message() == "No Bill Exist" {
+			status = http.StatusNotFound
 		}
 		return &apiError{status: status, code: ae.Code(), message: ae.Message(), err: err}
 	case errors.As(err, &te) && te.Timeout():

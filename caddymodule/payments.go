@@ -98,6 +98,9 @@ func (a *App) placeOrder(ctx context.Context, m *merchant, r *wxpay.UnifiedOrder
 			TotalFee: r.TotalFee, ContentHash: hash, PrepayID: resp.PrepayID, CodeURL: resp.CodeURL,
 			MWebURL: resp.MWebURL, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: expiry(r, now), UpdatedAt: now,
 		}
+		if d := a.reconcileDelay(); d > 0 {
+			o.NextCheckAt = now.Add(d)
+		}
 		if known != nil {
 			err = store.ReplaceOrder(ctx, o)
 		} else {

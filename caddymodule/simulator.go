@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -40,9 +42,37 @@ type Simulator struct {
 	// wxpay app, with the same mch_id, key and app ids.
 	Merchants []SimulatedMerchant `json:"merchants,omitempty"`
 
+	// A PEM file of the CA that issues merchants' API client certificates:
+	// refunds (/secapi/) are accepted only over TLS with a client
+	// certificate that chains to it and names the mch_id. Without it every
+	// refund is refused, as WeChat refuses one without a certificate. The
+	// site must request client certificates (tls { client_auth { … } }).
+	ClientCA string `json:"client_ca,omitempty"`
+
+	// Simulators with the same name share their state (orders, payments,
+	// refunds) across sites and config reloads: one site can serve the
+	// API over https with client certificates, another the control routes
+	// over http. Default: "default".
+	Name string `json:"name,omitempty"`
+
 	sim     *wxpaysim.Simulator
 	backend *demoBackend
 	logger  *zap.Logger
+}
+
+// simulators shares simulators by name across sites and reloads.
+var simulators = caddy.NewUsagePool()
+
+// sharedSim is a pooled simulator with its stand-in backend.
+type sharedSim struct {
+	sim     *wxpaysim.Simulator
+	backend *demoBackend
+}
+
+// Destruct stops the simulator's pending notifications.
+func (s *sharedSim) Destruct() error {
+	s.sim.Close()
+	return nil
 }
 
 // SimulatedMerchant is a merchant account the simulator accepts.
@@ -94,20 +124,50 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 	if len(merchants) == 0 {
 		return fmt.Errorf("wxpay_simulator: no merchants: configure the wxpay app or list merchants")
 	}
+	var clientCAs *x509.CertPool
+	if s.ClientCA != "" {
+		pemData, err := os.ReadFile(s.ClientCA)
+		if err != nil {
+			return fmt.Errorf("wxpay_simulator: client_ca: %w", err)
+		}
+		clientCAs = x509.NewCertPool()
+		if !clientCAs.AppendCertsFromPEM(pemData) {
+			return fmt.Errorf("wxpay_simulator: client_ca %s holds no PEM certificate", s.ClientCA)
+		}
+	}
+	if s.Name == "" {
+		s.Name = "default"
+	}
 	logger := s.logger
-	s.sim = wxpaysim.New(wxpaysim.Config{
-		Merchants: merchants,
-		TimeScale: s.TimeScale,
-		Logf:      func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
+	v, _, err := simulators.LoadOrNew(s.Name, func() (caddy.Destructor, error) {
+		return &sharedSim{
+			sim: wxpaysim.New(wxpaysim.Config{
+				Merchants: merchants,
+				TimeScale: s.TimeScale,
+				ClientCAs: clientCAs,
+				Logf:      func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
+			}),
+			backend: &demoBackend{secret: secret},
+		}, nil
 	})
-	s.backend = &demoBackend{secret: secret}
+	if err != nil {
+		return fmt.Errorf("wxpay_simulator: %w", err)
+	}
+	shared := v.(*sharedSim)
+	// A reload may bring other merchants or another upstream secret.
+	for _, m := range merchants {
+		shared.sim.AddMerchant(m)
+	}
+	shared.backend.setSecret(secret)
+	s.sim, s.backend = shared.sim, shared.backend
 	return nil
 }
 
-// Cleanup stops the simulator's pending notifications.
+// Cleanup gives the shared simulator back; the last user stops it.
 func (s *Simulator) Cleanup() error {
 	if s.sim != nil {
-		s.sim.Close()
+		_, err := simulators.Delete(s.Name)
+		return err
 	}
 	return nil
 }
@@ -130,9 +190,15 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 // verifies each event's signature with the upstream secret and keeps the
 // last events to show them.
 type demoBackend struct {
-	secret []byte
 	mu     sync.Mutex
+	secret []byte
 	events []receivedEvent
+}
+
+func (b *demoBackend) setSecret(secret []byte) {
+	b.mu.Lock()
+	b.secret = secret
+	b.mu.Unlock()
 }
 
 type receivedEvent struct {
@@ -158,7 +224,10 @@ func (b *demoBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		rec := receivedEvent{ReceivedAt: time.Now().UTC().Format(time.RFC3339), EventID: r.Header.Get(event.HeaderID)}
-		if err := event.Verify(b.secret, r.Header, body, 5*time.Minute, time.Now()); err != nil {
+		b.mu.Lock()
+		secret := b.secret
+		b.mu.Unlock()
+		if err := event.Verify(secret, r.Header, body, 5*time.Minute, time.Now()); err != nil {
 			rec.Error = err.Error()
 		} else {
 			rec.Verified = true

@@ -41,6 +41,13 @@ const (
 	// PaymentMismatch is a verified notification that disagrees with the
 	// order the gateway placed (amount or app id): never a success.
 	PaymentMismatch = "payment.mismatch"
+
+	RefundSucceeded = "refund.succeeded" // refund_status SUCCESS
+	RefundChanged   = "refund.changed"   // CHANGE: the money could not reach the payer's account
+	RefundClosed    = "refund.closed"    // REFUNDCLOSE
+	// RefundMismatch is a refund notification that disagrees with the
+	// refund the gateway placed.
+	RefundMismatch = "refund.mismatch"
 )
 
 // Discrepancy is one field on which a notification and its order disagree.
@@ -109,6 +116,50 @@ func FromNotification(n *wxpay.Notification, created time.Time) (*Event, error) 
 	}
 	return &Event{
 		ID:      PaymentID(n.MchID(), n.TransactionID(), n.OutTradeNo()),
+		Type:    typ,
+		Created: created.UTC().Format(time.RFC3339),
+		Data:    data,
+	}, nil
+}
+
+// RefundID derives the id of a refund event from the merchant, WeChat's
+// refund_id and the status, so that each state a refund reaches is one
+// event however often WeChat notifies it.
+func RefundID(mchID, refundID, status string) string {
+	return derive("refund", mchID, refundID, status)
+}
+
+// FromRefundNotification builds the event of a decrypted refund
+// notification: the decrypted fields with the outer appid and mch_id, under
+// WeChat's names, amounts as JSON integers.
+func FromRefundNotification(n *wxpay.RefundNotification, created time.Time) (*Event, error) {
+	data := make(map[string]any, len(n.Info)+2)
+	data["appid"] = n.AppID()
+	data["mch_id"] = n.MchID()
+	for _, f := range n.Info {
+		if wxpay.IsAmountField(f.Name) {
+			v, err := strconv.ParseInt(f.Value, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("event: %s %q is not an integer", f.Name, f.Value)
+			}
+			data[f.Name] = v
+			continue
+		}
+		data[f.Name] = f.Value
+	}
+	var typ string
+	switch n.RefundStatus() {
+	case wxpay.RefundStatusSuccess:
+		typ = RefundSucceeded
+	case wxpay.RefundStatusChange:
+		typ = RefundChanged
+	case wxpay.RefundStatusRefundClose:
+		typ = RefundClosed
+	default:
+		return nil, fmt.Errorf("event: unknown refund_status %q", n.RefundStatus())
+	}
+	return &Event{
+		ID:      RefundID(n.MchID(), n.RefundID(), n.RefundStatus()),
 		Type:    typ,
 		Created: created.UTC().Format(time.RFC3339),
 		Data:    data,

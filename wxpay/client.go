@@ -34,9 +34,25 @@ type Client struct {
 	Endpoint string
 	// HTTPClient sends the requests; a client from NewHTTPClient when nil.
 	HTTPClient *http.Client
-	// Timeout bounds each call, on top of the context's own deadline.
-	// Zero means only the context bounds it.
+	// Timeout bounds each attempt of a call (a call that fails over makes
+	// two), on top of the context's own deadline. For DownloadBill it
+	// bounds the download until the stream is closed. Zero means only the
+	// context bounds it.
 	Timeout time.Duration
+	// TLSHTTPClient sends /secapi/ calls with the merchant's client
+	// certificate (see NewMTLSHTTPClient); Refund fails with a clear error
+	// when nil.
+	TLSHTTPClient *http.Client
+	// FailoverEndpoint is the base URL tried once when a call that is safe
+	// to repeat (orderquery, closeorder, refund, refundquery, downloadbill;
+	// never unifiedorder) fails with a network error or an HTTP 5xx: WeChat's
+	// disaster-recovery twin, see DefaultFailoverEndpoint. Empty disables
+	// failover.
+	FailoverEndpoint string
+	// OnFailover, when set, is called each time a call fails over, with the
+	// error of the first try, for logging and counting. It must be safe for
+	// concurrent use.
+	OnFailover func(op string, err error)
 
 	once        sync.Once
 	defaultHTTP *http.Client
@@ -93,7 +109,27 @@ func (c *Client) endpoint() string {
 // posts it to path, and returns WeChat's answer once its return_code and
 // result_code are SUCCESS and its signature verifies. op names the call in
 // errors. A failure is an *APIError, a *TransportError or a *ResponseError.
+// Call tries once and never fails over: it cannot know whether the request
+// is safe to repeat.
 func (c *Client) Call(ctx context.Context, op, path string, req Params) (Params, error) {
+	sr, err := c.signRequest(op, path, req)
+	if err != nil {
+		return nil, err
+	}
+	return c.exchange(ctx, c.httpClient(), sr, callOnce)
+}
+
+// signedRequest is a request signed and encoded once, so that a retry sends
+// the very same bytes (same nonce_str, same sign).
+type signedRequest struct {
+	op   string
+	path string
+	body []byte
+	st   SignType // the sign type of the request, and so of the answer
+}
+
+// signRequest is the signing half of Call.
+func (c *Client) signRequest(op, path string, req Params) (*signedRequest, error) {
 	st := c.signType()
 	req = req.Clone()
 	req.Set("mch_id", c.MchID)
@@ -115,34 +151,52 @@ func (c *Client) Call(ctx context.Context, op, path string, req Params) (Params,
 	if err != nil {
 		return nil, fmt.Errorf("wxpay %s: %w", op, err)
 	}
+	return &signedRequest{op: op, path: path, body: body, st: st}, nil
+}
 
+// post sends sr once to base with hc and returns the answer when its HTTP
+// status is 200; any other outcome is a *TransportError. The caller closes
+// the answer's body and then calls release, which ends the attempt's
+// Timeout.
+func (c *Client) post(ctx context.Context, hc *http.Client, base string, sr *signedRequest) (resp *http.Response, release func(), err error) {
+	release = func() {}
 	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
-		defer cancel()
+		ctx, release = context.WithTimeout(ctx, c.Timeout)
 	}
-	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint()+path, bytes.NewReader(body))
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, base+sr.path, bytes.NewReader(sr.body))
 	if err != nil {
-		return nil, fmt.Errorf("wxpay %s: %w", op, err)
+		release()
+		return nil, nil, fmt.Errorf("wxpay %s: %w", sr.op, err)
 	}
 	httpReq.Header.Set("Content-Type", "text/xml; charset=utf-8")
 	httpReq.Header.Set("Accept", "text/xml")
-	resp, err := c.httpClient().Do(httpReq)
+	resp, err = hc.Do(httpReq)
 	if err != nil {
-		return nil, &TransportError{Op: op, Err: err}
+		release()
+		return nil, nil, &TransportError{Op: sr.op, Err: err}
 	}
+	if resp.StatusCode != http.StatusOK {
+		// Drain a little so that the connection can be reused.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		release()
+		return nil, nil, &TransportError{Op: sr.op, StatusCode: resp.StatusCode, Err: fmt.Errorf("HTTP status %d", resp.StatusCode)}
+	}
+	return resp, release, nil
+}
+
+// readReply reads a whole answer, at most MaxReplySize bytes, and closes it.
+func readReply(op string, resp *http.Response, release func()) ([]byte, error) {
+	defer release()
 	defer resp.Body.Close()
 	reply, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplySize+1))
 	if err != nil {
 		return nil, &TransportError{Op: op, Err: err}
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &TransportError{Op: op, StatusCode: resp.StatusCode, Err: fmt.Errorf("HTTP status %d", resp.StatusCode)}
-	}
 	if len(reply) > MaxReplySize {
 		return nil, &ResponseError{Op: op, Err: fmt.Errorf("larger than %d bytes", MaxReplySize)}
 	}
-	return c.checkReply(op, reply, st)
+	return reply, nil
 }
 
 // checkReply decodes and checks an answer: return_code, signature, merchant,

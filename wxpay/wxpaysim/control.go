@@ -25,7 +25,14 @@ type payRequest struct {
 	Fail       bool              `json:"fail"`
 	Duplicate  bool              `json:"duplicate"`
 	TotalFee   int64             `json:"total_fee"`
+	Lost       bool              `json:"lost"`
 	Extra      map[string]string `json:"extra"`
+}
+
+// notifyRequest is the JSON body of POST /sim/notify.
+type notifyRequest struct {
+	MchID      string `json:"mch_id"`
+	OutTradeNo string `json:"out_trade_no"`
 }
 
 // faultRequest is the JSON body of POST /sim/faults.
@@ -48,7 +55,7 @@ func (s *Simulator) servePay(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := PayOptions{
 		PrepayID: req.PrepayID, OutTradeNo: req.OutTradeNo, MchID: req.MchID,
-		Fail: req.Fail, Duplicate: req.Duplicate, TotalFee: req.TotalFee,
+		Fail: req.Fail, Duplicate: req.Duplicate, TotalFee: req.TotalFee, Lost: req.Lost,
 	}
 	for _, name := range slices.Sorted(maps.Keys(req.Extra)) {
 		opts.Extra = append(opts.Extra, wxpay.Param{Name: name, Value: req.Extra[name]})
@@ -82,7 +89,7 @@ func (s *Simulator) serveFaults(w http.ResponseWriter, r *http.Request) {
 	}
 	api := normalizeAPI(req.API)
 	if !knownAPI(api) {
-		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("unknown api %q (want %q)", req.API, APIUnifiedOrder))
+		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("unknown api %q (want one of %s)", req.API, strings.Join(apiNames, ", ")))
 		return
 	}
 	count := 1
@@ -113,6 +120,44 @@ func (s *Simulator) serveFaults(w http.ResponseWriter, r *http.Request) {
 		s.DelayNext(api, count, delay)
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveNotify answers POST /sim/notify: SendNotification.
+func (s *Simulator) serveNotify(w http.ResponseWriter, r *http.Request) {
+	if !allowMethod(w, r, http.MethodPost) {
+		return
+	}
+	var req notifyRequest
+	if err := decodeJSON(r, &req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.MchID == "" || req.OutTradeNo == "" {
+		writeJSONError(w, http.StatusBadRequest, errors.New(`give "mch_id" and "out_trade_no"`))
+		return
+	}
+	if err := s.SendNotification(r.Context(), req.MchID, req.OutTradeNo); err != nil {
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, ErrUnknownOrder):
+			status = http.StatusNotFound
+		case errors.Is(err, ErrNotPaid):
+			status = http.StatusConflict
+		case errors.Is(err, ErrClosed):
+			status = http.StatusServiceUnavailable
+		}
+		writeJSONError(w, status, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// serveRefunds answers GET /sim/refunds.
+func (s *Simulator) serveRefunds(w http.ResponseWriter, r *http.Request) {
+	if !allowMethod(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Refunds())
 }
 
 // serveNotifications answers GET /sim/notifications.

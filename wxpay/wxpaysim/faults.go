@@ -1,6 +1,7 @@
 package wxpaysim
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -15,23 +16,35 @@ type delayFault struct {
 	delay     time.Duration
 }
 
+// apiNames are the APIs the simulator serves, for FailNext and DelayNext.
+var apiNames = []string{APIUnifiedOrder, APIOrderQuery, APICloseOrder, APIRefund, APIRefundQuery, APIDownloadBill}
+
 // knownAPI reports whether the simulator serves the named API.
 func knownAPI(api string) bool {
-	return api == APIUnifiedOrder
+	return slices.Contains(apiNames, api)
 }
 
-// normalizeAPI accepts an API by name ("unifiedorder") or path
-// ("/pay/unifiedorder").
+// normalizeAPI accepts an API by name ("unifiedorder", "refund") or path
+// ("/pay/unifiedorder", "/secapi/pay/refund").
 func normalizeAPI(api string) string {
+	if a, ok := strings.CutPrefix(api, "/secapi/pay/"); ok {
+		return a
+	}
 	return strings.TrimPrefix(api, "/pay/")
 }
 
-// FailNext makes the next n calls of api ("unifiedorder") answer
-// result_code FAIL with errCode (SYSTEMERROR when empty), signed as WeChat
-// signs its answers. Only calls that get as far as a signed answer (a known
-// merchant, a valid signature) count. Faults queue: FailNext(api, 1, "A")
-// then FailNext(api, 1, "B") fails the next call with A and the one after
-// with B. n <= 0 drops the failures queued for api.
+// FailNext makes the next n calls of api (APIUnifiedOrder, APIOrderQuery,
+// APICloseOrder, APIRefund, APIRefundQuery or APIDownloadBill) answer
+// result_code FAIL with errCode (SYSTEMERROR when empty; FREQUENCY_LIMITED,
+// BIZERR_NEED_RETRY… work the same), signed as WeChat signs its answers.
+// The call changes nothing: a failed refund is not created, so retrying it
+// with the same out_refund_no creates it once. downloadbill, whose failures
+// are unsigned, answers return_code FAIL with errCode as return_msg. Only
+// calls that get as far as a signed answer (a known merchant, a valid
+// signature, and for refund a valid client certificate) count. Faults
+// queue: FailNext(api, 1, "A") then FailNext(api, 1, "B") fails the next
+// call with A and the one after with B. n <= 0 drops the failures queued
+// for api.
 func (s *Simulator) FailNext(api string, n int, errCode string) {
 	api = normalizeAPI(api)
 	if errCode == "" {
@@ -49,11 +62,12 @@ func (s *Simulator) FailNext(api string, n int, errCode string) {
 	s.fails[api] = append(s.fails[api], failFault{remaining: n, errCode: errCode})
 }
 
-// DelayNext makes the next n calls of api ("unifiedorder") wait d (real
+// DelayNext makes the next n calls of api (see FailNext) wait d (real
 // time: TimeScale does not apply) before answering, or until the request's
 // context ends or the simulator closes, for timeout tests. The call is
 // processed before the wait, as when WeChat's answer is lost on the way:
-// an order it places exists even if the caller gave up. Every call of the
+// an order it places or a refund it accepts exists even if the caller gave
+// up. Every call of the
 // API counts. Faults queue like FailNext's; n <= 0 drops the delays queued
 // for api.
 func (s *Simulator) DelayNext(api string, n int, d time.Duration) {
@@ -135,6 +149,16 @@ func errCodeDes(code string) string {
 		return "商户订单号重复"
 	case "APPID_MCHID_NOT_MATCH":
 		return "appid和mch_id不匹配"
+	case "ORDERNOTEXIST":
+		return "订单不存在"
+	case "REFUNDNOTEXIST":
+		return "退款订单查询失败"
+	case "TRADE_STATE_ERROR":
+		return "订单状态错误"
+	case "REFUND_FEE_MISMATCH":
+		return "订单金额或退款金额与之前请求不一致，请核实后再试"
+	case "ORDER_NOT_READY":
+		return "订单处理中，暂时无法退款，请稍后再试"
 	}
 	return code
 }

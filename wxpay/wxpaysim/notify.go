@@ -20,6 +20,16 @@ import (
 // are not JSAPI (which carry the order's openid).
 const OpenIDOther = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 
+// bankType is the payer's bank (bank_type) in notifications, queries and
+// bills.
+const bankType = "CMC"
+
+// Kinds of notification (NotificationRecord.Kind).
+const (
+	KindPayment = "payment" // a signed pay notification
+	KindRefund  = "refund"  // a refund notification with an encrypted req_info
+)
+
 // maxAttemptBody is how much of a merchant's answer an Attempt keeps.
 const maxAttemptBody = 1 << 10
 
@@ -47,8 +57,14 @@ type PayOptions struct {
 	// sign cannot be set.
 	Extra wxpay.Params
 	// TotalFee, when > 0, is notified (as total_fee and cash_fee) instead of
-	// the order's amount, for mismatch tests.
+	// the order's amount, for mismatch tests. orderquery still answers the
+	// order's amount.
 	TotalFee int64
+	// Lost pays the order but sends no notification, as when WeChat's
+	// notifications never reach the merchant: orderquery, refunds and the
+	// bill see the payment, and SendNotification can deliver it later.
+	// It cannot be combined with Duplicate.
+	Lost bool
 }
 
 // Payment is the result of Pay.
@@ -82,14 +98,18 @@ type Attempt struct {
 	Acked bool `json:"acked"`
 }
 
-// NotificationRecord is a pay notification and its delivery attempts.
+// NotificationRecord is a notification and its delivery attempts.
 type NotificationRecord struct {
+	// Kind is KindPayment or KindRefund.
+	Kind string
 	// MchID is the order's merchant.
 	MchID string
 	// OutTradeNo is the merchant's order number.
 	OutTradeNo string
 	// TransactionID is the payment's transaction_id.
 	TransactionID string
+	// OutRefundNo is the merchant's refund number of a refund notification.
+	OutRefundNo string
 	// URL is the notify_url the notification is sent to.
 	URL string
 	// Body is the exact XML sent, the same for every attempt.
@@ -110,26 +130,39 @@ func (r NotificationRecord) MarshalJSON() ([]byte, error) {
 		attempts = []Attempt{}
 	}
 	return json.Marshal(struct {
+		Kind          string    `json:"kind"`
 		MchID         string    `json:"mch_id"`
 		OutTradeNo    string    `json:"out_trade_no"`
 		TransactionID string    `json:"transaction_id"`
+		OutRefundNo   string    `json:"out_refund_no,omitempty"`
 		URL           string    `json:"url"`
 		Body          string    `json:"body"`
 		Attempts      []Attempt `json:"attempts"`
 		Acknowledged  bool      `json:"acknowledged"`
 		GaveUp        bool      `json:"gave_up"`
-	}{r.MchID, r.OutTradeNo, r.TransactionID, r.URL, string(r.Body), attempts, r.Acknowledged, r.GaveUp})
+	}{r.Kind, r.MchID, r.OutTradeNo, r.TransactionID, r.OutRefundNo, r.URL, string(r.Body), attempts, r.Acknowledged, r.GaveUp})
 }
 
 // notification is the simulator's record of one delivery; rec is guarded
-// by Simulator.mu except rec.Body and rec.URL, which never change.
+// by Simulator.mu except rec.Kind, rec.MchID, rec.OutTradeNo,
+// rec.TransactionID, rec.OutRefundNo, rec.Body and rec.URL, which never
+// change.
 type notification struct {
 	rec NotificationRecord
 }
 
+// String names the notification in logs; it reads only fields that never
+// change.
+func (n *notification) String() string {
+	if n.rec.Kind == KindRefund {
+		return fmt.Sprintf("refund notification of refund %s of order %s of mch_id %s", n.rec.OutRefundNo, n.rec.OutTradeNo, n.rec.MchID)
+	}
+	return fmt.Sprintf("notification of order %s of mch_id %s", n.rec.OutTradeNo, n.rec.MchID)
+}
+
 // Pay marks an order paid (or failed, with opts.Fail) and starts notifying
-// the order's notify_url in the background on WeChat's retry schedule. It
-// fails with ErrUnknownOrder, ErrOrderPaid, ErrOrderClosed, ErrOrderExpired
+// the order's notify_url in the background on WeChat's retry schedule
+// (unless opts.Lost). It fails with ErrUnknownOrder, ErrOrderPaid, ErrOrderClosed, ErrOrderExpired
 // (the prepay_id is older than 2 hours or time_expire has passed),
 // ErrInvalidPayOptions or ErrClosed, wrapped. ctx bounds the call only, not
 // the notifications.
@@ -142,6 +175,9 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	}
 	if opts.TotalFee < 0 {
 		return nil, fmt.Errorf("%w: total_fee %d is negative", ErrInvalidPayOptions, opts.TotalFee)
+	}
+	if opts.Lost && opts.Duplicate {
+		return nil, fmt.Errorf("%w: a lost notification cannot be duplicated", ErrInvalidPayOptions)
 	}
 
 	s.mu.Lock()
@@ -182,8 +218,10 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 		return nil, fmt.Errorf("wxpaysim: pay %s: %w", what, err)
 	}
 
-	s.txIDs[txID] = struct{}{}
+	s.byTxID[txID] = o
 	o.TransactionID = txID
+	o.paidAt = now
+	o.notifyBody = body
 	result := "SUCCESS"
 	if opts.Fail {
 		o.State = StatePayError
@@ -192,19 +230,58 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 		o.State = StateSuccess
 	}
 	copies := 1
-	if opts.Duplicate {
+	switch {
+	case opts.Duplicate:
 		copies = 2
+	case opts.Lost:
+		copies = 0
 	}
 	for range copies {
-		n := &notification{rec: NotificationRecord{
-			MchID: o.MchID, OutTradeNo: o.OutTradeNo, TransactionID: txID, URL: o.NotifyURL, Body: body,
-		}}
-		s.notifications = append(s.notifications, n)
-		s.wg.Add(1)
-		go s.deliver(n)
+		s.notifyLocked(o, body)
 	}
-	s.logf("wxpaysim: pay %s: %s transaction_id=%s total_fee=%d, notifying %s (%d copies)", what, result, txID, fee, o.NotifyURL, copies)
+	if opts.Lost {
+		s.logf("wxpaysim: pay %s: %s transaction_id=%s total_fee=%d, notification lost", what, result, txID, fee)
+	} else {
+		s.logf("wxpaysim: pay %s: %s transaction_id=%s total_fee=%d, notifying %s (%d copies)", what, result, txID, fee, o.NotifyURL, copies)
+	}
 	return &Payment{MchID: o.MchID, AppID: o.AppID, OutTradeNo: o.OutTradeNo, TransactionID: txID, TotalFee: fee}, nil
+}
+
+// notifyLocked starts delivering a pay notification of o.
+func (s *Simulator) notifyLocked(o *order, body []byte) {
+	n := &notification{rec: NotificationRecord{
+		Kind: KindPayment, MchID: o.MchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID, URL: o.NotifyURL, Body: body,
+	}}
+	s.notifications = append(s.notifications, n)
+	s.wg.Add(1)
+	go s.deliver(n)
+}
+
+// SendNotification sends the notification of an order's last payment
+// again, in the background on WeChat's retry schedule, as a new record of
+// Notifications: the notification of a payment made with PayOptions.Lost
+// arriving late, or a notification WeChat sends once more. The body is the
+// one built when the order was paid. It fails with ErrUnknownOrder,
+// ErrNotPaid (the order has no payment), ErrClosed or ctx's error, wrapped.
+func (s *Simulator) SendNotification(ctx context.Context, mchID, outTradeNo string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("wxpaysim: send notification: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("wxpaysim: send notification: %w", ErrClosed)
+	}
+	o, ok := s.orders[orderKey{mchID, outTradeNo}]
+	if !ok {
+		return fmt.Errorf("wxpaysim: send notification: out_trade_no %s of mch_id %s: %w", outTradeNo, mchID, ErrUnknownOrder)
+	}
+	if o.notifyBody == nil {
+		return fmt.Errorf("wxpaysim: send notification of order %s of mch_id %s: %w", outTradeNo, mchID, ErrNotPaid)
+	}
+	s.notifyLocked(o, o.notifyBody)
+	s.logf("wxpaysim: order %s of mch_id %s: notifying %s again", outTradeNo, mchID, o.NotifyURL)
+	return nil
 }
 
 // findOrderLocked finds the order that opts names.
@@ -249,7 +326,7 @@ func (s *Simulator) findOrderLocked(opts PayOptions) (*order, error) {
 func (s *Simulator) newTransactionIDLocked() string {
 	for {
 		id := "4200" + randomString(digits, 24)
-		if _, dup := s.txIDs[id]; !dup {
+		if _, dup := s.byTxID[id]; !dup {
 			return id
 		}
 	}
@@ -258,14 +335,6 @@ func (s *Simulator) newTransactionIDLocked() string {
 // notificationBody builds and signs the pay notification of an order.
 func notificationBody(o *order, m Merchant, txID string, fee int64, opts PayOptions, now time.Time) ([]byte, error) {
 	feeStr := strconv.FormatInt(fee, 10)
-	openID := OpenIDOther
-	if o.TradeType == wxpay.TradeTypeJSAPI {
-		openID = o.Params.Get("openid")
-	}
-	feeType := o.Params.Get("fee_type")
-	if feeType == "" {
-		feeType = "CNY"
-	}
 	p := make(wxpay.Params, 0, 24+len(opts.Extra))
 	p.Set("return_code", "SUCCESS")
 	p.Set("appid", o.AppID)
@@ -279,12 +348,12 @@ func notificationBody(o *order, m Merchant, txID string, fee int64, opts PayOpti
 	} else {
 		p.Set("result_code", "SUCCESS")
 	}
-	p.Set("openid", openID)
+	p.Set("openid", o.openID())
 	p.Set("is_subscribe", "N")
 	p.Set("trade_type", o.TradeType)
-	p.Set("bank_type", "CMC")
+	p.Set("bank_type", bankType)
 	p.Set("total_fee", feeStr)
-	p.Set("fee_type", feeType)
+	p.Set("fee_type", o.feeType())
 	p.Set("cash_fee", feeStr)
 	p.Set("transaction_id", txID)
 	p.Set("out_trade_no", o.OutTradeNo)
@@ -323,7 +392,7 @@ func (s *Simulator) deliver(n *notification) {
 			s.mu.Lock()
 			n.rec.GaveUp = true
 			s.mu.Unlock()
-			s.logf("wxpaysim: notification of order %s of mch_id %s: no acknowledgement after %d attempts, giving up", n.rec.OutTradeNo, n.rec.MchID, i+1)
+			s.logf("wxpaysim: %s: no acknowledgement after %d attempts, giving up", n, i+1)
 			return
 		}
 		t := time.NewTimer(s.scale(schedule[i]))
@@ -349,9 +418,9 @@ func (s *Simulator) attempt(n *notification) bool {
 	count := len(n.rec.Attempts)
 	s.mu.Unlock()
 	if a.Acked {
-		s.logf("wxpaysim: notification of order %s of mch_id %s acknowledged (attempt %d)", n.rec.OutTradeNo, n.rec.MchID, count)
+		s.logf("wxpaysim: %s acknowledged (attempt %d)", n, count)
 	} else {
-		s.logf("wxpaysim: notification of order %s of mch_id %s not acknowledged (attempt %d): %s", n.rec.OutTradeNo, n.rec.MchID, count, a.Err)
+		s.logf("wxpaysim: %s not acknowledged (attempt %d): %s", n, count, a.Err)
 	}
 	return a.Acked
 }

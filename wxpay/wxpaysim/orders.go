@@ -22,6 +22,7 @@ type Order struct {
 	// NotifyURL is where pay notifications go.
 	NotifyURL string `json:"notify_url"`
 	// State is StateNotPay, StateSuccess, StatePayError or StateClosed.
+	// A refunded order stays StateSuccess (orderquery answers REFUND).
 	State string `json:"state"`
 	// TotalFee is the order's amount in fen.
 	TotalFee int64 `json:"total_fee"`
@@ -44,7 +45,11 @@ type Order struct {
 // Simulator.mu.
 type order struct {
 	Order
-	expireAt time.Time // time_expire; zero when the request had none
+	expireAt   time.Time // time_expire; zero when the request had none
+	paidAt     time.Time // time_end of the last payment
+	notifyBody []byte    // the last payment's notification, for SendNotification
+	refunds    []*refund // in creation order
+	refunded   int64     // the sum of the refunds' refund_fee
 }
 
 func (o *order) snapshot() Order {

@@ -1,12 +1,17 @@
 // Package wxpaysim is a strict simulated WeChat Pay (微信支付) API v2 server,
 // for tests and demos: WeChat's v2 sandbox is unreliable and v3 has none.
 //
-// A Simulator is an http.Handler. It serves POST /pay/unifiedorder with
-// WeChat's checks and answers (signatures, error codes, idempotent
-// re-placement of an order), pays orders on request (Pay, or POST /sim/pay)
-// and then sends signed pay notifications to the order's notify_url on
-// WeChat's retry schedule until the merchant acknowledges them. Faults
-// (FailNext, DelayNext) make WeChat's transient failures reproducible.
+// A Simulator is an http.Handler. It serves an order's whole life on API v2
+// with WeChat's checks and answers (signatures, error codes, idempotency):
+// POST /pay/unifiedorder, /pay/orderquery, /pay/closeorder,
+// /secapi/pay/refund (mutual TLS: see Config.ClientCAs and TLSConfig),
+// /pay/refundquery and /pay/downloadbill. It pays orders on request (Pay,
+// or POST /sim/pay) and then sends signed pay notifications to the order's
+// notify_url on WeChat's retry schedule until the merchant acknowledges
+// them; refunds succeed after RefundDelay and send encrypted refund
+// notifications the same way. Faults (FailNext, DelayNext) make WeChat's
+// transient failures reproducible, and lost notifications (PayOptions.Lost,
+// SendNotification) give reconciliation something to find.
 //
 // It is safe for concurrent use, keeps no package-level mutable state, and
 // leaves no goroutine running once Close returns. Production never needs it:
@@ -16,6 +21,7 @@ package wxpaysim
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -32,7 +38,20 @@ const (
 	StateSuccess  = "SUCCESS"  // paid
 	StatePayError = "PAYERROR" // the last payment attempt failed; it may be paid again
 	StateClosed   = "CLOSED"   // closed; it can no longer be paid or placed again
+	// StateRefund is the trade_state orderquery answers for a paid order
+	// that has at least one refund. Order.State stays StateSuccess.
+	StateRefund = "REFUND"
 )
+
+// Refund statuses, as refundquery names them (refund_status_N).
+const (
+	RefundStatusProcessing = "PROCESSING" // accepted, money on its way
+	RefundStatusSuccess    = "SUCCESS"    // refunded
+)
+
+// RefundDelay is how long a refund stays PROCESSING before it succeeds,
+// before TimeScale.
+const RefundDelay = 5 * time.Second
 
 // PrepayIDLifetime is how long a prepay_id stays valid, as WeChat documents.
 const PrepayIDLifetime = 2 * time.Hour
@@ -41,8 +60,16 @@ const PrepayIDLifetime = 2 * time.Hour
 // as malformed XML.
 const MaxRequestSize = 64 << 10
 
-// APIUnifiedOrder names the unifiedorder API for FailNext and DelayNext.
-const APIUnifiedOrder = "unifiedorder"
+// API names for FailNext and DelayNext (a path such as "/pay/orderquery"
+// or "/secapi/pay/refund" is accepted too).
+const (
+	APIUnifiedOrder = "unifiedorder"
+	APIOrderQuery   = "orderquery"
+	APICloseOrder   = "closeorder"
+	APIRefund       = "refund"
+	APIRefundQuery  = "refundquery"
+	APIDownloadBill = "downloadbill"
+)
 
 // Errors of Pay and CloseOrder. They are wrapped with context; test them with
 // errors.Is.
@@ -60,6 +87,8 @@ var (
 	ErrInvalidPayOptions = errors.New("wxpaysim: invalid pay options")
 	// ErrClosed means the simulator has been closed.
 	ErrClosed = errors.New("wxpaysim: simulator closed")
+	// ErrNotPaid means the order has no payment to notify.
+	ErrNotPaid = errors.New("wxpaysim: order not paid")
 )
 
 // RetrySchedule returns the delays between WeChat's attempts to deliver a
@@ -93,9 +122,9 @@ type Config struct {
 	// Merchants are the merchant accounts the simulator knows. A later
 	// entry with the same MchID replaces an earlier one.
 	Merchants []Merchant
-	// TimeScale multiplies WeChat's notification retry schedule and delays:
-	// 1 is real time (the default when 0 or negative), 0.001 turns 15s into
-	// 15ms. It does not scale DelayNext.
+	// TimeScale multiplies WeChat's notification retry schedule and
+	// RefundDelay: 1 is real time (the default when 0 or negative), 0.001
+	// turns 15s into 15ms. It does not scale DelayNext.
 	TimeScale float64
 	// HTTPClient sends notifications. Default: a client with a 5s timeout
 	// that does not follow redirects and whose connections Close closes.
@@ -106,6 +135,13 @@ type Config struct {
 	// prepay_ids, time_end and attempts, and decides expiry; the retry
 	// schedule runs on real timers.
 	Now func() time.Time
+	// ClientCAs verifies merchants' client certificates on /secapi/ routes;
+	// when nil, every /secapi/ call is refused as without a certificate.
+	// A certificate is accepted when it chains to ClientCAs for client
+	// authentication (checked by the simulator itself, whatever the TLS
+	// server verified) and its subject CommonName is the request's mch_id,
+	// as on WeChat's apiclient_cert.pem.
+	ClientCAs *x509.CertPool
 }
 
 // Simulator is a simulated WeChat Pay API v2 server. Create it with New and
@@ -116,6 +152,7 @@ type Simulator struct {
 	transport *http.Transport // owned by the simulator; nil with Config.HTTPClient
 	logFn     func(format string, args ...any)
 	now       func() time.Time
+	clientCAs *x509.CertPool
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -127,7 +164,10 @@ type Simulator struct {
 	orders        map[orderKey]*order
 	orderList     []*order // in creation order
 	byPrepay      map[string]*order
-	txIDs         map[string]struct{}
+	byTxID        map[string]*order // every transaction_id Pay issued
+	refunds       map[refundKey]*refund
+	refundList    []*refund // in creation order
+	byRefundID    map[string]*refund
 	notifications []*notification // in start order
 	fails         map[string][]failFault
 	delays        map[string][]delayFault
@@ -138,16 +178,19 @@ type orderKey struct{ mchID, outTradeNo string }
 // New returns a simulator configured by cfg. Call Close when done with it.
 func New(cfg Config) *Simulator {
 	s := &Simulator{
-		timeScale: cfg.TimeScale,
-		client:    cfg.HTTPClient,
-		logFn:     cfg.Logf,
-		now:       cfg.Now,
-		merchants: make(map[string]Merchant),
-		orders:    make(map[orderKey]*order),
-		byPrepay:  make(map[string]*order),
-		txIDs:     make(map[string]struct{}),
-		fails:     make(map[string][]failFault),
-		delays:    make(map[string][]delayFault),
+		timeScale:  cfg.TimeScale,
+		client:     cfg.HTTPClient,
+		logFn:      cfg.Logf,
+		now:        cfg.Now,
+		clientCAs:  cfg.ClientCAs,
+		merchants:  make(map[string]Merchant),
+		orders:     make(map[orderKey]*order),
+		byPrepay:   make(map[string]*order),
+		byTxID:     make(map[string]*order),
+		refunds:    make(map[refundKey]*refund),
+		byRefundID: make(map[string]*refund),
+		fails:      make(map[string][]failFault),
+		delays:     make(map[string][]delayFault),
 	}
 	if s.timeScale <= 0 {
 		s.timeScale = 1
@@ -182,9 +225,11 @@ func New(cfg Config) *Simulator {
 }
 
 // Close stops pending notification retries, cancels notifications in
-// flight and waits for the simulator's goroutines to end. Delayed API
-// answers (DelayNext) are sent at once. Close may be called more than once.
-// After Close, Pay fails with ErrClosed; the API routes still answer.
+// flight, leaves refunds that have not succeeded yet PROCESSING, and waits
+// for the simulator's goroutines to end. Delayed API answers (DelayNext)
+// are sent at once. Close may be called more than once. After Close, Pay
+// and SendNotification fail with ErrClosed; the API routes still answer
+// (a refund accepted then stays PROCESSING).
 func (s *Simulator) Close() {
 	s.mu.Lock()
 	s.closed = true
@@ -226,18 +271,39 @@ func (s *Simulator) merchant(mchID string) (Merchant, bool) {
 // ServeHTTP serves WeChat's API and the simulator's control routes:
 //
 //	POST /pay/unifiedorder   WeChat's 统一下单
+//	POST /pay/orderquery     查询订单
+//	POST /pay/closeorder     关闭订单
+//	POST /secapi/pay/refund  申请退款 (needs a client certificate, see Config.ClientCAs)
+//	POST /pay/refundquery    查询退款
+//	POST /pay/downloadbill   下载对账单 (CSV text, or gzip; not XML on success)
 //	POST /sim/pay            pay an order (JSON PayOptions), answers the Payment
+//	POST /sim/notify         send a paid order's notification again (JSON {"mch_id", "out_trade_no"})
 //	POST /sim/faults         queue faults (JSON {"api", "count", "err_code" or "delay"})
 //	GET  /sim/notifications  the notifications sent, with their attempts
 //	GET  /sim/orders         the orders known
+//	GET  /sim/refunds        the refunds known
 //
 // Paths are matched exactly; any other path is a 404.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/pay/unifiedorder":
-		s.serveUnifiedOrder(w, r)
+		s.serveAPI(w, r, APIUnifiedOrder, s.unifiedOrder)
+	case "/pay/orderquery":
+		s.serveAPI(w, r, APIOrderQuery, s.orderQuery)
+	case "/pay/closeorder":
+		s.serveAPI(w, r, APICloseOrder, s.closeOrder)
+	case "/secapi/pay/refund":
+		s.serveAPI(w, r, APIRefund, s.refund)
+	case "/pay/refundquery":
+		s.serveAPI(w, r, APIRefundQuery, s.refundQuery)
+	case "/pay/downloadbill":
+		s.serveAPI(w, r, APIDownloadBill, s.downloadBill)
 	case "/sim/pay":
 		s.servePay(w, r)
+	case "/sim/notify":
+		s.serveNotify(w, r)
+	case "/sim/refunds":
+		s.serveRefunds(w, r)
 	case "/sim/faults":
 		s.serveFaults(w, r)
 	case "/sim/notifications":

@@ -1331,7 +1331,7 @@ func TestControlRoutes(t *testing.T) {
 		}
 
 		for _, bad := range []string{
-			`{"api":"orderquery","err_code":"SYSTEMERROR"}`,
+			`{"api":"micropay","err_code":"SYSTEMERROR"}`,
 			`{"api":"unifiedorder"}`,
 			`{"api":"unifiedorder","delay":"soon"}`,
 			`{"api":"unifiedorder","delay":"-1s"}`,
@@ -1405,7 +1405,7 @@ func TestControlRoutes(t *testing.T) {
 	})
 
 	t.Run("unknown paths", func(t *testing.T) {
-		for _, p := range []string{"/", "/pay/orderquery", "/pay/unifiedorder/", "/sim", "/sim/pay/x", "/secapi/pay/refund"} {
+		for _, p := range []string{"/", "/pay/micropay", "/pay/unifiedorder/", "/sim", "/sim/pay/x", "/pay/refund", "/secapi/pay/reverse"} {
 			r, body := e.get(t, p)
 			if r.StatusCode != http.StatusNotFound || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
 				t.Errorf("GET %s: %d %q %s", p, r.StatusCode, r.Header.Get("Content-Type"), body)

@@ -1,18 +1,12 @@
 package wxpaysim
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 )
@@ -39,23 +33,6 @@ const (
 	MsgInvalidSign = "签名错误"
 )
 
-// serveUnifiedOrder answers POST /pay/unifiedorder.
-func (s *Simulator) serveUnifiedOrder(w http.ResponseWriter, r *http.Request) {
-	delay, delayed := s.takeDelay(APIUnifiedOrder)
-	reply, err := s.unifiedOrder(r)
-	if err != nil {
-		s.logf("wxpaysim: unifiedorder: %v", err)
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	if delayed && !s.wait(r.Context(), delay) {
-		s.logf("wxpaysim: unifiedorder: caller gave up during a delay of %v", delay)
-		return
-	}
-	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	_, _ = w.Write(reply)
-}
-
 // wait waits d, and reports false when ctx ended first. When the simulator
 // closes it stops waiting and reports true, so that the answer is sent.
 func (s *Simulator) wait(ctx context.Context, d time.Duration) bool {
@@ -71,53 +48,14 @@ func (s *Simulator) wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// unifiedOrder processes one call and returns the answer's bytes.
-func (s *Simulator) unifiedOrder(r *http.Request) ([]byte, error) {
-	if r.Method != http.MethodPost {
-		return s.refuse(MsgNotPost)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading the request: %w", err)
-	}
-	switch {
-	case len(bytes.TrimSpace(body)) == 0:
-		return s.refuse(MsgEmptyBody)
-	case len(body) > MaxRequestSize:
-		return s.refuse(MsgBadXML)
-	case !utf8.Valid(body):
-		return s.refuse(MsgNotUTF8)
-	}
-	req, err := wxpay.DecodeXML(body)
-	if err != nil {
-		if errors.Is(err, wxpay.ErrNotUTF8) {
-			return s.refuse(MsgNotUTF8)
-		}
-		return s.refuse(MsgBadXML)
-	}
-	mchID := req.Get("mch_id")
-	if mchID == "" {
-		return s.refuse(MsgMissingMchID)
-	}
-	m, ok := s.merchant(mchID)
-	if !ok {
-		return s.refuse(MsgUnknownMchID)
-	}
-	st, err := wxpay.DocumentSignType(req)
-	if err != nil {
-		return s.refuse(MsgBadSignType)
-	}
-	if err := wxpay.Verify(req, m.Key, st); err != nil {
-		return s.refuse(MsgInvalidSign)
-	}
+// unifiedOrder answers POST /pay/unifiedorder once the common checks
+// passed.
+func (s *Simulator) unifiedOrder(c *apiCall) (apiReply, error) {
+	req, m := c.req, c.m
 	outTradeNo := req.Get("out_trade_no")
-	fail := func(code, des string) ([]byte, error) {
-		s.logf("wxpaysim: unifiedorder mch_id=%s out_trade_no=%q: %s %s", mchID, outTradeNo, code, des)
-		return s.answer(m, st, req, code, des, nil)
-	}
-
-	if code, ok := s.takeFail(APIUnifiedOrder); ok {
-		return fail(code, errCodeDes(code))
+	fail := func(code, des string) (apiReply, error) {
+		s.logf("wxpaysim: unifiedorder mch_id=%s out_trade_no=%q: %s %s", m.MchID, outTradeNo, code, des)
+		return s.answer(m, c.st, req, code, des, nil)
 	}
 	if appID := req.Get("appid"); appID != "" && !slices.Contains(m.AppIDs, appID) {
 		return fail("APPID_MCHID_NOT_MATCH", errCodeDes("APPID_MCHID_NOT_MATCH"))
@@ -126,54 +64,12 @@ func (s *Simulator) unifiedOrder(r *http.Request) ([]byte, error) {
 	if code, des := validateOrder(req, now); code != "" {
 		return fail(code, des)
 	}
-	fields, code := s.placeOrder(m, st, req, now)
+	fields, code := s.placeOrder(m, c.st, req, now)
 	if code != "" {
 		return fail(code, errCodeDes(code))
 	}
-	s.logf("wxpaysim: unifiedorder mch_id=%s out_trade_no=%q: SUCCESS prepay_id=%s", mchID, outTradeNo, fields.Get("prepay_id"))
-	return s.answer(m, st, req, "", "", fields)
-}
-
-// refuse builds an unsigned return_code FAIL answer.
-func (s *Simulator) refuse(msg string) ([]byte, error) {
-	s.logf("wxpaysim: unifiedorder refused: %s", msg)
-	b, err := wxpay.EncodeXML(wxpay.Params{{Name: "return_code", Value: "FAIL"}, {Name: "return_msg", Value: msg}})
-	if err != nil {
-		return nil, fmt.Errorf("encoding a refusal: %w", err)
-	}
-	return b, nil
-}
-
-// answer builds a signed return_code SUCCESS answer: result_code SUCCESS
-// with fields when errCode is empty, else result_code FAIL with errCode.
-func (s *Simulator) answer(m Merchant, st wxpay.SignType, req wxpay.Params, errCode, errDes string, fields wxpay.Params) ([]byte, error) {
-	p := make(wxpay.Params, 0, 12)
-	p.Set("return_code", "SUCCESS")
-	p.Set("return_msg", "OK")
-	p.SetNonEmpty("appid", req.Get("appid"))
-	p.Set("mch_id", m.MchID)
-	p.SetNonEmpty("device_info", req.Get("device_info"))
-	p.Set("nonce_str", randomString(alnum, 16))
-	if errCode == "" {
-		p.Set("result_code", "SUCCESS")
-	} else {
-		p.Set("result_code", "FAIL")
-		p.Set("err_code", errCode)
-		p.Set("err_code_des", errDes)
-	}
-	p = append(p, fields...)
-	sign, err := wxpay.Sign(p, m.Key, st)
-	if err != nil {
-		return nil, fmt.Errorf("signing the answer: %w", err)
-	}
-	// WeChat puts sign right after nonce_str.
-	at := slices.IndexFunc(p, func(f wxpay.Param) bool { return f.Name == "nonce_str" }) + 1
-	p = slices.Insert(p, at, wxpay.Param{Name: "sign", Value: sign})
-	b, err := wxpay.EncodeXML(p)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the answer: %w", err)
-	}
-	return b, nil
+	s.logf("wxpaysim: unifiedorder mch_id=%s out_trade_no=%q: SUCCESS prepay_id=%s", m.MchID, outTradeNo, fields.Get("prepay_id"))
+	return s.succeed(c, fields)
 }
 
 // validateOrder checks a unifiedorder request as WeChat does, returning

@@ -1,0 +1,102 @@
+package wxpay
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// DisasterRecoveryEndpoint is WeChat Pay's disaster-recovery twin of
+// DefaultEndpoint: the same API, to switch to when the main host fails at
+// the network level or with a 5xx.
+const DisasterRecoveryEndpoint = "https://api2.mch.weixin.qq.com"
+
+// DefaultFailoverEndpoint returns the failover twin of endpoint:
+// DisasterRecoveryEndpoint for WeChat's own host (DefaultEndpoint, or "" which
+// means it), and "" — no failover — for any other endpoint, such as a
+// simulator or a regional host, whose twin this package cannot know.
+func DefaultFailoverEndpoint(endpoint string) string {
+	e := strings.TrimSuffix(endpoint, "/")
+	if e == "" || strings.EqualFold(e, DefaultEndpoint) {
+		return DisasterRecoveryEndpoint
+	}
+	return ""
+}
+
+// callMode says whether a call may be repeated.
+type callMode int
+
+const (
+	// callOnce is a call that must not be sent twice (unifiedorder, and
+	// Call, which cannot know): it is tried once.
+	callOnce callMode = iota
+	// callRepeatable is a call that is safe to repeat with the same
+	// request: it fails over once on a network error or an HTTP 5xx.
+	callRepeatable
+	// callRefund is repeatable, and an answer with err_code SYSTEMERROR is
+	// also retried once with the same request, as WeChat documents for
+	// refunds (the same out_refund_no never refunds twice).
+	callRefund
+)
+
+// exchange sends sr with hc, failing over as mode allows, and returns the
+// checked answer.
+func (c *Client) exchange(ctx context.Context, hc *http.Client, sr *signedRequest, mode callMode) (Params, error) {
+	try := func(base string) (Params, error) {
+		resp, release, err := c.post(ctx, hc, base, sr)
+		if err != nil {
+			return nil, err
+		}
+		reply, err := readReply(sr.op, resp, release)
+		if err != nil {
+			return nil, err
+		}
+		return c.checkReply(sr.op, reply, sr.st)
+	}
+	p, base, err := withFailover(ctx, c, sr.op, mode != callOnce, try)
+	if mode == callRefund && isSystemError(err) && ctx.Err() == nil {
+		// Once more, where SYSTEMERROR came from: that host answers.
+		return try(base)
+	}
+	return p, err
+}
+
+// withFailover runs try against the endpoint and, when retry allows and the
+// first try failed in a way that failing over can cure, once against
+// FailoverEndpoint. It returns the base URL of the last try.
+func withFailover[T any](ctx context.Context, c *Client, op string, retry bool, try func(base string) (T, error)) (T, string, error) {
+	base := c.endpoint()
+	v, err := try(base)
+	if err == nil || !retry || !c.shouldFailover(ctx, err) {
+		return v, base, err
+	}
+	if c.OnFailover != nil {
+		c.OnFailover(op, err)
+	}
+	base = strings.TrimSuffix(c.FailoverEndpoint, "/")
+	v, err = try(base)
+	return v, base, err
+}
+
+// shouldFailover reports whether a failed try is worth repeating against
+// FailoverEndpoint: there is one, the caller's context is still live (its
+// deadline or cancellation is the caller's decision, not a fault of
+// WeChat's), and WeChat gave no answer or an HTTP 5xx. A timeout of the
+// Client's own Timeout counts as no answer. An answer that came, even a
+// FAIL or one that does not verify, is never retried against the twin.
+func (c *Client) shouldFailover(ctx context.Context, err error) bool {
+	if c.FailoverEndpoint == "" || ctx.Err() != nil {
+		return false
+	}
+	var te *TransportError
+	if !errors.As(err, &te) {
+		return false
+	}
+	return te.StatusCode == 0 || te.StatusCode >= 500
+}
+
+func isSystemError(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.ErrCode == "SYSTEMERROR"
+}
