@@ -105,6 +105,34 @@ func TestCloseOrder(t *testing.T) {
 	if status, _ := g.post("/wxpay/orders/c1/close", "", ""); status != 401 {
 		t.Fatalf("close without token: %d", status)
 	}
+	// A closed order cannot be placed again.
+	status, out = g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "c1", "total_fee": 5, "body": "b", "trade_type": "APP"})
+	if code, _ := errorOf(out); status != http.StatusConflict || code != "ORDERCLOSED" {
+		t.Fatalf("placing a closed order: %d %v", status, out)
+	}
+	// WeChat's rate limit reaches the caller as 429.
+	g.sim.FailNext("orderquery", 1, "FREQUENCY_LIMITED")
+	if status, out := g.get("/wxpay/orders/c2"); status != http.StatusTooManyRequests {
+		t.Fatalf("rate limited: %d %v", status, out)
+	}
+}
+
+// With close_expired, reconciliation closes an order still unpaid at its
+// time_expire.
+func TestReconciliationClosesExpired(t *testing.T) {
+	g := startGateway(t, gatewayOptions{global: "reconcile {\n\t\t\tdelay 200ms\n\t\t\tclose_expired on\n\t\t}"})
+	expire := time.Now().Add(3 * time.Second).In(wxpay.Beijing).Format(wxpay.TimeLayout)
+	status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "exp1", "total_fee": 5, "body": "b", "trade_type": "APP", "time_expire": expire})
+	if status != 200 {
+		t.Fatalf("%d %v", status, out)
+	}
+	waitFor(t, "the expired order closed at WeChat", 15*time.Second, func() bool {
+		o, ok := g.sim.Order(testMchID, "exp1")
+		return ok && o.State == wxpaysim.StateClosed
+	})
+	if len(g.backend.got()) != 0 {
+		t.Fatal("closing an order forwarded an event")
+	}
 }
 
 // A refund over mutual TLS, retried safely, and its encrypted notification
