@@ -96,19 +96,8 @@ func derive(parts ...string) string {
 // JSON integers.
 func FromNotification(n *wxpay.Notification, created time.Time) (*Event, error) {
 	data := make(map[string]any, len(n.Params))
-	for _, f := range n.Params {
-		if f.Name == "sign" {
-			continue
-		}
-		if wxpay.IsAmountField(f.Name) {
-			v, err := strconv.ParseInt(f.Value, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("event: %s %q is not an integer", f.Name, f.Value)
-			}
-			data[f.Name] = v
-			continue
-		}
-		data[f.Name] = f.Value
+	if err := addFields(data, n.Params); err != nil {
+		return nil, err
 	}
 	typ := PaymentSucceeded
 	if !n.Succeeded() {
@@ -136,16 +125,8 @@ func FromRefundNotification(n *wxpay.RefundNotification, created time.Time) (*Ev
 	data := make(map[string]any, len(n.Info)+2)
 	data["appid"] = n.AppID()
 	data["mch_id"] = n.MchID()
-	for _, f := range n.Info {
-		if wxpay.IsAmountField(f.Name) {
-			v, err := strconv.ParseInt(f.Value, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("event: %s %q is not an integer", f.Name, f.Value)
-			}
-			data[f.Name] = v
-			continue
-		}
-		data[f.Name] = f.Value
+	if err := addFields(data, n.Info); err != nil {
+		return nil, err
 	}
 	var typ string
 	switch n.RefundStatus() {
@@ -164,6 +145,25 @@ func FromRefundNotification(n *wxpay.RefundNotification, created time.Time) (*Ev
 		Created: created.UTC().Format(time.RFC3339),
 		Data:    data,
 	}, nil
+}
+
+// addFields puts WeChat's fields into an event's data under their own names,
+// the amounts (in fen) as JSON integers, never the signature.
+func addFields(data map[string]any, p wxpay.Params) error {
+	for _, f := range p {
+		switch {
+		case f.Name == "sign":
+		case wxpay.IsAmountField(f.Name):
+			v, err := strconv.ParseInt(f.Value, 10, 64)
+			if err != nil {
+				return fmt.Errorf("event: %s %q is not an integer", f.Name, f.Value)
+			}
+			data[f.Name] = v
+		default:
+			data[f.Name] = f.Value
+		}
+	}
+	return nil
 }
 
 // Marshal encodes the event as its delivery body.
