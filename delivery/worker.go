@@ -103,15 +103,20 @@ type Worker struct {
 
 	wake chan struct{}
 
-	mu       sync.Mutex
-	inflight map[string]bool
-	started  bool
-	stopped  bool
-	cancel   context.CancelFunc // cancels the dispatcher
-	ctx      context.Context    // lives until Stop's deadline passes
-	abort    context.CancelFunc // aborts attempts in flight
-	done     chan struct{}      // closed when the dispatcher returns
-	attempts sync.WaitGroup
+	mu sync.Mutex
+	// inflight holds the events of the attempts in flight, from their
+	// start until their outcome is recorded; sending counts those of them
+	// whose Send has not returned yet (bounded by Concurrency).
+	inflight  map[string]bool
+	sending   int
+	nextRetry time.Time // earliest retry scheduled by an attempt, zero if none pending
+	started   bool
+	stopped   bool
+	cancel    context.CancelFunc // cancels the dispatcher
+	ctx       context.Context    // lives until Stop's deadline passes
+	abort     context.CancelFunc // aborts attempts in flight
+	done      chan struct{}      // closed when the dispatcher returns
+	attempts  sync.WaitGroup
 }
 
 type senderBox struct {
@@ -206,22 +211,87 @@ func (w *Worker) InFlight() int {
 	return len(w.inflight)
 }
 
+// The dispatcher. It does not ask the store for due events on every wake-up
+// (a notification recorded, an attempt finished): it keeps a queue of due
+// events fetched ahead, up to queueFactor × Concurrency, starts them as
+// slots free, and asks the store again only when the queue runs low and
+// the store may hold more (it was notified, an attempt finished, a timer
+// fell due, or the last fetch came back full). Wake-ups coalesce: under
+// load one fetch serves tens of deliveries.
+//
+// Guarantees, as without the queue:
+//   - per-order ordering: a fetch excludes the events in flight and queued,
+//     and with them every other event of their orders (DueEvents), and it
+//     returns only events that are first of their order; so no two events
+//     of one order are ever queued or in flight at once, and an event whose
+//     order has an older event pending waits for it;
+//   - no duplicates: an event is in the queue, or in flight, or only in the
+//     store; it leaves the in-flight set only once its attempt is recorded,
+//     so a later fetch sees the recorded outcome;
+//   - at most Concurrency attempts in flight; none starts while paused
+//     (queued events wait); Stop drops the queue (the events stay pending
+//     in the store) and waits for the attempts in flight.
+const (
+	// queueFactor × Concurrency bounds the queue (and so, with the events
+	// in flight, the exclude list of a fetch).
+	queueFactor = 4
+	// fetchGap is the least time between two fetches while the worker keeps
+	// up (the last fetch was not full) and is not idle: notifications that
+	// arrive meanwhile are fetched together. An idle worker fetches at once.
+	fetchGap = 5 * time.Millisecond
+)
+
 func (w *Worker) dispatch(ctx context.Context) {
 	defer close(w.done)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var (
+		queue     []*ledger.Event // fetched, not started: first of their orders, none in flight
+		more      = true          // the store may hold due events not fetched yet
+		backlog   bool            // the last fetch was full
+		lastFetch time.Time       // wall clock (not cfg.Now, which tests may freeze)
+		exclude   []string
+	)
 	for {
 		sleep := w.cfg.PollInterval
-		if !w.paused.Load() && w.sender.Load() != nil {
-			if d, err := w.startDue(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
+		box := w.sender.Load()
+		if box != nil && !w.paused.Load() {
+			queue = w.startQueued(queue, box)
+			c := box.p.Concurrency
+			if more && len(queue) < c {
+				wait := time.Duration(0)
+				if !backlog && (len(queue) > 0 || w.InFlight() > 0) {
+					wait = fetchGap - time.Since(lastFetch)
 				}
-				w.cfg.Logger.Error("reading the outbox", zap.Error(err))
-				sleep = time.Second
-			} else if d < sleep {
-				sleep = d
+				if wait > 0 {
+					sleep = wait
+				} else {
+					more, lastFetch = false, time.Now()
+					limit := queueFactor*c - len(queue)
+					exclude = w.excludeList(exclude[:0], queue)
+					due, err := w.cfg.Store.DueEvents(ctx, w.cfg.Now(), limit, exclude)
+					clear(exclude)
+					switch {
+					case err != nil:
+						if ctx.Err() != nil {
+							return
+						}
+						w.cfg.Logger.Error("reading the outbox", zap.Error(err))
+						more, sleep = true, time.Second
+					default:
+						backlog = len(due) >= limit
+						more = more || backlog
+						queue = append(queue, due...)
+						queue = w.startQueued(queue, box)
+						if d, ok := w.untilNextDue(ctx, queue, backlog); ok {
+							sleep = d
+						}
+					}
+				}
 			}
+		}
+		if d := w.untilRetry(); d < sleep {
+			sleep = d
 		}
 		if !timer.Stop() {
 			select {
@@ -229,54 +299,98 @@ func (w *Worker) dispatch(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(sleep)
+		timer.Reset(max(sleep, 0))
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
 		case <-timer.C:
 		}
+		more = true
 	}
 }
 
-// startDue starts attempts for the due events that fit in the free slots and
-// returns how long to sleep before the next event falls due.
-func (w *Worker) startDue(ctx context.Context) (time.Duration, error) {
-	box := w.sender.Load()
+// excludeList appends the IDs in flight and queued to dst.
+func (w *Worker) excludeList(dst []string, queue []*ledger.Event) []string {
 	w.mu.Lock()
-	free := box.p.Concurrency - len(w.inflight)
-	exclude := make([]string, 0, len(w.inflight))
 	for id := range w.inflight {
-		exclude = append(exclude, id)
+		dst = append(dst, id)
 	}
 	w.mu.Unlock()
-	if free > 0 {
-		due, err := w.cfg.Store.DueEvents(ctx, w.cfg.Now(), free, exclude)
-		if err != nil {
-			return 0, err
-		}
-		for _, e := range due {
-			w.mu.Lock()
-			w.inflight[e.ID] = true
-			w.mu.Unlock()
-			w.attempts.Add(1)
-			go w.attempt(e, box)
-		}
-		if len(due) == free {
-			// There may be more: look again as soon as a slot frees.
-			return w.cfg.PollInterval, nil
-		}
+	for _, e := range queue {
+		dst = append(dst, e.ID)
+	}
+	return dst
+}
+
+// startQueued starts attempts for the head of queue, as many as there are
+// free slots, and returns the rest.
+func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Event {
+	if len(queue) == 0 {
+		return queue
+	}
+	w.mu.Lock()
+	n := min(box.p.Concurrency-w.sending, len(queue))
+	if n <= 0 {
+		w.mu.Unlock()
+		return queue
+	}
+	for _, e := range queue[:n] {
+		w.inflight[e.ID] = true
+	}
+	w.sending += n
+	w.attempts.Add(n)
+	w.mu.Unlock()
+	for _, e := range queue[:n] {
+		go w.attempt(e, box)
+	}
+	rest := copy(queue, queue[n:])
+	clear(queue[rest:])
+	return queue[:rest]
+}
+
+// untilNextDue is how long to sleep after a fetch that found all the due
+// events (and started or queued them), when nothing is in flight or queued:
+// until the next event falls due. ok=false: keep the default (attempts
+// in flight or queued will wake the dispatcher as they finish).
+func (w *Worker) untilNextDue(ctx context.Context, queue []*ledger.Event, backlog bool) (time.Duration, bool) {
+	if backlog || len(queue) > 0 || w.InFlight() > 0 {
+		return 0, false
 	}
 	next, ok, err := w.cfg.Store.NextDue(ctx)
 	if err != nil || !ok {
-		return w.cfg.PollInterval, err
+		return 0, false
 	}
 	if d := next.Sub(w.cfg.Now()); d > 0 {
-		return d, nil
+		return d, true
 	}
-	// Due now but blocked (slots full, or an older event of its order in
-	// flight): a finishing attempt wakes the dispatcher.
-	return w.cfg.PollInterval, nil
+	return 0, false
+}
+
+// noteRetry remembers the earliest retry this worker scheduled, so that the
+// dispatcher wakes for it without asking the store.
+func (w *Worker) noteRetry(t time.Time) {
+	w.mu.Lock()
+	if w.nextRetry.IsZero() || t.Before(w.nextRetry) {
+		w.nextRetry = t
+	}
+	w.mu.Unlock()
+}
+
+// untilRetry is how long until the earliest retry noted; once it is due
+// it is forgotten (the wake-up it causes fetches it).
+func (w *Worker) untilRetry() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.nextRetry.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	d := w.nextRetry.Sub(w.cfg.Now())
+	if d <= 0 {
+		w.nextRetry = time.Time{}
+		return 0
+	}
+	return d
 }
 
 func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
@@ -292,6 +406,13 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	start := w.cfg.Now()
 	res := box.s.Send(ctx, e.ID, e.Payload)
 	cancel()
+	// The backend is done with it: the slot is free for another delivery
+	// while this outcome is recorded (the event stays in flight, and
+	// excluded from fetches, until then).
+	w.mu.Lock()
+	w.sending--
+	w.mu.Unlock()
+	w.Notify()
 	now := w.cfg.Now()
 	a := ledger.Attempt{EventID: e.ID, At: start, Duration: now.Sub(start), Status: res.Status, Response: res.Response}
 	if res.Err != nil {
@@ -326,6 +447,7 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		w.cfg.Logger.Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",
 			zap.String("event_id", e.ID), zap.String("type", e.Type), zap.Int("attempts", e.Attempts+1), zap.String("error", a.Error))
 	default:
+		w.noteRetry(out.RetryAt)
 		w.cfg.Logger.Warn("event delivery failed; will retry", zap.String("event_id", e.ID),
 			zap.Int("attempt", e.Attempts+1), zap.String("error", a.Error), zap.Time("retry_at", out.RetryAt))
 	}

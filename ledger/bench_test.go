@@ -31,6 +31,7 @@ func BenchmarkRecordEvent(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
+			c0 := startCost()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := seq.Add(1)
@@ -54,6 +55,7 @@ func BenchmarkRecordEvent(b *testing.B) {
 			n := seq.Load()
 			b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
 			b.ReportMetric(float64(n)/float64(max(s.eventTxs.Load(), 1)), "events/tx")
+			reportCPU(b, c0)
 		})
 	}
 }

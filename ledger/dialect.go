@@ -18,10 +18,16 @@ type dialect struct {
 	numbered bool
 	// blobType is the column type of opaque bytes (SQLite BLOB, PostgreSQL BYTEA).
 	blobType string
+	// materialized makes a CTE be computed once, not inlined: SQLite
+	// (≥ 3.35) and PostgreSQL (≥ 12) spell it MATERIALIZED; older
+	// PostgreSQL materializes every CTE and knows no keyword.
+	materialized string
 }
 
 // sqliteDialect is SQLite through modernc.org/sqlite.
-func sqliteDialect() dialect { return dialect{name: "sqlite", blobType: "BLOB"} }
+func sqliteDialect() dialect {
+	return dialect{name: "sqlite", blobType: "BLOB", materialized: "MATERIALIZED"}
+}
 
 // rebind turns the "?" placeholders of q into the dialect's. The queries of
 // this package have no "?" inside literals.

@@ -71,7 +71,7 @@ func (s *sqlStore) ScheduleCheck(ctx context.Context, mchID, outTradeNo string, 
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fast.ExecContext(ctx, s.d.rebind(`UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`),
+		res, err = s.fastExec(ctx, s.d.rebind(`UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`),
 			toNs(next), checks, mchID, outTradeNo)
 		if err == nil {
 			err = oneRow(res, ErrNotFound)
@@ -105,7 +105,7 @@ func (s *sqlStore) PutRefund(ctx context.Context, r *Refund) error {
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fast.ExecContext(ctx, s.d.rebind(`INSERT INTO refunds (`+refundCols+`) VALUES (`+placeholders(10)+`)`+s.d.insertIgnore("mch_id, out_refund_no")),
+		res, err = s.fastExec(ctx, s.d.rebind(`INSERT INTO refunds (`+refundCols+`) VALUES (`+placeholders(10)+`)`+s.d.insertIgnore("mch_id, out_refund_no")),
 			r.MchID, r.OutRefundNo, r.OutTradeNo, r.TransactionID, r.RefundID, r.TotalFee, r.RefundFee, r.State, toNs(r.CreatedAt), toNs(r.UpdatedAt))
 		if err == nil {
 			err = oneRow(res, ErrExists)
@@ -144,7 +144,7 @@ func (s *sqlStore) SetRefundState(ctx context.Context, mchID, outRefundNo, state
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fast.ExecContext(ctx, s.d.rebind(`UPDATE refunds SET state = ?, updated_at = ?,
+		res, err = s.fastExec(ctx, s.d.rebind(`UPDATE refunds SET state = ?, updated_at = ?,
 			refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?`),
 			state, toNs(now), refundID, refundID, mchID, outRefundNo)
 		if err == nil {

@@ -26,10 +26,20 @@ type SQLiteOptions struct {
 
 	// beforeBatch is the committer's test hook (see sqlStore).
 	beforeBatch func(n int)
+	// noFastGroup: PutOrder, ReplaceOrder, SetOrderState and RecordAttempt
+	// run a transaction each instead of going through the fast committer
+	// (tests, benchmarks).
+	noFastGroup bool
 }
 
 // DefaultMaxBatch is the default bound of a group commit.
 const DefaultMaxBatch = 256
+
+// DefaultLinger is how long the committer waits for more writes to join a
+// batch of writes without events (orders, attempts), which needs no fsync:
+// under load, one transaction then carries tens of orders instead of one or
+// two (see lingerFor). An event ends the wait; reads do not wait.
+const DefaultLinger = time.Millisecond
 
 // fastConns bounds the connections of the fast handle (readers run in
 // parallel under WAL; writers queue on the database's write lock).
@@ -94,8 +104,17 @@ func openSQLite(ctx context.Context, opts SQLiteOptions) (*sqlStore, error) {
 		closing:     make(chan struct{}),
 		done:        make(chan struct{}),
 		beforeBatch: opts.beforeBatch,
+		groupFast:   !opts.noFastGroup,
+		wreqs:       make(chan *writeReq),
+		sync:        syncFull,
+		linger:      DefaultLinger,
 	}
-	if s.group {
+	if err := s.prepare(ctx); err != nil {
+		_ = durable.Close()
+		_ = fast.Close()
+		return nil, err
+	}
+	if s.group || s.groupFast {
 		go s.committer()
 	}
 	return s, nil

@@ -16,11 +16,15 @@ import (
 // database beyond its dialect.
 type sqlStore struct {
 	d dialect
-	// durable takes the event writes (RecordEvent, RecordAttempt, Replay):
-	// every commit is on disk when it returns.
+	// durable is the writer connection: events (RecordEvent, Replay),
+	// committed with synchronous=FULL, on disk when they return; and, in
+	// the same transactions or in their own with synchronous=NORMAL, the
+	// frequent writes of orders and attempts.
 	durable *sql.DB
-	// fast takes the order and lease writes and every read.
+	// fast takes every read and the infrequent writes (leases, checks,
+	// refunds), with synchronous=NORMAL.
 	fast *sql.DB
+	st   stmts // prepared statements of both pools
 	now  func() time.Time
 
 	group    bool // group commit of RecordEvent
@@ -29,6 +33,24 @@ type sqlStore struct {
 	closing  chan struct{}   // closed by Close
 	done     chan struct{}   // closed when the committer has returned
 
+	// groupFast: the other frequent writes go through the committer too
+	// (writeq.go).
+	groupFast bool
+	wreqs     chan *writeReq // unbuffered, as reqs
+
+	// wmu serialises the store's write transactions (both pools write the
+	// one file, which has one write lock).
+	wmu sync.Mutex
+	// sync is the synchronous level the writer connection (durable) is
+	// set to; "" if unknown. Guarded by wmu.
+	sync string
+	// feed, if set, is handed the events the committer makes due (see
+	// Feeder).
+	feed atomic.Pointer[func([]Fed)]
+	// linger is how long the committer waits for more writes to join a
+	// batch of writes without events (0: not at all).
+	linger time.Duration
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -36,6 +58,8 @@ type sqlStore struct {
 	// eventTxs counts the transactions RecordEvent committed (tests,
 	// benchmark).
 	eventTxs atomic.Int64
+	// writeTxs counts the fast committer's transactions (tests, benchmark).
+	writeTxs atomic.Int64
 	// beforeBatch, if set, is called by the committer with the size of each
 	// batch before its transaction (tests).
 	beforeBatch func(n int)
@@ -132,12 +156,10 @@ func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 	if err := s.checkOpen(); err != nil {
 		return fmt.Errorf("ledger: put order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
-	res, err := s.fast.ExecContext(ctx, s.d.rebind(`INSERT INTO orders (`+orderCols+`) VALUES (`+placeholders(15)+`)`+s.d.insertIgnore("mch_id, out_trade_no")),
-		orderArgs(o)...)
-	if err == nil {
-		err = oneRow(res, ErrExists)
-	}
-	if err != nil {
+	args := orderArgs(o)
+	if err := s.write(ctx, func(t *fastTx) error {
+		return execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, args...)
+	}); err != nil {
 		return fmt.Errorf("ledger: put order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
 	return nil
@@ -153,16 +175,11 @@ func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
 	if err := s.checkOpen(); err != nil {
 		return fmt.Errorf("ledger: replace order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
-	res, err := s.fast.ExecContext(ctx, s.d.rebind(`UPDATE orders SET app_id = ?, trade_type = ?, total_fee = ?, content_hash = ?,
-		prepay_id = ?, code_url = ?, mweb_url = ?, state = ?, created_at = ?, expires_at = ?, updated_at = ?,
-		next_check_at = ?, checks = ?
-		WHERE mch_id = ? AND out_trade_no = ?`),
-		o.AppID, o.TradeType, o.TotalFee, o.ContentHash, o.PrepayID, o.CodeURL, o.MWebURL, o.State,
-		toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks, o.MchID, o.OutTradeNo)
-	if err == nil {
-		err = oneRow(res, ErrNotFound)
-	}
-	if err != nil {
+	args := []any{o.AppID, o.TradeType, o.TotalFee, o.ContentHash, o.PrepayID, o.CodeURL, o.MWebURL, o.State,
+		toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks, o.MchID, o.OutTradeNo}
+	if err := s.write(ctx, func(t *fastTx) error {
+		return execOne(t.ctx, t.stmt(s.st.replaceOrder), ErrNotFound, args...)
+	}); err != nil {
 		return fmt.Errorf("ledger: replace order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
 	return nil
@@ -172,16 +189,44 @@ func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Ord
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
 	}
-	var o Order
-	var created, expires, updated, next int64
-	err := s.fast.QueryRowContext(ctx, s.d.rebind(`SELECT `+orderCols+` FROM orders WHERE mch_id = ? AND out_trade_no = ?`), mchID, outTradeNo).
-		Scan(&o.MchID, &o.OutTradeNo, &o.AppID, &o.TradeType, &o.TotalFee, &o.ContentHash, &o.PrepayID, &o.CodeURL, &o.MWebURL,
-			&o.State, &created, &expires, &updated, &next, &o.Checks)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
+	var o *Order
+	var err error
+	if s.groupFast {
+		// Through the committer, on the writer connection: its page cache
+		// stays warm, where a reader connection's is dropped after every
+		// commit of another connection (under load: every time), and the
+		// read shares the batch's transaction. It sees every write
+		// submitted before it.
+		err = s.read(ctx, func(t *fastTx) error {
+			o, err = scanOrder(t.stmt(s.st.getOrderW).QueryRowContext(t.ctx, mchID, outTradeNo))
+			return err
+		})
+	} else {
+		// A lookup by primary key takes microseconds and, in WAL mode,
+		// waits for no lock: it runs to its end without watching ctx,
+		// which spares database/sql and the driver a goroutine each to
+		// watch it.
+		if err = ctx.Err(); err == nil {
+			o, err = scanOrder(s.st.getOrder.QueryRowContext(context.WithoutCancel(ctx), mchID, outTradeNo))
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
+	}
+	return o, nil
+}
+
+// scanOrder reads an order (ErrNotFound if r has no row).
+func scanOrder(r rowScanner) (*Order, error) {
+	var o Order
+	var created, expires, updated, next int64
+	err := r.Scan(&o.MchID, &o.OutTradeNo, &o.AppID, &o.TradeType, &o.TotalFee, &o.ContentHash, &o.PrepayID, &o.CodeURL, &o.MWebURL,
+		&o.State, &created, &expires, &updated, &next, &o.Checks)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
 	}
 	o.CreatedAt, o.ExpiresAt, o.UpdatedAt, o.NextCheckAt = fromNs(created), fromNs(expires), fromNs(updated), fromNs(next)
 	return &o, nil
@@ -196,17 +241,24 @@ func (s *sqlStore) SetOrderState(ctx context.Context, mchID, outTradeNo, state s
 		now = s.now().UTC()
 	}
 	if err == nil {
-		var res sql.Result
-		res, err = s.fast.ExecContext(ctx, s.d.rebind(`UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?`),
-			state, toNs(now), mchID, outTradeNo)
-		if err == nil {
-			err = oneRow(res, ErrNotFound)
-		}
+		nowNs := toNs(now)
+		err = s.write(ctx, func(t *fastTx) error {
+			return execOne(t.ctx, t.stmt(s.st.setOrderState), ErrNotFound, state, nowNs, mchID, outTradeNo)
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: set order %s/%s state %s: %w", mchID, outTradeNo, state, err)
 	}
 	return nil
+}
+
+// execOne runs st and returns ifNone when it affected no row.
+func execOne(ctx context.Context, st *sql.Stmt, ifNone error, args ...any) error {
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	return oneRow(res, ifNone)
 }
 
 // oneRow returns ifNone when res affected no row.
@@ -265,12 +317,20 @@ func (s *sqlStore) eventDefaults(e *Event) error {
 	return nil
 }
 
-// insertEvent is RecordEvent inside tx: insert the event if its ID is new,
-// and then only, set the order's state.
-func (s *sqlStore) insertEvent(ctx context.Context, tx *sql.Tx, e *Event, orderState string) (bool, error) {
-	res, err := tx.ExecContext(ctx, s.d.rebind(`INSERT INTO events (`+eventCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, '`+EventPending+`', 0, ?, 0, 0, '', '')`+s.d.insertIgnore("id")),
-		e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
+// eventTx holds the statements of RecordEvent bound to one transaction
+// of the durable pool.
+type eventTx struct {
+	insert, orderState *sql.Stmt
+}
+
+func (s *sqlStore) eventTx(ctx context.Context, tx *sql.Tx) eventTx {
+	return eventTx{insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.eventOrderState)}
+}
+
+// insertEvent is RecordEvent inside a transaction: insert the event if its
+// ID is new, and then only, set the order's state.
+func (s *sqlStore) insertEvent(ctx context.Context, tx eventTx, e *Event, orderState string) (bool, error) {
+	res, err := tx.insert.ExecContext(ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
 	if err != nil {
 		return false, err
 	}
@@ -279,8 +339,7 @@ func (s *sqlStore) insertEvent(ctx context.Context, tx *sql.Tx, e *Event, orderS
 		return false, err
 	}
 	if orderState != "" {
-		if _, err := tx.ExecContext(ctx, s.d.rebind(`UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?`),
-			orderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
+		if _, err := tx.orderState.ExecContext(ctx, orderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
 			return false, err
 		}
 	}
@@ -296,9 +355,9 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, orderState string)
 	}
 	if !s.group {
 		var created bool
-		err := withTx(ctx, s.durable, func(tx *sql.Tx) error {
+		err := s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
 			var err error
-			created, err = s.insertEvent(ctx, tx, e, orderState)
+			created, err = s.insertEvent(ctx, s.eventTx(ctx, tx), e, orderState)
 			return err
 		})
 		if err != nil {
@@ -320,15 +379,14 @@ func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, 
 		return nil, nil, fmt.Errorf("ledger: get event %s: %w", id, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	e, err := scanEvent(tx.QueryRowContext(ctx, s.d.rebind(`SELECT `+eventCols+` FROM events WHERE id = ?`), id))
+	e, err := scanEvent(tx.StmtContext(ctx, s.st.getEvent).QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: get event %s: %w", id, err)
 	}
-	rows, err := tx.QueryContext(ctx, s.d.rebind(`SELECT event_id, attempted_at, duration_ns, status, error, response
-		FROM attempts WHERE event_id = ? ORDER BY n`), id)
+	rows, err := tx.StmtContext(ctx, s.st.getAttempts).QueryContext(ctx, id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: get event %s attempts: %w", id, err)
 	}
@@ -349,22 +407,40 @@ func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, 
 	return e, atts, nil
 }
 
-func (s *sqlStore) queryEvents(ctx context.Context, what, query string, args ...any) ([]*Event, error) {
-	rows, err := s.fast.QueryContext(ctx, s.d.rebind(query), args...)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: %s: %w", what, err)
+// queryEvents runs query (rebound), or st if it is not nil, on the fast
+// pool, and reads up to max rows (all if max is 0).
+func (s *sqlStore) queryEvents(ctx context.Context, what string, max int, st *sql.Stmt, query string, args ...any) ([]*Event, error) {
+	var rows *sql.Rows
+	var err error
+	if st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = s.fast.QueryContext(ctx, s.d.rebind(query), args...)
 	}
+	if err == nil {
+		var out []*Event
+		out, err = scanEvents(rows, max)
+		if err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("ledger: %s: %w", what, err)
+}
+
+// scanEvents reads up to max events (all if max is 0) from rows and
+// closes them.
+func scanEvents(rows *sql.Rows, max int) ([]*Event, error) {
 	defer rows.Close()
 	var out []*Event
-	for rows.Next() {
+	for (max == 0 || len(out) < max) && rows.Next() {
 		e, err := scanEvent(rows)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: %s: %w", what, err)
+			return nil, err
 		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: %s: %w", what, err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -392,7 +468,7 @@ func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, erro
 	}
 	if f.Before != "" {
 		var created int64
-		err := s.fast.QueryRowContext(ctx, s.d.rebind(`SELECT created_at FROM events WHERE id = ?`), f.Before).Scan(&created)
+		err := s.st.eventCreated.QueryRowContext(ctx, f.Before).Scan(&created)
 		if errors.Is(err, sql.ErrNoRows) {
 			err = ErrNotFound
 		}
@@ -408,7 +484,7 @@ func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, erro
 	}
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
 	args = append(args, limit)
-	return s.queryEvents(ctx, "list events", q, args...)
+	return s.queryEvents(ctx, "list events", 0, nil, q, args...)
 }
 
 func (s *sqlStore) CountEvents(ctx context.Context) (map[string]int, error) {
@@ -437,12 +513,6 @@ func (s *sqlStore) CountEvents(ctx context.Context) (map[string]int, error) {
 
 // ---- outbox ----
 
-// firstOfOrder holds for a pending event e when no older (by created_at,
-// then id) event of its order is pending.
-const firstOfOrder = `NOT EXISTS (SELECT 1 FROM events o
-	WHERE o.mch_id = e.mch_id AND o.out_trade_no = e.out_trade_no AND o.state = '` + EventPending + `'
-	AND (o.created_at < e.created_at OR (o.created_at = e.created_at AND o.id < e.id)))`
-
 func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*Event, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: due events: %w", err)
@@ -451,28 +521,56 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 		limit = DefaultListLimit
 	}
 	ex := dedupe(exclude)
-	var b strings.Builder
-	b.WriteString(`SELECT ` + eventColsE + ` FROM events e
-		WHERE e.state = '` + EventPending + `' AND e.next_attempt_at <= ? AND ` + firstOfOrder)
-	args := make([]any, 0, 2+2*len(ex))
-	args = append(args, toNs(now))
-	if len(ex) > 0 {
-		ph := placeholders(len(ex))
-		b.WriteString(` AND e.id NOT IN (` + ph + `)
-		AND NOT EXISTS (SELECT 1 FROM events x
-			WHERE x.id IN (` + ph + `) AND x.mch_id = e.mch_id AND x.out_trade_no = e.out_trade_no)`)
-		for _, id := range ex {
-			args = append(args, id)
-		}
-		for _, id := range ex {
-			args = append(args, id)
+	// The smallest prepared shape that holds the list, padded with ""
+	// (no event has an empty ID).
+	n := len(ex)
+	var st, stW *sql.Stmt
+	for i, size := range dueShapes {
+		if size >= n {
+			st, stW, n = s.st.due[i], s.st.dueW[i], size
+			break
 		}
 	}
-	// Earliest due first: a retried event waits behind events due before
-	// it, so a few failing events cannot starve the rest.
-	b.WriteString(` ORDER BY e.next_attempt_at, e.created_at, e.id LIMIT ?`)
-	args = append(args, limit)
-	return s.queryEvents(ctx, "due events", b.String(), args...)
+	args := make([]any, 0, 1+n)
+	for i := range n {
+		if i < len(ex) {
+			args = append(args, ex[i])
+		} else {
+			args = append(args, "")
+		}
+	}
+	args = append(args, toNs(now))
+	var q string
+	if st == nil {
+		q = s.d.rebind(dueQuery(s.d, n))
+	}
+	if !s.groupFast {
+		return s.queryEvents(ctx, "due events", limit, st, q, args...)
+	}
+	// Through the committer, as GetOrder, for the writer connection's warm
+	// page cache (a reader connection would read every page again).
+	var out []*Event
+	err := s.read(ctx, func(t *fastTx) error {
+		var rows *sql.Rows
+		var err error
+		switch {
+		case stW != nil:
+			rows, err = t.stmt(stW).QueryContext(t.ctx, args...)
+		case t.tx != nil:
+			rows, err = t.tx.QueryContext(t.ctx, q, args...)
+		default:
+			rows, err = s.durable.QueryContext(t.ctx, q, args...)
+		}
+		if err != nil {
+			return err
+		}
+		out, err = scanEvents(rows, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: due events: %w", err)
+	}
+	return out, nil
 }
 
 func dedupe(ids []string) []string {
@@ -494,68 +592,93 @@ func (s *sqlStore) NextDue(ctx context.Context) (time.Time, bool, error) {
 	if err := s.checkOpen(); err != nil {
 		return time.Time{}, false, fmt.Errorf("ledger: next due: %w", err)
 	}
-	var next sql.NullInt64
-	err := s.fast.QueryRowContext(ctx, `SELECT MIN(e.next_attempt_at) FROM events e
-		WHERE e.state = '`+EventPending+`' AND `+firstOfOrder).Scan(&next)
+	var next int64
+	err := s.st.nextDue.QueryRowContext(ctx).Scan(&next)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("ledger: next due: %w", err)
 	}
-	if !next.Valid {
-		return time.Time{}, false, nil
-	}
-	return time.Unix(0, next.Int64).UTC(), true, nil
+	return time.Unix(0, next).UTC(), true, nil
 }
 
-func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) error {
-	err := s.checkOpen()
-	if err == nil && a.EventID == "" {
-		err = errors.New("event id is required")
+// attemptRow is what RecordAttempt writes: the attempt, clipped, and the
+// event's new state.
+type attemptRow struct {
+	a               Attempt
+	state           string
+	next, delivered int64
+}
+
+// attemptRow validates a and o and works out what they make of the event.
+func (s *sqlStore) attemptRow(a Attempt, o Outcome) (attemptRow, error) {
+	if a.EventID == "" {
+		return attemptRow{}, errors.New("event id is required")
 	}
-	if err == nil && o.Delivered && o.Dead {
-		err = errors.New("outcome both delivered and dead")
-	}
-	if err != nil {
-		return fmt.Errorf("ledger: record attempt of %s: %w", a.EventID, err)
+	if o.Delivered && o.Dead {
+		return attemptRow{}, errors.New("outcome both delivered and dead")
 	}
 	if a.At.IsZero() {
 		a.At = s.now().UTC()
 	}
 	a.Error, a.Response = clip(a.Error), clip(a.Response)
 	end := a.At.Add(a.Duration)
-	state, next, delivered := EventPending, o.RetryAt, time.Time{}
+	r := attemptRow{a: a, state: EventPending, next: toNs(o.RetryAt)}
 	switch {
 	case o.Delivered:
-		state, delivered = EventDelivered, end
+		r.state, r.delivered = EventDelivered, toNs(end)
 	case o.Dead:
-		state = EventDead
-	case next.IsZero():
-		next = end
+		r.state = EventDead
+	case o.RetryAt.IsZero():
+		r.next = toNs(end)
 	}
-	err = withTx(ctx, s.durable, func(tx *sql.Tx) error {
-		var n int
-		var prevNext int64
-		err := tx.QueryRowContext(ctx, s.d.rebind(`SELECT attempts, next_attempt_at FROM events WHERE id = ?`), a.EventID).Scan(&n, &prevNext)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		n++
-		if _, err := tx.ExecContext(ctx, s.d.rebind(`INSERT INTO attempts (event_id, n, attempted_at, duration_ns, status, error, response)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`),
-			a.EventID, n, toNs(a.At), int64(a.Duration), a.Status, a.Error, a.Response); err != nil {
-			return err
-		}
-		nextNs := prevNext // delivered or dead: keep the last schedule
-		if state == EventPending {
-			nextNs = toNs(next)
-		}
-		_, err = tx.ExecContext(ctx, s.d.rebind(`UPDATE events SET attempts = ?, last_status = ?, last_error = ?, last_response = ?,
-			state = ?, next_attempt_at = ?, delivered_at = ? WHERE id = ?`),
-			n, a.Status, a.Error, a.Response, state, nextNs, toNs(delivered), a.EventID)
+	return r, nil
+}
+
+// writeAttempt is RecordAttempt inside a batch: ErrNotFound if the event
+// is absent.
+func (s *sqlStore) writeAttempt(t *fastTx, r *attemptRow) error {
+	a := &r.a
+	// The attempt first, numbered from the event's count, then the event
+	// (a delivered or dead one keeps its last schedule: see
+	// qAttemptEvent).
+	if err := execOne(t.ctx, t.stmt(s.st.insertAttempt), ErrNotFound,
+		toNs(a.At), int64(a.Duration), a.Status, a.Error, a.Response, a.EventID); err != nil {
 		return err
-	})
+	}
+	if _, err := t.stmt(s.st.attemptEvent).ExecContext(t.ctx, a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID); err != nil {
+		return err
+	}
+	if r.state != EventPending {
+		return t.feed.feedNext(t.ctx, t.stmt(s.st.nextOfOrder), a.EventID)
+	}
+	return nil
+}
+
+// RecordAttempt writes through the fast committer: in a transaction of
+// the fast pool (synchronous=NORMAL, no fsync at commit), shared with the
+// other writes waiting at the time. An attempt record does not need to be
+// on disk when this returns, unlike an event: a crash (of the machine; a
+// crash of the process loses nothing committed) may lose the last attempt
+// records committed before the next fsync of the WAL, and then only
+// those. The event is then still pending, with its previous attempt count
+// and schedule, and the worker delivers it again, with the same ID and
+// payload: delivery is at least once in any case (the backend deduplicates
+// on the event ID), so a lost record costs one more delivery, never a lost
+// event. The WAL is written in commit order and any later durable commit
+// (RecordEvent, synchronous=FULL) fsyncs it up to its own end, so what
+// survives a crash is a prefix of the commits: an attempt record never
+// survives without what was committed before it.
+func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) error {
+	err := s.checkOpen()
+	var r attemptRow
+	if err == nil {
+		r, err = s.attemptRow(a, o)
+	}
+	if err == nil {
+		err = s.write(ctx, func(t *fastTx) error { return s.writeAttempt(t, &r) })
+	}
 	if err != nil {
 		return fmt.Errorf("ledger: record attempt of %s: %w", a.EventID, err)
 	}
@@ -565,17 +688,37 @@ func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) erro
 func (s *sqlStore) Replay(ctx context.Context, id string, now time.Time) error {
 	err := s.checkOpen()
 	if err == nil {
-		var res sql.Result
-		res, err = s.durable.ExecContext(ctx, s.d.rebind(`UPDATE events SET state = '`+EventPending+`', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`),
-			toNs(now), id)
+		var f feeding
+		s.startFeeding(&f)
+		err = s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
+			if err := execOne(ctx, tx.StmtContext(ctx, s.st.replay), ErrNotFound, toNs(now), id); err != nil {
+				return err
+			}
+			if !f.on {
+				return nil
+			}
+			e, err := scanEvent(tx.StmtContext(ctx, s.st.getEventW).QueryRowContext(ctx, id))
+			if err != nil {
+				return err
+			}
+			return f.feedIfFirst(ctx, tx.StmtContext(ctx, s.st.firstOfOrder), e)
+		})
 		if err == nil {
-			err = oneRow(res, ErrNotFound)
+			s.deliverFed(&f)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: replay event %s: %w", id, err)
 	}
 	return nil
+}
+
+// fastExec runs query (rebound by the caller), a write, on the fast pool
+// under the write mutex.
+func (s *sqlStore) fastExec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.fast.ExecContext(ctx, query, args...)
 }
 
 // ---- leases ----
@@ -588,7 +731,7 @@ func (s *sqlStore) TryLease(ctx context.Context, name, holder string, now time.T
 	if err != nil {
 		return false, fmt.Errorf("ledger: lease %s for %s: %w", name, holder, err)
 	}
-	res, err := s.fast.ExecContext(ctx, s.d.rebind(`INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)`+
+	res, err := s.fastExec(ctx, s.d.rebind(`INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)`+
 		s.d.upsert("name", "holder = excluded.holder, expires_at = excluded.expires_at",
 			"leases.holder = excluded.holder OR leases.expires_at <= ?")),
 		name, holder, toNs(now.Add(ttl)), toNs(now))
@@ -608,10 +751,10 @@ func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		close(s.closing)
-		if s.group {
+		if s.group || s.groupFast {
 			<-s.done
 		}
-		err := s.durable.Close()
+		err := errors.Join(s.st.close(), s.durable.Close())
 		if s.fast != s.durable {
 			err = errors.Join(err, s.fast.Close())
 		}
