@@ -280,7 +280,6 @@ func (w *Worker) dispatch(ctx context.Context) {
 						more, sleep = true, time.Second
 					default:
 						backlog = len(due) >= limit
-						more = more || backlog
 						queue = append(queue, due...)
 						queue = w.startQueued(queue, box)
 						if d, ok := w.untilNextDue(ctx, queue, backlog); ok {
