@@ -46,7 +46,11 @@ func (s *Simulator) serveAPI(w http.ResponseWriter, r *http.Request, api string,
 	}
 	if delayed && !s.wait(r.Context(), delay) {
 		s.logf("wxpaysim: %s: caller gave up during a delay of %v", api, delay)
-		return
+		// Send nothing at all: returning would make net/http write an
+		// empty 200, which can race the caller's own timeout and reach
+		// it as an answer. Aborting closes the connection instead, as
+		// Caddy's "abort" does.
+		panic(http.ErrAbortHandler)
 	}
 	w.Header().Set("Content-Type", reply.contentType)
 	_, _ = w.Write(reply.body)
