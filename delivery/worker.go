@@ -10,6 +10,7 @@
 package delivery
 
 import (
+	"container/heap"
 	"context"
 	"math/rand/v2"
 	"strconv"
@@ -52,7 +53,8 @@ type Config struct {
 // Policy is how a worker delivers; a configuration reload may change it
 // together with the sender.
 type Policy struct {
-	// Concurrency caps the deliveries in flight. Default 8.
+	// Concurrency caps the deliveries in flight (sends to the backend; an
+	// attempt whose answer is being recorded no longer counts). Default 8.
 	Concurrency int
 	// AttemptTimeout bounds one attempt. Default 10s.
 	AttemptTimeout time.Duration
@@ -107,16 +109,16 @@ type Worker struct {
 	// inflight holds the events of the attempts in flight, from their
 	// start until their outcome is recorded; sending counts those of them
 	// whose Send has not returned yet (bounded by Concurrency).
-	inflight  map[string]bool
-	sending   int
-	nextRetry time.Time // earliest retry scheduled by an attempt, zero if none pending
-	started   bool
-	stopped   bool
-	cancel    context.CancelFunc // cancels the dispatcher
-	ctx       context.Context    // lives until Stop's deadline passes
-	abort     context.CancelFunc // aborts attempts in flight
-	done      chan struct{}      // closed when the dispatcher returns
-	attempts  sync.WaitGroup
+	inflight map[string]bool
+	sending  int
+	retries  timeHeap // retries scheduled by attempts, not yet due
+	started  bool
+	stopped  bool
+	cancel   context.CancelFunc // cancels the dispatcher
+	ctx      context.Context    // lives until Stop's deadline passes
+	abort    context.CancelFunc // aborts attempts in flight
+	done     chan struct{}      // closed when the dispatcher returns
+	attempts sync.WaitGroup
 }
 
 type senderBox struct {
@@ -228,9 +230,13 @@ func (w *Worker) InFlight() int {
 //   - no duplicates: an event is in the queue, or in flight, or only in the
 //     store; it leaves the in-flight set only once its attempt is recorded,
 //     so a later fetch sees the recorded outcome;
-//   - at most Concurrency attempts in flight; none starts while paused
-//     (queued events wait); Stop drops the queue (the events stay pending
-//     in the store) and waits for the attempts in flight.
+//   - at most Concurrency sends at once (an attempt frees its slot when the
+//     backend has answered, while its outcome is recorded); none starts
+//     while paused (queued events wait); Stop drops the queue (the events
+//     stay pending in the store) and waits for the attempts in flight.
+//
+// Retries: the worker remembers the retry times its attempts scheduled and
+// wakes for them; NextDue (when idle) and the poll interval cover the rest.
 const (
 	// queueFactor × Concurrency bounds the queue (and so, with the events
 	// in flight, the exclude list of a fetch).
@@ -366,38 +372,54 @@ func (w *Worker) untilNextDue(ctx context.Context, queue []*ledger.Event, backlo
 	return 0, false
 }
 
-// noteRetry remembers the earliest retry this worker scheduled, so that the
-// dispatcher wakes for it without asking the store.
-func (w *Worker) noteRetry(t time.Time) {
-	w.mu.Lock()
-	if w.nextRetry.IsZero() || t.Before(w.nextRetry) {
-		w.nextRetry = t
-	}
-	w.mu.Unlock()
-}
-
-// untilRetry is how long until the earliest retry noted; once it is due
-// it is forgotten (the wake-up it causes fetches it).
+// untilRetry is how long until the earliest retry that attempts of this
+// worker scheduled, so that the dispatcher wakes for it without asking the
+// store; the retries due are forgotten (the wake-up they cause fetches
+// them).
 func (w *Worker) untilRetry() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.nextRetry.IsZero() {
+	now := w.cfg.Now()
+	due := false
+	for len(w.retries) > 0 && !w.retries[0].After(now) {
+		heap.Pop(&w.retries)
+		due = true
+	}
+	switch {
+	case due:
+		return 0
+	case len(w.retries) == 0:
 		return time.Duration(1<<63 - 1)
 	}
-	d := w.nextRetry.Sub(w.cfg.Now())
-	if d <= 0 {
-		w.nextRetry = time.Time{}
-		return 0
-	}
-	return d
+	return w.retries[0].Sub(now)
+}
+
+// timeHeap is a min-heap of times (container/heap).
+type timeHeap []time.Time
+
+func (h timeHeap) Len() int           { return len(h) }
+func (h timeHeap) Less(i, j int) bool { return h[i].Before(h[j]) }
+func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timeHeap) Push(x any)        { *h = append(*h, x.(time.Time)) }
+func (h *timeHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
 }
 
 func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	p := box.p
 	defer w.attempts.Done()
+	var retryAt time.Time
 	defer func() {
 		w.mu.Lock()
 		delete(w.inflight, e.ID)
+		// Only now that the event is out of the in-flight set: the fetch
+		// for the retry must not exclude it.
+		if !retryAt.IsZero() {
+			heap.Push(&w.retries, retryAt)
+		}
 		w.mu.Unlock()
 		w.Notify()
 	}()
@@ -446,7 +468,7 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		w.cfg.Logger.Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",
 			zap.String("event_id", e.ID), zap.String("type", e.Type), zap.Int("attempts", e.Attempts+1), zap.String("error", a.Error))
 	default:
-		w.noteRetry(out.RetryAt)
+		retryAt = out.RetryAt
 		w.cfg.Logger.Warn("event delivery failed; will retry", zap.String("event_id", e.ID),
 			zap.Int("attempt", e.Attempts+1), zap.String("error", a.Error), zap.Time("retry_at", out.RetryAt))
 	}

@@ -49,6 +49,7 @@ func (c *countingStore) NextDue(ctx context.Context) (time.Time, bool, error) {
 func (c *countingStore) report(b *testing.B) {
 	b.ReportMetric(float64(c.fetched.Load())/float64(max(c.fetches.Load(), 1)), "events/fetch")
 	b.ReportMetric(float64(c.nextDue.Load())/float64(b.N), "nextdue/event")
+	b.ReportMetric(float64(c.fetches.Load())/float64(b.N), "fetches/event")
 }
 
 // written is how many bytes the process has handed to write(2) and

@@ -177,10 +177,10 @@ type batchState struct {
 // and are answered at once, before the commit: they see no write of this
 // batch, so its fate is not theirs (and they do not wait for its fsync).
 // The transaction commits with synchronous=FULL (fsynced) when it holds
-// events, NORMAL otherwise; with reads only, it is a read-only
-// transaction. If it fails, nothing of it is stored and every event gets
-// the error; the other writes, which do not share the events' fate, are
-// then tried again in a transaction of their own.
+// events, NORMAL otherwise; reads alone run without one (each in its own
+// implicit read transaction). If it fails, nothing of it is stored and
+// every event gets the error; the other writes, which do not share the
+// events' fate, are then tried again in a transaction of their own.
 func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq) {
 	evs = slices.DeleteFunc(evs, func(r *recordReq) bool {
 		if err := r.ctx.Err(); err != nil { // the caller has gone
@@ -229,9 +229,7 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 		level = syncFull
 	}
 	readsDone := false
-	feed := &b.t.feed
 	err := s.writeTx(ctx, level, func(tx *sql.Tx) error {
-		s.startFeeding(feed)
 		if len(reads) > 0 {
 			_ = b.t.run(tx, reads, answers) // reads: every error is its caller's answer
 			for i, r := range reads {
@@ -248,22 +246,9 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 				}
 				created[i] = c
 			}
-			if feed.on {
-				first := tx.StmtContext(ctx, s.st.firstOfOrder)
-				for i, r := range evs {
-					if created[i] {
-						if err := feed.feedIfFirst(ctx, first, r.e); err != nil {
-							return err
-						}
-					}
-				}
-			}
 		}
 		return b.t.run(tx, ops, answers)
 	})
-	if err == nil {
-		s.deliverFed(feed)
-	}
 	if !readsDone { // the transaction did not begin
 		for _, r := range reads {
 			r.resp <- err
@@ -285,13 +270,9 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 		r.resp <- recordResp{created: created[i]}
 	}
 	if err != nil && len(evs) > 0 && len(ops) > 0 {
-		err = s.writeTx(ctx, syncNormal, func(tx *sql.Tx) error {
-			s.startFeeding(feed)
-			return b.t.run(tx, ops, answers)
-		})
+		err = s.writeTx(ctx, syncNormal, func(tx *sql.Tx) error { return b.t.run(tx, ops, answers) })
 		if err == nil {
 			s.writeTxs.Add(1)
-			s.deliverFed(feed)
 		}
 	}
 	for i, r := range ops {

@@ -8,12 +8,21 @@
 // that PostgreSQL understands too, and the few differences between the two
 // (placeholders, column types, connection settings) live in dialect.go.
 //
-// Durability: RecordEvent, RecordAttempt and Replay commit with
-// synchronous=FULL, so an event recorded is on disk (fsynced) when
-// RecordEvent returns nil: the gateway may then answer WeChat SUCCESS.
-// Concurrent RecordEvent calls are group-committed: they share one
-// transaction and one fsync. Orders are written with synchronous=NORMAL:
-// WeChat's notification, not the order row, proves a payment.
+// Durability: RecordEvent and Replay commit with synchronous=FULL, so an
+// event recorded is on disk (fsynced) when RecordEvent returns nil: the
+// gateway may then answer WeChat SUCCESS. Orders and delivery attempts are
+// written with synchronous=NORMAL (no fsync at commit; a crash of the
+// machine may lose the last of them): WeChat's notification, not the order
+// row, proves a payment, and a lost attempt record only means one more
+// delivery of the same event (see RecordAttempt in store.go).
+//
+// Group commit: one committer goroutine owns the writes, on one connection.
+// Concurrent RecordEvent calls share one transaction and one fsync; so do
+// concurrent PutOrder, ReplaceOrder, SetOrderState and RecordAttempt calls
+// (with the events, when some are waiting, or in a transaction without
+// fsync), and GetOrder and DueEvents read through the same connection,
+// whose page cache stays warm. Each caller still gets its own answer. The
+// frequent statements are prepared once (stmts.go).
 //
 // Times are stored as integer Unix nanoseconds (0 for the zero time) and
 // returned in UTC.
@@ -171,7 +180,9 @@ type Store interface {
 	// count: the worker knows about those.
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
 	// RecordAttempt appends an attempt and applies its outcome to the event
-	// in one transaction; ErrNotFound if the event is absent. The event gets
+	// in one transaction; ErrNotFound if the event is absent. It is not
+	// fsynced when it returns (at-least-once delivery makes that safe). The
+	// event gets
 	// Attempts+1 and Last* from a; then delivered: State delivered,
 	// DeliveredAt = a.At+a.Duration; dead: State dead; otherwise State
 	// pending, NextAttemptAt = o.RetryAt (a.At+a.Duration if zero).

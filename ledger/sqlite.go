@@ -27,8 +27,8 @@ type SQLiteOptions struct {
 	// beforeBatch is the committer's test hook (see sqlStore).
 	beforeBatch func(n int)
 	// noFastGroup: PutOrder, ReplaceOrder, SetOrderState and RecordAttempt
-	// run a transaction each instead of going through the fast committer
-	// (tests, benchmarks).
+	// run a transaction each, and GetOrder and DueEvents read on the fast
+	// pool, instead of going through the committer (tests, benchmarks).
 	noFastGroup bool
 }
 
@@ -47,11 +47,14 @@ const fastConns = 8
 
 // OpenSQLite opens (creating and migrating if needed) the SQLite ledger.
 //
-// It opens two pools on the file: a durable one (synchronous=FULL, a single
-// connection, so event writes queue in Go rather than spin on the lock) for
-// event writes, and a fast one (synchronous=NORMAL) for orders, leases and
-// reads. Both are in WAL mode with a busy timeout, foreign keys on, and
-// write transactions that begin IMMEDIATE.
+// It opens two pools on the file: a durable one, a single connection (the
+// writer: synchronous=FULL, set to NORMAL for the transactions that hold
+// no event), through which the committer goroutine writes events, orders
+// and attempts and reads orders and due events; and a fast one
+// (synchronous=NORMAL) for the other reads and the infrequent writes. Both
+// are in WAL mode with a busy timeout, foreign keys on, and write
+// transactions that begin IMMEDIATE. The frequent statements are prepared
+// once, here.
 func OpenSQLite(ctx context.Context, opts SQLiteOptions) (Store, error) {
 	s, err := openSQLite(ctx, opts)
 	if err != nil {

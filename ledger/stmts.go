@@ -18,7 +18,8 @@ import (
 // Queries, written once with "?" placeholders (see dialect.rebind).
 const (
 	qGetOrder = `SELECT ` + orderCols + ` FROM orders WHERE mch_id = ? AND out_trade_no = ?`
-	// qPutOrder inserts an order if its key is new (RowsAffected 0 if not).
+	// qPutOrderHead (with the dialect's insert-if-absent clause) inserts an
+	// order if its key is new (RowsAffected 0 if not).
 	qPutOrderHead = `INSERT INTO orders (` + orderCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qReplaceOrder = `UPDATE orders SET app_id = ?, trade_type = ?, total_fee = ?, content_hash = ?,
 		prepay_id = ?, code_url = ?, mweb_url = ?, state = ?, created_at = ?, expires_at = ?, updated_at = ?,
@@ -32,16 +33,6 @@ const (
 	qGetAttempts  = `SELECT event_id, attempted_at, duration_ns, status, error, response FROM attempts WHERE event_id = ? ORDER BY n`
 	qEventCreated = `SELECT created_at FROM events WHERE id = ?`
 	qReplay       = `UPDATE events SET state = '` + EventPending + `', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`
-
-	// qFirstOfOrder is the ID of the first pending event of an order
-	// (index events_pending_order only): parameters mch_id, out_trade_no.
-	qFirstOfOrder = `SELECT id FROM events WHERE mch_id = ? AND out_trade_no = ? AND state = '` + EventPending + `'
-		ORDER BY created_at, id LIMIT 1`
-	// qNextOfOrder is the first pending event of the order of an event:
-	// parameter the event's id.
-	qNextOfOrder = `SELECT ` + eventColsE + ` FROM events d JOIN events e
-		ON e.mch_id = d.mch_id AND e.out_trade_no = d.out_trade_no AND e.state = '` + EventPending + `'
-		WHERE d.id = ? ORDER BY e.created_at, e.id LIMIT 1`
 
 	// qNextDue walks the pending events by due time (index events_due_order)
 	// and stops at the first that is first of its order.
@@ -112,7 +103,6 @@ type stmts struct {
 	putOrder, replaceOrder, setOrderState *sql.Stmt
 	getOrderW                             *sql.Stmt
 	dueW                                  [len(dueShapes)]*sql.Stmt
-	firstOfOrder, nextOfOrder, getEventW  *sql.Stmt
 	attemptEvent, insertAttempt           *sql.Stmt
 
 	all []*sql.Stmt
@@ -152,9 +142,6 @@ func (s *sqlStore) prepare(ctx context.Context) (err error) {
 	p(d, &st.eventOrderState, qSetOrderState)
 	p(d, &st.replay, qReplay)
 	p(d, &st.getOrderW, qGetOrder)
-	p(d, &st.firstOfOrder, qFirstOfOrder)
-	p(d, &st.nextOfOrder, qNextOfOrder)
-	p(d, &st.getEventW, qGetEvent)
 	for i, n := range dueShapes {
 		p(d, &st.dueW[i], dueQuery(s.d, n))
 	}

@@ -44,9 +44,6 @@ type sqlStore struct {
 	// sync is the synchronous level the writer connection (durable) is
 	// set to; "" if unknown. Guarded by wmu.
 	sync string
-	// feed, if set, is handed the events the committer makes due (see
-	// Feeder).
-	feed atomic.Pointer[func([]Fed)]
 	// linger is how long the committer waits for more writes to join a
 	// batch of writes without events (0: not at all).
 	linger time.Duration
@@ -58,7 +55,8 @@ type sqlStore struct {
 	// eventTxs counts the transactions RecordEvent committed (tests,
 	// benchmark).
 	eventTxs atomic.Int64
-	// writeTxs counts the fast committer's transactions (tests, benchmark).
+	// writeTxs counts the committer's transactions that held writes other
+	// than events (tests, benchmark).
 	writeTxs atomic.Int64
 	// beforeBatch, if set, is called by the committer with the size of each
 	// batch before its transaction (tests).
@@ -197,8 +195,11 @@ func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Ord
 		// commit of another connection (under load: every time), and the
 		// read shares the batch's transaction. It sees every write
 		// submitted before it.
+		// (o is read only once the committer has answered: the closure
+		// keeps its error to itself.)
 		err = s.read(ctx, func(t *fastTx) error {
-			o, err = scanOrder(t.stmt(s.st.getOrderW).QueryRowContext(t.ctx, mchID, outTradeNo))
+			got, err := scanOrder(t.stmt(s.st.getOrderW).QueryRowContext(t.ctx, mchID, outTradeNo))
+			o = got
 			return err
 		})
 	} else {
@@ -647,22 +648,17 @@ func (s *sqlStore) writeAttempt(t *fastTx, r *attemptRow) error {
 		toNs(a.At), int64(a.Duration), a.Status, a.Error, a.Response, a.EventID); err != nil {
 		return err
 	}
-	if _, err := t.stmt(s.st.attemptEvent).ExecContext(t.ctx, a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID); err != nil {
-		return err
-	}
-	if r.state != EventPending {
-		return t.feed.feedNext(t.ctx, t.stmt(s.st.nextOfOrder), a.EventID)
-	}
-	return nil
+	_, err := t.stmt(s.st.attemptEvent).ExecContext(t.ctx, a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID)
+	return err
 }
 
-// RecordAttempt writes through the fast committer: in a transaction of
-// the fast pool (synchronous=NORMAL, no fsync at commit), shared with the
-// other writes waiting at the time. An attempt record does not need to be
-// on disk when this returns, unlike an event: a crash (of the machine; a
-// crash of the process loses nothing committed) may lose the last attempt
-// records committed before the next fsync of the WAL, and then only
-// those. The event is then still pending, with its previous attempt count
+// RecordAttempt writes through the committer: in a transaction shared with
+// the other writes waiting at the time, committed with synchronous=NORMAL
+// (no fsync at commit) unless events share it. An attempt record does not
+// need to be on disk when this returns, unlike an event: a crash (of the
+// machine; a crash of the process loses nothing committed) may lose the
+// last attempt records committed before the next fsync of the WAL, and
+// then only those. The event is then still pending, with its previous attempt count
 // and schedule, and the worker delivers it again, with the same ID and
 // payload: delivery is at least once in any case (the backend deduplicates
 // on the event ID), so a lost record costs one more delivery, never a lost
@@ -688,24 +684,9 @@ func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) erro
 func (s *sqlStore) Replay(ctx context.Context, id string, now time.Time) error {
 	err := s.checkOpen()
 	if err == nil {
-		var f feeding
-		s.startFeeding(&f)
 		err = s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
-			if err := execOne(ctx, tx.StmtContext(ctx, s.st.replay), ErrNotFound, toNs(now), id); err != nil {
-				return err
-			}
-			if !f.on {
-				return nil
-			}
-			e, err := scanEvent(tx.StmtContext(ctx, s.st.getEventW).QueryRowContext(ctx, id))
-			if err != nil {
-				return err
-			}
-			return f.feedIfFirst(ctx, tx.StmtContext(ctx, s.st.firstOfOrder), e)
+			return execOne(ctx, tx.StmtContext(ctx, s.st.replay), ErrNotFound, toNs(now), id)
 		})
-		if err == nil {
-			s.deliverFed(&f)
-		}
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: replay event %s: %w", id, err)

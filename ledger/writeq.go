@@ -49,8 +49,6 @@ type fastTx struct {
 	s   *sqlStore
 	// bound statements, by the store's statement
 	bound map[*sql.Stmt]*sql.Stmt
-	// feed collects the events the transaction makes due (see Feeder).
-	feed feeding
 }
 
 func (t *fastTx) stmt(st *sql.Stmt) *sql.Stmt {
@@ -94,9 +92,8 @@ func (s *sqlStore) read(ctx context.Context, op writeOp) error {
 func (s *sqlStore) write(ctx context.Context, op writeOp) error {
 	if !s.groupFast {
 		var answer error
-		t := &fastTx{ctx: ctx, s: s, bound: map[*sql.Stmt]*sql.Stmt{}}
-		s.startFeeding(&t.feed)
 		err := s.writeTx(ctx, syncNormal, func(tx *sql.Tx) error {
+			t := &fastTx{ctx: ctx, s: s, bound: map[*sql.Stmt]*sql.Stmt{}}
 			answers := []error{nil}
 			err := t.run(tx, []*writeReq{{op: op}}, answers)
 			answer = answers[0]
@@ -105,7 +102,6 @@ func (s *sqlStore) write(ctx context.Context, op writeOp) error {
 		if err != nil {
 			return err
 		}
-		s.deliverFed(&t.feed)
 		return answer
 	}
 	return s.submitOp(ctx, &writeReq{ctx: ctx, op: op, resp: make(chan error, 1)})
