@@ -15,8 +15,11 @@ package bench
 
 import (
 	"bytes"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +98,40 @@ func BenchmarkSign(b *testing.B) {
 				b.Fatalf("sign %q, want %q", sign, want)
 			}
 		})
+	}
+}
+
+// BenchmarkSignBaselineMD5 is md5.Sum alone over the canonical string that
+// BenchmarkSign/MD5 hashes (the eleven fields and &key=…), the part of
+// signing that no implementation avoids: BENCHMARKS.md reports Sign as a
+// ratio to this, measured in the same run.
+func BenchmarkSignBaselineMD5(b *testing.B) {
+	p := ElevenFields()
+	names := make([]string, 0, len(p))
+	for _, f := range p {
+		names = append(names, f.Name)
+	}
+	slices.Sort(names)
+	var canonical []byte
+	for _, name := range names {
+		canonical = append(canonical, name+"="+p.Get(name)+"&"...)
+	}
+	canonical = append(canonical, "key="+string(Key)...)
+	want, err := wxpay.Sign(p, Key, wxpay.SignTypeMD5)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if d := md5.Sum(canonical); strings.ToUpper(hex.EncodeToString(d[:])) != want {
+		b.Fatalf("the canonical string %q is not the one Sign hashes", canonical)
+	}
+	b.SetBytes(int64(len(canonical)))
+	b.ReportAllocs()
+	var d [md5.Size]byte
+	for b.Loop() {
+		d = md5.Sum(canonical)
+	}
+	if strings.ToUpper(hex.EncodeToString(d[:])) != want {
+		b.Fatal("md5.Sum changed its answer")
 	}
 }
 

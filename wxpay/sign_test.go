@@ -3,6 +3,9 @@ package wxpay
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -221,4 +224,143 @@ func BenchmarkSign(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestSignFieldOrder checks the sort and the duplicate check that signature
+// folds into it against refSign, over the orders and names that exercise
+// its shortcuts: input already sorted (one comparison per field), reversed,
+// names sharing their first byte or being prefixes of each other, bytes
+// above 0x7f, an empty name, and skipped fields (empty values, sign) placed
+// where they would break the order if they counted.
+func TestSignFieldOrder(t *testing.T) {
+	sorted := Params{
+		{"appid", "wxd930ea5d5a258f4f"}, {"attach", "支付测试"}, {"body", "腾讯充值中心-QQ会员充值"},
+		{"mch_id", "10000100"}, {"nonce_str", "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"},
+		{"notify_url", "https://pay.example.com/wxpay/notify"}, {"openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+		{"out_trade_no", "20150806125346"}, {"spbill_create_ip", "123.12.12.123"}, {"total_fee", "88"},
+		{"trade_type", "JSAPI"},
+	}
+	reversed := make(Params, len(sorted))
+	for i, f := range sorted {
+		reversed[len(sorted)-1-i] = f
+	}
+	tests := []struct {
+		name string
+		p    Params
+		dup  bool
+	}{
+		{"already sorted", sorted, false},
+		{"reverse sorted", reversed, false},
+		{"sorted, skipped fields out of place", Params{
+			{"zz_empty", ""}, {"appid", "wx1"}, {"sign", "X"}, {"body", "b"}, {"a_empty", ""},
+			{"mch_id", "1"}, {"sign", "Y"}, {"nonce_str", "n"}, {"aaa", ""},
+		}, false},
+		{"reversed, skipped fields out of place", Params{
+			{"aaa", ""}, {"nonce_str", "n"}, {"sign", "Y"}, {"mch_id", "1"}, {"zz_empty", ""},
+			{"body", "b"}, {"sign", "X"}, {"appid", "wx1"},
+		}, false},
+		{"shared first bytes and prefixes", Params{
+			{"out_trade_no", "1"}, {"a_b", "2"}, {"out_refund_no", "3"}, {"ab", "4"}, {"o", "5"},
+			{"a", "6"}, {"openid", "7"}, {"A", "8"}, {"out", "9"}, {"_x", "10"}, {"a\x00", "11"},
+		}, false},
+		{"high bytes and an empty name", Params{
+			{"é", "1"}, {"z", "2"}, {"", "3"}, {"\xff", "4"}, {"e", "5"}, {"éa", "6"},
+		}, false},
+		{"single field", Params{{"appid", "wx1"}}, false},
+		{"only skipped fields", Params{{"sign", "X"}, {"body", ""}}, false},
+		{"empty duplicate is skipped", Params{{"appid", "wx1"}, {"body", ""}, {"body", "b"}}, false},
+		{"duplicate sign is skipped", Params{{"sign", "X"}, {"appid", "wx1"}, {"sign", "Y"}}, false},
+		{"duplicate, sorted and adjacent", Params{{"appid", "wx1"}, {"body", "a"}, {"body", "b"}, {"mch_id", "1"}}, true},
+		{"duplicate, sorted, skipped field between", Params{{"appid", "wx1"}, {"body", "a"}, {"sign", "X"}, {"body", "b"}}, true},
+		{"duplicate, same value", Params{{"appid", "wx1"}, {"appid", "wx1"}}, true},
+		{"duplicate, unsorted", Params{{"mch_id", "1"}, {"body", "a"}, {"nonce_str", "n"}, {"appid", "wx1"}, {"body", "b"}}, true},
+		{"duplicate, unsorted, first position", Params{{"body", "a"}, {"mch_id", "1"}, {"appid", "wx1"}, {"appid", "wx2"}}, true},
+		{"duplicate, reversed", Params{{"trade_type", "JSAPI"}, {"total_fee", "1"}, {"body", "b"}, {"total_fee", "2"}, {"appid", "wx1"}}, true},
+		{"duplicate among shared first bytes", Params{{"out_trade_no", "1"}, {"openid", "o"}, {"out_refund_no", "2"}, {"out_trade_no", "3"}}, true},
+		{"duplicate empty name", Params{{"", "1"}, {"a", "2"}, {"", "3"}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, st := range []SignType{SignTypeMD5, SignTypeHMACSHA256} {
+				in := tt.p.Clone()
+				got, err := Sign(tt.p, officialKey, st)
+				if !slices.Equal(in, tt.p) {
+					t.Fatalf("Sign modified its input: %q", tt.p)
+				}
+				if tt.dup {
+					if !errors.Is(err, ErrDuplicateField) || got != "" {
+						t.Fatalf("%s: Sign = %q, %v, want ErrDuplicateField", st, got, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", st, err)
+				}
+				if want := refSign(signedFields(tt.p), officialKey, st); got != want {
+					t.Errorf("%s: Sign = %s, want %s", st, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestSignRandomOrders compares Sign with refSign over random documents
+// whose names, drawn from a small alphabet, often share first bytes and
+// repeat, in sorted, reversed and shuffled order, with more fields than
+// signature sorts on the stack in some.
+func TestSignRandomOrders(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "b", "o", "_", "A", "é", "\x00"}
+	for n := 0; n < 3000; n++ {
+		var p Params
+		for range rng.IntN(60) {
+			var name string
+			for range rng.IntN(4) {
+				name += alphabet[rng.IntN(len(alphabet))]
+			}
+			value := ""
+			if rng.IntN(6) > 0 {
+				value = fmt.Sprint(rng.IntN(100))
+			}
+			if rng.IntN(20) == 0 {
+				name = "sign"
+			}
+			p = append(p, Param{name, value})
+		}
+		switch n % 3 {
+		case 0:
+			sort.SliceStable(p, func(i, j int) bool { return p[i].Name < p[j].Name })
+		case 1:
+			sort.SliceStable(p, func(i, j int) bool { return p[i].Name > p[j].Name })
+		}
+		q := signedFields(p)
+		seen := map[string]bool{}
+		dup := false
+		for _, f := range q {
+			dup = dup || seen[f.Name]
+			seen[f.Name] = true
+		}
+		st := []SignType{SignTypeMD5, SignTypeHMACSHA256}[n%2]
+		got, err := Sign(p, officialKey, st)
+		if dup {
+			if !errors.Is(err, ErrDuplicateField) {
+				t.Fatalf("%q: Sign = %q, %v, want ErrDuplicateField", p, got, err)
+			}
+			continue
+		}
+		if want := refSign(q, officialKey, st); err != nil || got != want {
+			t.Fatalf("%q: Sign = %q, %v, want %s", p, got, err, want)
+		}
+	}
+}
+
+// signedFields returns the fields of p that a signature covers.
+func signedFields(p Params) Params {
+	var q Params
+	for _, f := range p {
+		if f.Value != "" && f.Name != "sign" {
+			q = append(q, f)
+		}
+	}
+	return q
 }
