@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
 )
@@ -322,5 +325,44 @@ func TestBackoff(t *testing.T) {
 		if d := got - tt.want; d < -time.Millisecond || d > time.Millisecond {
 			t.Errorf("Backoff(%d, u=%v) = %v, want %v", tt.n, tt.u, got, tt.want)
 		}
+	}
+}
+
+// A first-time delivery is logged at debug level (one Info line per
+// notification is the intake's); a delivery after failed attempts at info
+// (the backend is back); a failed attempt at warn.
+func TestDeliveryLogLevels(t *testing.T) {
+	st := openStore(t)
+	b := newBackend(func(id string, n int) Result {
+		if id == "evt_flaky" && n == 1 {
+			return Result{Status: 503, Response: "down"}
+		}
+		return Result{Status: 204}
+	})
+	core, logs := observer.New(zap.DebugLevel)
+	w := New(Config{Store: st, Logger: zap.New(core)})
+	w.SetSender(b, fastPolicy())
+	w.Start()
+	defer stop(w)
+	now := time.Now()
+	record(t, st, "evt_ok", "order1", now)
+	record(t, st, "evt_flaky", "order2", now)
+	w.Notify()
+	waitFor(t, "both events delivered", func() bool {
+		d, _ := b.snapshot()
+		return len(d) == 2
+	})
+	waitFor(t, "both deliveries logged", func() bool {
+		return logs.FilterMessage("event delivered").Len() == 2
+	})
+	levels := map[string]zapcore.Level{}
+	for _, e := range logs.FilterMessage("event delivered").All() {
+		levels[e.ContextMap()["event_id"].(string)] = e.Level
+	}
+	if levels["evt_ok"] != zap.DebugLevel || levels["evt_flaky"] != zap.InfoLevel {
+		t.Errorf("event delivered logged at %v, want evt_ok debug and evt_flaky info", levels)
+	}
+	if n := logs.FilterMessage("event delivery failed; will retry").FilterLevelExact(zap.WarnLevel).Len(); n != 1 {
+		t.Errorf("%d warnings for the failed attempt, want 1", n)
 	}
 }
