@@ -41,6 +41,7 @@
 #   PROFILE=0  1: afterwards, CPU profiles of Caddy under each load, from
 #       its admin endpoint, into bench/out/profile-*.pprof and *.top.txt
 #   SKIP_BUILD=0  1: reuse the binaries in bench/out/
+#   ONLY=""  a space-separated subset of the variants to run (experiments)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -372,6 +373,14 @@ VARIANTS=(baseline order)
 [[ $CFG_MAIN == "$CFG_DURABLE" && $ORDER_OFF == 1 ]] && VARIANTS+=(order-off)
 VARIANTS+=(intake-off)
 ((DURABLE)) && VARIANTS+=(intake-durable)
+# ONLY="v1 v2 …" keeps just those variants (quick experiments; the targets
+# need them all).
+if [[ -n ${ONLY:-} ]]; then
+	kept=()
+	for v in "${VARIANTS[@]}"; do [[ " $ONLY " == *" $v "* ]] && kept+=("$v"); done
+	((${#kept[@]})) || die "ONLY=$ONLY names none of: ${VARIANTS[*]}"
+	VARIANTS=("${kept[@]}")
+fi
 variant_kind() { case $1 in baseline) echo baseline ;; order*) echo order ;; intake*) echo intake ;; esac; }
 variant_cfg() { case $1 in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable) echo "$CFG_DURABLE" ;; esac; }
 echo
