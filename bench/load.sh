@@ -490,3 +490,29 @@ if [[ $PROFILE == 1 ]]; then
 		echo "  bench/out/profile-$v.pprof, top functions in bench/out/profile-$v.top.txt"
 	done
 fi
+
+# ---- system calls (SYSCALLS=1) -------------------------------------------------
+# strace -c on Caddy under each load, after the measured runs (strace slows
+# Caddy a lot: these runs are for counting, never for the figures above).
+# Counts per request show what the ledger asks of the kernel (pwrite64 for
+# WAL frames and checkpoints, fsync per group commit, fcntl for locks).
+if [[ ${SYSCALLS:-0} == 1 ]]; then
+	command -v strace >/dev/null || die "SYSCALLS=1 needs strace (apt-get install strace)"
+	echo
+	echo "counting Caddy's system calls for ${PROFILE_SECONDS}s under each load (strace -c)"
+	for v in "${VARIANTS[@]}"; do
+		kind=$(variant_kind "$v") cfg=$(variant_cfg "$v")
+		start_caddy "$cfg" "$OUT/logs/syscalls-$v.caddy.log"
+		timeout --signal=INT $((PROFILE_SECONDS + 1)) strace -c -f -p "$CADDY_PID" -o "$OUT/syscalls-$v.txt" 2>/dev/null &
+		PROF_PID=$!
+		read -r -a args <<<"$(wrk_args "$kind" "S$(date +%s)" notify)"
+		wrk_run "$kind" "${args[0]}" "$PROFILE_SECONDS" "${args[@]:1}" >"$OUT/logs/syscalls-$v.wrk.txt" 2>&1 || true
+		wait "$PROF_PID" || true
+		PROF_PID=
+		stop_caddy
+		reqs=$(grep '^BENCH ' "$OUT/logs/syscalls-$v.wrk.txt" | tail -1 | sed -n 's/.*requests=\([0-9]*\).*/\1/p')
+		echo "  $v: ${reqs:-0} requests; calls per request:" \
+			"$(awk -v n="${reqs:-0}" '$NF ~ /^(pwrite64|fsync|fdatasync|fcntl|pread64|write|read|futex)$/ && n > 0 {printf "%s %.2f  ", $NF, $4 / n}' "$OUT/syscalls-$v.txt")" \
+			"(bench/out/syscalls-$v.txt)"
+	done
+fi
