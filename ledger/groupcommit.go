@@ -218,6 +218,9 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 	if len(evs) == 0 && len(ops) == 0 {
 		// Reads only: no transaction (each runs in its own implicit one).
 		s.wmu.Lock()
+		if s.keys != nil {
+			_ = s.keys.catchUp(ctx, s.st.orderKeysSince) // on error the filter stops answering
+		}
 		for _, r := range reads {
 			r.resp <- r.op(b.t)
 		}
@@ -230,6 +233,11 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 	}
 	readsDone := false
 	err := s.writeTx(ctx, level, func(tx *sql.Tx) error {
+		if s.keys != nil {
+			// First, so that the filter takes in what other processes
+			// committed; on an error it stops answering, the batch goes on.
+			_ = s.keys.catchUp(ctx, tx.StmtContext(ctx, s.st.orderKeysSince))
+		}
 		if len(reads) > 0 {
 			_ = b.t.run(tx, reads, answers) // reads: every error is its caller's answer
 			for i, r := range reads {

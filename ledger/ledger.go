@@ -22,7 +22,10 @@
 // (with the events, when some are waiting, or in a transaction without
 // fsync), and GetOrder and DueEvents read through the same connection,
 // whose page cache stays warm. Each caller still gets its own answer. The
-// frequent statements are prepared once (stmts.go).
+// frequent statements are prepared once (stmts.go). GetOrder answers most
+// lookups of an order the ledger does not hold (every new out_trade_no)
+// from an in-memory filter of the order keys, without SQLite
+// (orderkeys.go).
 //
 // Times are stored as integer Unix nanoseconds (0 for the zero time) and
 // returned in UTC.

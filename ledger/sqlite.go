@@ -112,6 +112,11 @@ func openSQLite(ctx context.Context, opts SQLiteOptions) (*sqlStore, error) {
 		sync:        syncFull,
 		linger:      DefaultLinger,
 	}
+	if s.groupFast && d.name == "sqlite" {
+		// The filter relies on SQLite's rowid (see orderkeys.go) and on
+		// the committer to keep it complete.
+		s.keys = newOrderKeys()
+	}
 	if err := s.prepare(ctx); err != nil {
 		_ = durable.Close()
 		_ = fast.Close()

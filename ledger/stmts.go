@@ -104,6 +104,7 @@ type stmts struct {
 	getOrderW                             *sql.Stmt
 	dueW                                  [len(dueShapes)]*sql.Stmt
 	attemptEvent, insertAttempt           *sql.Stmt
+	orderKeysSince                        *sql.Stmt // nil without the order-key filter
 
 	all []*sql.Stmt
 }
@@ -150,6 +151,9 @@ func (s *sqlStore) prepare(ctx context.Context) (err error) {
 	p(d, &st.setOrderState, qSetOrderState)
 	p(d, &st.attemptEvent, qAttemptEvent)
 	p(d, &st.insertAttempt, qInsertAttempt)
+	if s.keys != nil {
+		p(d, &st.orderKeysSince, qOrderKeysSince)
+	}
 	return err
 }
 

@@ -44,6 +44,9 @@ type sqlStore struct {
 	// sync is the synchronous level the writer connection (durable) is
 	// set to; "" if unknown. Guarded by wmu.
 	sync string
+	// keys, if set, answers GetOrder for keys surely not in the ledger
+	// (orderkeys.go); the committer keeps it complete.
+	keys *orderKeys
 	// linger is how long the committer waits for more writes to join a
 	// batch of writes without events (0: not at all).
 	linger time.Duration
@@ -156,7 +159,13 @@ func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 	}
 	args := orderArgs(o)
 	if err := s.write(ctx, func(t *fastTx) error {
-		return execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, args...)
+		err := execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, args...)
+		if s.keys != nil && (err == nil || err == ErrExists) {
+			// Before the caller hears back: a GetOrder that follows
+			// must not be answered "absent" by the filter.
+			s.keys.add(o.MchID, o.OutTradeNo, false)
+		}
+		return err
 	}); err != nil {
 		return fmt.Errorf("ledger: put order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
@@ -186,6 +195,9 @@ func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
 func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
+	}
+	if s.keys != nil && s.keys.absent(mchID, outTradeNo) {
+		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, ErrNotFound)
 	}
 	var o *Order
 	var err error
