@@ -61,12 +61,12 @@ type orderKeys struct {
 	mu     sync.RWMutex
 	layers []*bloomLayer
 
-	// Written by the committer goroutine only.
-	watermark int64 // highest orders rowid added
-	complete  bool  // a catch-up has read to the end of the table
+	// watermark is the highest orders rowid added. Committer goroutine
+	// only.
+	watermark int64
 
-	// checked is when (since epoch, ns) the last complete catch-up ended;
-	// 0 while the filter is not complete.
+	// checked is when (since epoch, ns) the last catch-up that read to the
+	// end of the table ended; 0 while the filter is behind the table.
 	checked atomic.Int64
 	// answered counts the lookups the filter answered (tests, benchmarks).
 	answered atomic.Int64
@@ -157,12 +157,13 @@ func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) error {
 		k.checked.Store(0)
 		return err
 	}
-	if n < keysChunk {
-		k.complete = true
+	if n == keysChunk {
+		// More to read (a ledger being loaded, or a burst of another
+		// process's orders): not caught up until a batch reads the rest.
+		k.checked.Store(0)
+		return nil
 	}
-	if k.complete {
-		k.checked.Store(max(int64(time.Since(k.epoch)), 1))
-	}
+	k.checked.Store(max(int64(time.Since(k.epoch)), 1))
 	return nil
 }
 

@@ -178,3 +178,33 @@ func TestOrderKeysOtherWriter(t *testing.T) {
 	wantOrder(t, a, "b2") // stale filter: read through the committer
 	wantOrder(t, b, "a2")
 }
+
+// A burst of more orders than one chunk from another process makes the
+// filter stop answering until a batch has read them all.
+func TestOrderKeysBurstFromOtherWriter(t *testing.T) {
+	path := testPath(t)
+	a := openAt(t, path, SQLiteOptions{})
+	b := openAt(t, path, SQLiteOptions{})
+	putOrders(t, a, []string{"a1"})
+	if a.keys.checked.Load() == 0 {
+		t.Fatal("the filter of a is not caught up")
+	}
+	var nos []string
+	for i := range keysChunk + 5 {
+		nos = append(nos, fmt.Sprintf("burst%05d", i))
+	}
+	putOrders(t, b, nos)
+	putOrders(t, a, []string{"a2"}) // a batch of a: reads one chunk of the burst
+	if a.keys.checked.Load() != 0 {
+		t.Fatal("the filter answers with part of the burst unread")
+	}
+	wantOrder(t, a, nos[len(nos)-1]) // read through the committer, which reads the rest
+	if a.keys.checked.Load() == 0 {
+		t.Fatal("the filter is not caught up after reading the whole burst")
+	}
+	for _, no := range nos {
+		if !a.keys.mayHold("10000100", no) {
+			t.Fatalf("the filter lost %s", no)
+		}
+	}
+}
