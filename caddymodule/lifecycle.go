@@ -131,6 +131,19 @@ func (a *App) orderClosed(ctx context.Context, m *merchant, outTradeNo string) {
 	}
 }
 
+// refundError is weChatError for refunds: WeChat answers a refund of more
+// than is left of the order with err_code INVALID_REQUEST
+// ("refund_fee大于可退金额") and any refund of an order refunded in full
+// with ERROR ("订单已全额退款"); both conflict with the order's state (409),
+// and the caller sees WeChat's code and words.
+func refundError(err error) *apiError {
+	ae := weChatError(err)
+	if ae.status == http.StatusBadGateway && (ae.code == "INVALID_REQUEST" || ae.code == "ERROR") {
+		ae.status = http.StatusConflict
+	}
+	return ae
+}
+
 // RefundBody is the body of POST /wxpay/refunds.
 type RefundBody struct {
 	OutTradeNo    string          `json:"out_trade_no,omitempty"`
@@ -223,7 +236,7 @@ func (h *Handler) serveRefund(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := h.merchant.client.Refund(r.Context(), req)
 	if err != nil {
-		h.writeRouteError(w, r, weChatError(err))
+		h.writeRouteError(w, r, refundError(err))
 		return
 	}
 	if st != nil {

@@ -162,8 +162,14 @@ func TestRefundLifecycle(t *testing.T) {
 		t.Fatalf("same out_refund_no, other amount: %d %v", status, out2)
 	}
 	status, out2 = g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "r1", "out_refund_no": "rf2", "total_fee": 100, "refund_fee": 70})
-	if code, _ := errorOf(out2); status != http.StatusConflict || code != "NOTENOUGH" {
+	// WeChat: INVALID_REQUEST "refund_fee大于可退金额".
+	if code, msg := errorOf(out2); status != http.StatusConflict || code != "INVALID_REQUEST" || msg != wxpaysim.DesRefundFeeTooHigh {
 		t.Fatalf("refunding more than is left: %d %v", status, out2)
+	}
+	// More than the order's total: refused by the gateway, WeChat not asked.
+	status, out2 = g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "r1", "out_refund_no": "rf2", "total_fee": 100, "refund_fee": 101})
+	if code, msg := errorOf(out2); status != http.StatusBadRequest || code != "INVALID_REQUEST" || !strings.Contains(msg, "refund_fee") {
+		t.Fatalf("refunding more than the total: %d %v", status, out2)
 	}
 
 	waitFor(t, "the refund event", 10*time.Second, func() bool { return len(eventsOfType(g, t, "refund.succeeded")) == 1 })
@@ -182,6 +188,18 @@ func TestRefundLifecycle(t *testing.T) {
 	}
 	if status, st := g.get("/wxpay/orders/r1"); status != 200 || st["trade_state"] != "REFUND" {
 		t.Fatalf("order after refund: %d %v", status, st)
+	}
+	// The rest, then one fen more: the order is refunded in full, and
+	// WeChat answers ERROR "订单已全额退款".
+	if status, out := g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "r1", "out_refund_no": "rf3", "total_fee": 100, "refund_fee": 60}); status != 200 {
+		t.Fatalf("refunding what is left: %d %v", status, out)
+	}
+	status, out2 = g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "r1", "out_refund_no": "rf4", "total_fee": 100, "refund_fee": 1})
+	if code, msg := errorOf(out2); status != http.StatusConflict || code != "ERROR" || msg != wxpaysim.DesFullyRefunded {
+		t.Fatalf("refunding an order refunded in full: %d %v", status, out2)
+	}
+	if n := len(g.sim.Refunds()); n != 2 {
+		t.Fatalf("WeChat made %d refunds, want 2", n)
 	}
 }
 

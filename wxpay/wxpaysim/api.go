@@ -18,6 +18,17 @@ import (
 // refusals it carries return_code FAIL and is not signed.
 const MsgCertInvalid = "证书验证失败"
 
+// WeChat's answers to refunds of more than an order allows, as merchants
+// report them: a refund_fee above the request's own total_fee is refused
+// outright (return_code FAIL); one above what is left of the order is
+// err_code INVALID_REQUEST; any refund of an order refunded in full is
+// err_code ERROR.
+const (
+	MsgInvalidRefundFee = "invalid refund_fee"
+	DesRefundFeeTooHigh = "refund_fee大于可退金额"
+	DesFullyRefunded    = "订单已全额退款"
+)
+
 // apiCall is one API request that passed WeChat's common checks: a POST
 // with a flat UTF-8 XML body, a known merchant, a valid signature.
 type apiCall struct {

@@ -157,6 +157,11 @@ func (s *Simulator) refund(c *apiCall) (apiReply, error) {
 	if code != "" {
 		return s.fail(c, code, des)
 	}
+	if rr.refundFee > rr.totalFee {
+		// WeChat refuses this before looking at the order, with an
+		// unsigned return_code FAIL.
+		return s.refuse(APIRefund, MsgInvalidRefundFee)
+	}
 	fields, code, des, repeated := s.createRefund(c, rr)
 	if code != "" {
 		return s.fail(c, code, des)
@@ -189,13 +194,20 @@ func (s *Simulator) createRefund(c *apiCall, rr refundRequest) (fields wxpay.Par
 		// the same refund.
 		return rf.answerFields(), "", "", true
 	}
+	// WeChat's answers as merchants report them: a total_fee other than the
+	// order's is REFUND_FEE_MISMATCH; a refund of an order refunded in
+	// full is ERROR "订单已全额退款"; one above what is left is
+	// INVALID_REQUEST "refund_fee大于可退金额". (NOTENOUGH is the
+	// merchant's balance, not the order's.)
 	switch {
 	case o.State != StateSuccess:
 		return nil, "TRADE_STATE_ERROR", errCodeDes("TRADE_STATE_ERROR"), false
 	case rr.totalFee != o.TotalFee:
-		return nil, "PARAM_ERROR", "订单金额或退款金额与之前请求不一致，请核实后再试", false
+		return nil, "REFUND_FEE_MISMATCH", errCodeDes("REFUND_FEE_MISMATCH"), false
+	case o.refunded >= o.TotalFee:
+		return nil, "ERROR", DesFullyRefunded, false
 	case o.refunded+rr.refundFee > o.TotalFee:
-		return nil, "NOTENOUGH", fmt.Sprintf("申请退款金额超过订单可退金额（已退%d分，可退%d分）", o.refunded, o.TotalFee-o.refunded), false
+		return nil, "INVALID_REQUEST", DesRefundFeeTooHigh, false
 	}
 	rf := &refund{
 		Refund: Refund{

@@ -152,10 +152,10 @@ func TestRefund(t *testing.T) {
 		{"same refund again", wxpay.SignTypeHMACSHA256, refundKV("R1", "RF1", "300"), "", 1},
 		{"same refund by transaction_id", wxpay.SignTypeMD5, []string{"transaction_id", paid.TransactionID, "out_refund_no", "RF1", "total_fee", "888", "refund_fee", "300"}, "", 1},
 		{"same out_refund_no, other amount", wxpay.SignTypeMD5, refundKV("R1", "RF1", "301"), "REFUND_FEE_MISMATCH", 1},
-		{"more than what is left", wxpay.SignTypeMD5, refundKV("R1", "RF2", "589"), "NOTENOUGH", 1},
-		{"wrong total_fee", wxpay.SignTypeMD5, []string{"out_trade_no", "R1", "out_refund_no", "RF2", "total_fee", "889", "refund_fee", "1"}, "PARAM_ERROR", 1},
+		{"more than what is left", wxpay.SignTypeMD5, refundKV("R1", "RF2", "589"), "INVALID_REQUEST", 1},
+		{"wrong total_fee", wxpay.SignTypeMD5, []string{"out_trade_no", "R1", "out_refund_no", "RF2", "total_fee", "889", "refund_fee", "1"}, "REFUND_FEE_MISMATCH", 1},
 		{"what is left", wxpay.SignTypeHMACSHA256, refundKV("R1", "RF2", "588", "refund_fee_type", "CNY"), "", 2},
-		{"nothing left", wxpay.SignTypeMD5, refundKV("R1", "RF3", "1"), "NOTENOUGH", 2},
+		{"nothing left", wxpay.SignTypeMD5, refundKV("R1", "RF3", "1"), "ERROR", 2},
 		{"RF2 again after the order is fully refunded", wxpay.SignTypeMD5, refundKV("R1", "RF2", "588"), "", 2},
 		{"unknown order", wxpay.SignTypeMD5, refundKV("R-NOPE", "RF4", "1"), "ORDERNOTEXIST", 2},
 		{"unknown transaction_id", wxpay.SignTypeMD5, []string{"transaction_id", "4200000000000000000000000000", "out_refund_no", "RF4", "total_fee", "888", "refund_fee", "1"}, "ORDERNOTEXIST", 2},
@@ -186,6 +186,9 @@ func TestRefund(t *testing.T) {
 				t.Fatalf("%s: err_code %q (%s), want %s", step.name, p.Get("err_code"), p.Get("err_code_des"), step.errCode)
 			}
 			wantErrCode(t, p, step.errCode)
+			if des, ok := map[string]string{"INVALID_REQUEST": DesRefundFeeTooHigh, "ERROR": DesFullyRefunded}[step.errCode]; ok && p.Get("err_code_des") != des {
+				t.Errorf("%s: err_code_des %q, want %q", step.name, p.Get("err_code_des"), des)
+			}
 		} else {
 			wantOK(t, p)
 			want := map[string]string{
@@ -209,6 +212,13 @@ func TestRefund(t *testing.T) {
 		if n := len(e.sim.Refunds()); n != step.refunds {
 			t.Fatalf("%s: %d refunds, want %d", step.name, n, step.refunds)
 		}
+	}
+
+	// A refund_fee above the request's own total_fee: refused outright,
+	// unsigned, before the order is looked at.
+	wantRefused(t, api.call(t, "/secapi/pay/refund", []string{"out_trade_no", "R1", "out_refund_no", "RF5", "total_fee", "888", "refund_fee", "889"}...), MsgInvalidRefundFee)
+	if n := len(e.sim.Refunds()); n != 2 {
+		t.Fatalf("a refused refund changed the refunds: %d", n)
 	}
 
 	refunds := e.sim.Refunds()
