@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -147,41 +146,57 @@ func (a *App) recordNotification(ctx context.Context, m *merchant, n *wxpay.Noti
 	if err != nil {
 		return nil, false, err
 	}
-	orderState := ""
-	o, err := store.GetOrder(ctx, m.mchID, n.OutTradeNo())
-	switch {
-	case err == nil:
-		if diff := discrepancies(o, n); len(diff) > 0 {
-			ev.MarkMismatch(diff)
-			orderState = ledger.OrderMismatch
-			a.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
-				zap.String("merchant", m.name), zap.String("out_trade_no", n.OutTradeNo()),
-				zap.String("transaction_id", n.TransactionID()), zap.Any("mismatch", diff))
-		} else if n.Succeeded() {
-			orderState = ledger.OrderPaid
-		} else {
-			orderState = ledger.OrderPayError
-		}
-	case errors.Is(err, ledger.ErrNotFound):
-		// An order placed outside the gateway: nothing to check it against.
-	default:
-		return nil, false, fmt.Errorf("reading order %s: %w", n.OutTradeNo(), err)
-	}
 	payload, err := ev.Marshal()
 	if err != nil {
 		return nil, false, err
 	}
-	created, err := store.RecordEvent(ctx, &ledger.Event{
+	// The cross-check runs in the event's transaction (RecordPayment), on
+	// the ledger's committer: it only compares and, for a mismatch, builds
+	// the payment.mismatch event; logging waits until the call returns.
+	var diff map[string]event.Discrepancy
+	stored := ev
+	le := &ledger.Event{
 		ID: ev.ID, MchID: m.mchID, Type: ev.Type, OutTradeNo: n.OutTradeNo(), TransactionID: n.TransactionID(),
 		Payload: payload, CreatedAt: now, NextAttemptAt: now,
-	}, orderState)
+	}
+	created, err := store.RecordPayment(ctx, le, func(o *ledger.Order, e *ledger.Event) (string, error) {
+		diff, stored = nil, ev
+		if o == nil {
+			// An order placed outside the gateway: nothing to check it against.
+			return "", nil
+		}
+		diff = discrepancies(o, n)
+		switch {
+		case len(diff) > 0:
+			mm, err := event.FromNotification(n, now)
+			if err != nil {
+				return "", err
+			}
+			mm.MarkMismatch(diff)
+			b, err := mm.Marshal()
+			if err != nil {
+				return "", err
+			}
+			e.Type, e.Payload, stored = mm.Type, b, mm
+			return ledger.OrderMismatch, nil
+		case n.Succeeded():
+			return ledger.OrderPaid, nil
+		default:
+			return ledger.OrderPayError, nil
+		}
+	})
 	if err != nil {
 		return nil, false, err
+	}
+	if len(diff) > 0 {
+		a.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
+			zap.String("merchant", m.name), zap.String("out_trade_no", n.OutTradeNo()),
+			zap.String("transaction_id", n.TransactionID()), zap.Any("mismatch", diff))
 	}
 	if created {
 		a.ledger.worker.Notify()
 	}
-	return ev, created, nil
+	return stored, created, nil
 }
 
 // discrepancies lists where a notification disagrees with its order.

@@ -136,6 +136,11 @@ const (
 	MaxResponse = 1024
 )
 
+// PaymentCheck is RecordPayment's cross-check of an event against its
+// order (nil: the ledger does not hold it). It returns the order's new
+// state ("" to leave it) and may change e's Type and Payload.
+type PaymentCheck func(o *Order, e *Event) (orderState string, err error)
+
 // Store is the gateway's durable state.
 type Store interface {
 	// PutOrder inserts an order; ErrExists (wrapped) when (MchID, OutTradeNo)
@@ -162,6 +167,19 @@ type Store interface {
 	// returns ctx's error although the batch may still commit (a retried
 	// notification then gets created=false).
 	RecordEvent(ctx context.Context, e *Event, orderState string) (created bool, err error)
+	// RecordPayment is RecordEvent for an event about an order the ledger
+	// may hold (a payment notification), cross-checked in the same
+	// transaction: it reads the order (e.MchID, e.OutTradeNo), calls check
+	// with it (nil when the ledger does not hold it), and stores e as check
+	// left it, setting the order's state to the one check returned (""
+	// leaves it). check may change e's Type and Payload (a notification
+	// that disagrees with its order). It runs on the store's committer,
+	// inside the transaction: it must be quick and must not call the
+	// store. An error from check is this call's error alone: e is not
+	// stored, the other events of the batch are. check is called for a
+	// duplicate too (an event whose ID is stored), which then changes
+	// nothing.
+	RecordPayment(ctx context.Context, e *Event, check PaymentCheck) (created bool, err error)
 	// GetEvent returns an event and its attempts, oldest first.
 	GetEvent(ctx context.Context, id string) (*Event, []Attempt, error)
 	// ListEvents returns events newest first.

@@ -333,16 +333,49 @@ func (s *sqlStore) eventDefaults(e *Event) error {
 // eventTx holds the statements of RecordEvent bound to one transaction
 // of the durable pool.
 type eventTx struct {
+	tx                 *sql.Tx
 	insert, orderState *sql.Stmt
+	getOrder           *sql.Stmt // bound when first needed
 }
 
-func (s *sqlStore) eventTx(ctx context.Context, tx *sql.Tx) eventTx {
-	return eventTx{insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.eventOrderState)}
+func (s *sqlStore) eventTx(ctx context.Context, tx *sql.Tx) *eventTx {
+	return &eventTx{tx: tx, insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.eventOrderState)}
+}
+
+// checkError is a PaymentCheck's error: its event's, not the batch's.
+type checkError struct{ err error }
+
+func (e checkError) Error() string { return e.err.Error() }
+func (e checkError) Unwrap() error { return e.err }
+
+// checkPayment is RecordPayment's cross-check inside the transaction: read
+// the order (the filter answers for one the ledger surely does not hold),
+// call check, and return the order state to set. A checkError is the
+// event's own; any other error fails the transaction.
+func (s *sqlStore) checkPayment(ctx context.Context, etx *eventTx, e *Event, check PaymentCheck) (string, error) {
+	var o *Order
+	if s.keys == nil || !s.keys.absent(e.MchID, e.OutTradeNo) {
+		if etx.getOrder == nil {
+			etx.getOrder = etx.tx.StmtContext(ctx, s.st.getOrderW)
+		}
+		var err error
+		o, err = scanOrder(etx.getOrder.QueryRowContext(ctx, e.MchID, e.OutTradeNo))
+		if errors.Is(err, ErrNotFound) {
+			o = nil
+		} else if err != nil {
+			return "", fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
+		}
+	}
+	state, err := check(o, e)
+	if err != nil {
+		return "", checkError{err}
+	}
+	return state, nil
 }
 
 // insertEvent is RecordEvent inside a transaction: insert the event if its
 // ID is new, and then only, set the order's state.
-func (s *sqlStore) insertEvent(ctx context.Context, tx eventTx, e *Event, orderState string) (bool, error) {
+func (s *sqlStore) insertEvent(ctx context.Context, tx *eventTx, e *Event, orderState string) (bool, error) {
 	res, err := tx.insert.ExecContext(ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
 	if err != nil {
 		return false, err
@@ -360,6 +393,17 @@ func (s *sqlStore) insertEvent(ctx context.Context, tx eventTx, e *Event, orderS
 }
 
 func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, orderState string) (bool, error) {
+	return s.recordEvent(ctx, e, orderState, nil)
+}
+
+func (s *sqlStore) RecordPayment(ctx context.Context, e *Event, check PaymentCheck) (bool, error) {
+	if check == nil {
+		return false, errors.New("ledger: record payment: no check")
+	}
+	return s.recordEvent(ctx, e, "", check)
+}
+
+func (s *sqlStore) recordEvent(ctx context.Context, e *Event, orderState string, check PaymentCheck) (bool, error) {
 	if err := s.eventDefaults(e); err != nil {
 		return false, fmt.Errorf("ledger: record event: %w", err)
 	}
@@ -369,8 +413,16 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, orderState string)
 	if !s.group {
 		var created bool
 		err := s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
+			etx := s.eventTx(ctx, tx)
+			state := orderState
+			if check != nil {
+				var err error
+				if state, err = s.checkPayment(ctx, etx, e, check); err != nil {
+					return err
+				}
+			}
 			var err error
-			created, err = s.insertEvent(ctx, s.eventTx(ctx, tx), e, orderState)
+			created, err = s.insertEvent(ctx, etx, e, state)
 			return err
 		})
 		if err != nil {
@@ -379,7 +431,7 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, orderState string)
 		s.eventTxs.Add(1)
 		return created, nil
 	}
-	return s.submit(ctx, e, orderState)
+	return s.submit(ctx, e, orderState, check)
 }
 
 func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, error) {
