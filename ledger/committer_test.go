@@ -245,12 +245,13 @@ func TestMigration3(t *testing.T) {
 	ctx := context.Background()
 	path := testPath(t)
 	s := openAt(t, path, SQLiteOptions{})
-	// Back to version 2: the indexes it had, without version 3's.
+	// Back to version 2: the indexes it had, without those of versions 3 and 4.
 	for _, q := range []string{
 		`DROP INDEX events_pending_order`, `DROP INDEX events_due_order`,
 		`CREATE INDEX events_due ON events (state, next_attempt_at)`,
 		`CREATE INDEX events_order ON events (mch_id, out_trade_no, created_at)`,
-		`DELETE FROM schema_migrations WHERE version = 3`,
+		`DROP INDEX orders_unpaid_check`, `CREATE INDEX orders_check ON orders (state, next_check_at)`,
+		`DELETE FROM schema_migrations WHERE version >= 3`,
 	} {
 		if _, err := s.durable.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
@@ -262,7 +263,7 @@ func TestMigration3(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := openAt(t, path, SQLiteOptions{})
-	if v, err := schemaVersion(ctx, s2.fast); err != nil || v != 3 {
+	if v, err := schemaVersion(ctx, s2.fast); err != nil || v != len(migrations()) {
 		t.Fatalf("version %d, %v", v, err)
 	}
 	var names []string
@@ -342,5 +343,75 @@ func TestPreparedAfterSchemaChange(t *testing.T) {
 	var n int
 	if err := s.fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders`).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("%d orders, %v", n, err)
+	}
+}
+
+// Migration 4 replaces orders_check with an index of the unpaid orders,
+// which OrdersToCheck uses (no scan, no sort).
+func TestMigration4(t *testing.T) {
+	ctx := context.Background()
+	path := testPath(t)
+	s := openAt(t, path, SQLiteOptions{})
+	// Back to version 3.
+	for _, q := range []string{
+		`DROP INDEX orders_unpaid_check`,
+		`CREATE INDEX orders_check ON orders (state, next_check_at)`,
+		`DELETE FROM schema_migrations WHERE version = 4`,
+	} {
+		if _, err := s.durable.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, no := range []string{"due", "later", "paid"} {
+		if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, CreatedAt: at(0), NextCheckAt: at(10 + 100*i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetOrderState(ctx, "m", "paid", OrderPaid, at(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, path, SQLiteOptions{})
+	if v, err := schemaVersion(ctx, s2.fast); err != nil || v != 4 {
+		t.Fatalf("version %d, %v", v, err)
+	}
+	var n int
+	if err := s2.fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders_check'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("orders_check still there (%d, %v)", n, err)
+	}
+	for _, tc := range []struct {
+		now  time.Time
+		want []string
+	}{{at(5), nil}, {at(50), []string{"due"}}, {at(1000), []string{"due", "later"}}} {
+		got, err := s2.OrdersToCheck(ctx, tc.now, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nos []string
+		for _, o := range got {
+			nos = append(nos, o.OutTradeNo)
+		}
+		if !slices.Equal(nos, tc.want) {
+			t.Errorf("OrdersToCheck(%v) = %v, want %v", tc.now, nos, tc.want)
+		}
+	}
+	rows, err := s2.fast.QueryContext(ctx, "EXPLAIN QUERY PLAN "+qOrdersToCheck, int64(0), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if p := strings.Join(plan, "\n"); !strings.Contains(p, "orders_unpaid_check") || strings.Contains(p, "TEMP B-TREE") {
+		t.Errorf("OrdersToCheck plan:\n%s", p)
 	}
 }

@@ -121,6 +121,17 @@ func migrations() []migration {
 				`DROP INDEX events_due`,
 			},
 		},
+		{
+			version: 4,
+			name:    "order checks: an index of the unpaid orders only",
+			// Paying an order (in the notification's transaction) then
+			// deletes its entry instead of moving it, and the index stays
+			// as small as the orders waiting for a check.
+			steps: []string{
+				`CREATE INDEX orders_unpaid_check ON orders (next_check_at) WHERE state = '` + OrderNotPay + `' AND next_check_at > 0`,
+				`DROP INDEX orders_check`,
+			},
+		},
 	}
 }
 

@@ -41,9 +41,7 @@ func (s *sqlStore) OrdersToCheck(ctx context.Context, now time.Time, limit int) 
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	rows, err := s.fast.QueryContext(ctx, s.d.rebind(`SELECT `+orderCols+` FROM orders
-		WHERE state = ? AND next_check_at > 0 AND next_check_at <= ? ORDER BY next_check_at LIMIT ?`),
-		OrderNotPay, toNs(now), limit)
+	rows, err := s.fast.QueryContext(ctx, s.d.rebind(qOrdersToCheck), toNs(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: orders to check: %w", err)
 	}

@@ -18,6 +18,11 @@ import (
 // Queries, written once with "?" placeholders (see dialect.rebind).
 const (
 	qGetOrder = `SELECT ` + orderCols + ` FROM orders WHERE mch_id = ? AND out_trade_no = ?`
+	// qOrdersToCheck reads the unpaid orders due for a check (index
+	// orders_unpaid_check: its condition is written out, not bound, for
+	// the planner to see that the index covers the query).
+	qOrdersToCheck = `SELECT ` + orderCols + ` FROM orders
+		WHERE state = '` + OrderNotPay + `' AND next_check_at > 0 AND next_check_at <= ? ORDER BY next_check_at LIMIT ?`
 	// qPutOrderHead (with the dialect's insert-if-absent clause) inserts an
 	// order if its key is new (RowsAffected 0 if not).
 	qPutOrderHead = `INSERT INTO orders (` + orderCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
