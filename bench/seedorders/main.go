@@ -9,7 +9,8 @@
 //
 // Each file holds one notification per line (bench/gennotify). Every
 // notification is verified with the test key first; the order gets its
-// merchant, app id, out_trade_no, trade type and total_fee.
+// merchant, app id, out_trade_no, trade type and total_fee, and is due for
+// a reconciliation check 5 minutes on, as the gateway records it.
 package main
 
 import (
@@ -100,6 +101,9 @@ func readOrders(file string, now time.Time, orders chan<- *ledger.Order) error {
 		orders <- &ledger.Order{
 			MchID: n.MchID(), OutTradeNo: n.OutTradeNo(), AppID: n.AppID(), TradeType: n.Get("trade_type"),
 			TotalFee: fee, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: now.Add(2 * time.Hour), UpdatedAt: now,
+			// As the gateway records an order with reconciliation on (the
+			// default): first checked 5 minutes after it was placed.
+			NextCheckAt: now.Add(5 * time.Minute),
 		}
 	}
 	return sc.Err()
