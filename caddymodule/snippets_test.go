@@ -61,10 +61,7 @@ func TestREADMESignatureSnippets(t *testing.T) {
 	}
 	for interp, args := range snippetChecks {
 		t.Run(interp, func(t *testing.T) {
-			path, err := exec.LookPath(interp)
-			if err != nil {
-				t.Skipf("%s is not installed", interp)
-			}
+			path := requireTool(t, interp)
 			run := func(file string) error {
 				cmd := exec.Command(path, append(args, file, d.Header.Get("Wxpay-Timestamp"), d.Header.Get("Wxpay-Signature"))...)
 				cmd.Env = append(os.Environ(), "WXPAY_UPSTREAM_SECRET="+testSecret)
@@ -82,4 +79,19 @@ func TestREADMESignatureSnippets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requireTool returns the path of the command name, and skips t when it is
+// not installed, unless WXPAY_TEST_REQUIRE_TOOLS=1 (set by .ci/run, which
+// installs it): then a missing tool fails the test instead of hiding it.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("WXPAY_TEST_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s is not installed, and WXPAY_TEST_REQUIRE_TOOLS=1", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return path
 }

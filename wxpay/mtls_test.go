@@ -152,10 +152,7 @@ func TestNewMTLSHTTPClient(t *testing.T) {
 //
 //	openssl pkcs12 -export -legacy -in cert.pem -inkey key.pem -certfile ca.pem -name "Tenpay Certificate" -passout env:WXPAY_P12_PASS -out apiclient_cert.p12
 func TestLoadPKCS12(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl is not installed: cannot build a .p12 to load")
-	}
+	openssl := requireTool(t, "openssl")
 	pki := newTestPKI(t, "WeChat")
 	certPEM, keyPEM := rsaClient(t, pki)
 	dir := t.TempDir()
@@ -255,4 +252,19 @@ func TestLoadPKCS12(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requireTool returns the path of the command name, and skips t when it is
+// not installed, unless WXPAY_TEST_REQUIRE_TOOLS=1 (set by .ci/run, which
+// installs it): then a missing tool fails the test instead of hiding it.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("WXPAY_TEST_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s is not installed, and WXPAY_TEST_REQUIRE_TOOLS=1", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return path
 }

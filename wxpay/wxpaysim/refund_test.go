@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -496,10 +497,7 @@ func TestRefundNotification(t *testing.T) {
 	}
 
 	t.Run("openssl", func(t *testing.T) {
-		path, err := exec.LookPath("openssl")
-		if err != nil {
-			t.Skip("openssl not installed")
-		}
+		path := requireTool(t, "openssl")
 		ct, _ := base64.StdEncoding.DecodeString(outer.Get("req_info"))
 		key := fmt.Sprintf("%x", md5.Sum([]byte(testKey)))
 		cmd := exec.CommandContext(t.Context(), path, "enc", "-d", "-aes-256-ecb", "-nosalt", "-K", fmt.Sprintf("%x", key))
@@ -542,4 +540,19 @@ func TestCloseStopsRefunds(t *testing.T) {
 	if ns.count() != 0 || len(e.sim.Notifications()) != 0 {
 		t.Error("notified after Close")
 	}
+}
+
+// requireTool returns the path of the command name, and skips t when it is
+// not installed, unless WXPAY_TEST_REQUIRE_TOOLS=1 (set by .ci/run, which
+// installs it): then a missing tool fails the test instead of hiding it.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("WXPAY_TEST_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s is not installed, and WXPAY_TEST_REQUIRE_TOOLS=1", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return path
 }
