@@ -263,7 +263,7 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 				state := r.orderState
 				if r.check != nil {
 					var err error
-					state, err = s.checkPayment(ctx, etx, r.e, r.check)
+					state, err = s.checkPayment(ctx, etx, r.e, r.check, true)
 					var ce checkError
 					if errors.As(err, &ce) {
 						evErrs[i] = ce.err // this event's alone: not stored

@@ -135,6 +135,9 @@ func (k *orderKeys) absent(mchID, outTradeNo string) bool {
 // the writer connection). Committer goroutine only. On an error the
 // filter stops answering until a catch-up succeeds.
 func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) error {
+	// Freshness counts from before the read: what it reads is the table as
+	// it was then, or later.
+	start := max(int64(time.Since(k.epoch)), 1)
 	rows, err := st.QueryContext(ctx, k.watermark)
 	if err != nil {
 		k.checked.Store(0)
@@ -163,7 +166,7 @@ func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) error {
 		k.checked.Store(0)
 		return nil
 	}
-	k.checked.Store(max(int64(time.Since(k.epoch)), 1))
+	k.checked.Store(start)
 	return nil
 }
 

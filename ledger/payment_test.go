@@ -112,3 +112,34 @@ func TestRecordPayment(t *testing.T) {
 		})
 	}
 }
+
+// Without group commit RecordPayment runs on its caller's goroutine, where
+// the order-key filter may be behind another process's orders: it must read
+// the order from the database, never trust the filter's "absent".
+func TestRecordPaymentSeesOtherWritersOrders(t *testing.T) {
+	ctx := context.Background()
+	path := testPath(t)
+	a := openAt(t, path, SQLiteOptions{DisableGroupCommit: true})
+	b := openAt(t, path, SQLiteOptions{})
+	for i := range 50 {
+		// A fresh, complete filter in a (its committer caught up just now)…
+		if err := a.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: fmt.Sprintf("a%02d", i), CreatedAt: at(0)}); err != nil {
+			t.Fatal(err)
+		}
+		// …then b's order, which a's filter has not read.
+		no := fmt.Sprintf("b%02d", i)
+		if err := b.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, TotalFee: 5, CreatedAt: at(0)}); err != nil {
+			t.Fatal(err)
+		}
+		var seen *Order
+		if _, err := a.RecordPayment(ctx, ev("evt_"+no, "m", no, at(1)), func(o *Order, _ *Event) (string, error) {
+			seen = o
+			return OrderPaid, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if seen == nil || seen.TotalFee != 5 {
+			t.Fatalf("payment %d: the check saw %+v, not b's order", i, seen)
+		}
+	}
+}

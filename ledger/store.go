@@ -349,12 +349,14 @@ func (e checkError) Error() string { return e.err.Error() }
 func (e checkError) Unwrap() error { return e.err }
 
 // checkPayment is RecordPayment's cross-check inside the transaction: read
-// the order (the filter answers for one the ledger surely does not hold),
-// call check, and return the order state to set. A checkError is the
-// event's own; any other error fails the transaction.
-func (s *sqlStore) checkPayment(ctx context.Context, etx *eventTx, e *Event, check PaymentCheck) (string, error) {
+// the order, call check, and return the order state to set. A checkError
+// is the event's own; any other error fails the transaction. caughtUp: the
+// committer read the orders into the filter at the start of this
+// transaction, so the filter may answer for an order the ledger surely
+// does not hold (elsewhere it may be behind another process's orders).
+func (s *sqlStore) checkPayment(ctx context.Context, etx *eventTx, e *Event, check PaymentCheck, caughtUp bool) (string, error) {
 	var o *Order
-	if s.keys == nil || !s.keys.absent(e.MchID, e.OutTradeNo) {
+	if !caughtUp || s.keys == nil || !s.keys.absent(e.MchID, e.OutTradeNo) {
 		if etx.getOrder == nil {
 			etx.getOrder = etx.tx.StmtContext(ctx, s.st.getOrderW)
 		}
@@ -417,7 +419,7 @@ func (s *sqlStore) recordEvent(ctx context.Context, e *Event, orderState string,
 			state := orderState
 			if check != nil {
 				var err error
-				if state, err = s.checkPayment(ctx, etx, e, check); err != nil {
+				if state, err = s.checkPayment(ctx, etx, e, check, false); err != nil {
 					return err
 				}
 			}
