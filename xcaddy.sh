@@ -4,7 +4,7 @@
 #   ./xcaddy.sh                 # writes ./caddy
 #   ./xcaddy.sh --output /usr/local/bin/caddy
 #
-# Needs Go >= 1.26 and the Go module proxy; nothing else is downloaded.
+# Needs Go >= 1.26.8 and the Go module proxy; nothing else is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -46,6 +46,9 @@
 #   ORDER_OFF=1  with durable orders, also measure order-off: orders with
 #       the storage-off configuration, to show what the ledger costs
 #   NOTIFY_DOCS=auto  distinct notifications per run (auto: 15000/s)
+#   SYSCALLS=0  1: afterwards, Caddy's system calls per request under each
+#       load (strace -c, needs strace; PROFILE_SECONDS each)
+#   PROFILE_SECONDS=10  length of each profile and system-call count
 #   PROFILE=0  1: afterwards, CPU profiles of Caddy under each load, from
 #       its admin endpoint, into bench/out/profile-*.pprof and *.top.txt
 #   SKIP_BUILD=0  1: reuse the binaries in bench/out/
