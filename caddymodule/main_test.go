@@ -1,6 +1,7 @@
 package caddymodule_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -118,4 +119,55 @@ func makeTestPKI(dir string) error {
 
 func writePEM(path, typ string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+// The test PKI is what the integration tests trust: the simulator's
+// certificate verifies for 127.0.0.1 as a server, each merchant's client
+// certificate verifies as a client with its mch_id as CommonName, and the
+// SSL_CERT_FILE bundle holds this CA and the demo's.
+func TestTestPKI(t *testing.T) {
+	leaf, err := x509.ParseCertificate(testPKI.serverCert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: testPKI.caPool, DNSName: "127.0.0.1",
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Errorf("server certificate: %v", err)
+	}
+	for _, mch := range []string{testMchID, testHMACMch} {
+		files := testPKI.clientCert[mch]
+		pair, err := tls.LoadX509KeyPair(files[0], files[1])
+		if err != nil {
+			t.Fatalf("client certificate of %s: %v", mch, err)
+		}
+		c, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Subject.CommonName != mch {
+			t.Errorf("client certificate CommonName %q, want %s", c.Subject.CommonName, mch)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: testPKI.caPool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("client certificate of %s: %v", mch, err)
+		}
+	}
+	bundle, err := os.ReadFile(os.Getenv("SSL_CERT_FILE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		t.Fatal("SSL_CERT_FILE holds no certificate")
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "127.0.0.1"}); err != nil {
+		t.Errorf("SSL_CERT_FILE does not trust the test CA: %v", err)
+	}
+	demoCA, err := os.ReadFile("../demo/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(demoCA)
+	if block == nil || !bytes.Contains(bundle, pem.EncodeToMemory(block)) {
+		t.Error("SSL_CERT_FILE does not hold the demo CA")
+	}
 }
