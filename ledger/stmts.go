@@ -104,7 +104,7 @@ type stmts struct {
 	getOrder, getEvent, getAttempts, eventCreated, nextDue *sql.Stmt
 	due                                                    [len(dueShapes)]*sql.Stmt
 	// durable pool (the writer connection)
-	insertEvent, eventOrderState, replay  *sql.Stmt
+	insertEvent, replay                   *sql.Stmt
 	putOrder, replaceOrder, setOrderState *sql.Stmt
 	getOrderW                             *sql.Stmt
 	dueW                                  [len(dueShapes)]*sql.Stmt
@@ -145,7 +145,6 @@ func (s *sqlStore) prepare(ctx context.Context) (err error) {
 		p(f, &st.due[i], dueQuery(s.d, n))
 	}
 	p(d, &st.insertEvent, qInsertEventHead+s.d.insertIgnore("id"))
-	p(d, &st.eventOrderState, qSetOrderState)
 	p(d, &st.replay, qReplay)
 	p(d, &st.getOrderW, qGetOrder)
 	for i, n := range dueShapes {

@@ -339,7 +339,7 @@ type eventTx struct {
 }
 
 func (s *sqlStore) eventTx(ctx context.Context, tx *sql.Tx) *eventTx {
-	return &eventTx{tx: tx, insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.eventOrderState)}
+	return &eventTx{tx: tx, insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.setOrderState)}
 }
 
 // checkError is a PaymentCheck's error: its event's, not the batch's.
