@@ -96,19 +96,7 @@ func (r *RefundRequest) Validate() error {
 // ValidateOutRefundNo checks a merchant refund number: 1 to 64 of the
 // characters WeChat allows ([0-9A-Za-z_-|*@]).
 func ValidateOutRefundNo(field, v string) error {
-	if v == "" {
-		return fieldErrorf(field, "is required")
-	}
-	if len(v) > 64 {
-		return fieldErrorf(field, "is %d characters, WeChat allows 64", len(v))
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '-' || c == '|' || c == '*' || c == '@') {
-			return fieldErrorf(field, "may hold only letters, digits and _-|*@")
-		}
-	}
-	return nil
+	return validateMerchantNo(field, v, 64, "_-|*@")
 }
 
 // validateTransactionID checks WeChat's payment number: up to 32 letters and

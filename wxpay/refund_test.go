@@ -467,3 +467,37 @@ func TestQueryRefundValidatesFirst(t *testing.T) {
 		t.Error("an invalid query was sent to WeChat")
 	}
 }
+
+// Merchant numbers: order numbers are 1–32 of [0-9A-Za-z_-|*], refund
+// numbers 1–64 of the same and '@' (WeChat's field tables).
+func TestValidateMerchantNumbers(t *testing.T) {
+	tests := []struct {
+		name     string
+		validate func(field, v string) error
+		v        string
+		ok       bool
+	}{
+		{"order 32", ValidateOutTradeNo, "aZ09_-|*" + strings.Repeat("x", 24), true},
+		{"order 33", ValidateOutTradeNo, strings.Repeat("x", 33), false},
+		{"order empty", ValidateOutTradeNo, "", false},
+		{"order @", ValidateOutTradeNo, "a@b", false},
+		{"order space", ValidateOutTradeNo, "a b", false},
+		{"order Chinese", ValidateOutTradeNo, "订单1", false},
+		{"refund 64 with @", ValidateOutRefundNo, "aZ09_-|*@" + strings.Repeat("r", 55), true},
+		{"refund 65", ValidateOutRefundNo, strings.Repeat("r", 65), false},
+		{"refund empty", ValidateOutRefundNo, "", false},
+		{"refund dot", ValidateOutRefundNo, "r.1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.validate("the_field", tt.v)
+			if (err == nil) != tt.ok {
+				t.Fatalf("%q: %v, want ok=%v", tt.v, err, tt.ok)
+			}
+			var fe *FieldError
+			if err != nil && (!errors.As(err, &fe) || fe.Field != "the_field") {
+				t.Fatalf("%q: error %v does not name the field", tt.v, err)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -124,19 +125,25 @@ func (r *UnifiedOrderRequest) Validate() error {
 	return nil
 }
 
-// ValidateOutTradeNo checks a merchant order or refund number: 1 to 32 of
-// the characters WeChat allows ([0-9A-Za-z_-|*]).
+// ValidateOutTradeNo checks a merchant order number: 1 to 32 of the
+// characters WeChat allows ([0-9A-Za-z_-|*]).
 func ValidateOutTradeNo(field, v string) error {
+	return validateMerchantNo(field, v, 32, "_-|*")
+}
+
+// validateMerchantNo checks a merchant's number: 1 to maxLen letters,
+// digits and the punctuation in extra.
+func validateMerchantNo(field, v string, maxLen int, extra string) error {
 	if v == "" {
 		return fieldErrorf(field, "is required")
 	}
-	if len(v) > 32 {
-		return fieldErrorf(field, "is %d characters, WeChat allows 32", len(v))
+	if len(v) > maxLen {
+		return fieldErrorf(field, "is %d characters, WeChat allows %d", len(v), maxLen)
 	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '-' || c == '|' || c == '*') {
-			return fieldErrorf(field, "may hold only letters, digits and _-|*")
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte(extra, c) >= 0) {
+			return fieldErrorf(field, "may hold only letters, digits and %s", extra)
 		}
 	}
 	return nil
