@@ -106,48 +106,15 @@ func TestSyncLevels(t *testing.T) {
 // own.
 func TestBatchFailureSparesOtherWrites(t *testing.T) {
 	ctx := context.Background()
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var sizes []int
-	first := true
-	s := openTest(t, SQLiteOptions{beforeBatch: func(k int) {
-		mu.Lock()
-		sizes = append(sizes, k)
-		wait := first
-		first = false
-		mu.Unlock()
-		if wait {
-			<-release
-		}
-	}})
-	if _, err := s.fast.ExecContext(ctx, `CREATE TRIGGER fail_bad BEFORE INSERT ON events
-		WHEN NEW.id = 'evt_bad' BEGIN SELECT RAISE(ABORT, 'boom'); END`); err != nil {
-		t.Fatal(err)
-	}
-	blocker := make(chan error, 1)
-	go func() {
-		_, err := s.RecordEvent(ctx, ev("evt_first", "m", "o0", at(0)), "")
-		blocker <- err
-	}()
-	for { // wait until the committer holds the first batch
-		mu.Lock()
-		k := len(sizes)
-		mu.Unlock()
-		if k == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h := openHeldBatch(t)
+	s := h.s
 	var wg sync.WaitGroup
 	var evErr, orderErr error
 	wg.Go(func() { _, evErr = s.RecordEvent(ctx, ev("evt_bad", "m", "o1", at(1)), "") })
 	wg.Go(func() { orderErr = s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o2", CreatedAt: at(2)}) })
 	time.Sleep(100 * time.Millisecond) // both queue behind the first batch
-	close(release)
+	h.release(t)
 	wg.Wait()
-	if err := <-blocker; err != nil {
-		t.Fatal(err)
-	}
 	if evErr == nil || !strings.Contains(evErr.Error(), "boom") {
 		t.Fatalf("evt_bad: %v, want the trigger's error", evErr)
 	}

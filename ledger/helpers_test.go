@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +72,58 @@ func ids(evs []*Event) []string {
 		out[i] = e.ID
 	}
 	return out
+}
+
+// heldBatch is a store whose committer holds its first batch (one event,
+// evt_first) until release is called, and whose insert of evt_bad fails
+// inside the transaction (a trigger): requests made meanwhile queue into
+// the next batch.
+type heldBatch struct {
+	s     *sqlStore
+	mu    sync.Mutex
+	sizes []int // batch sizes the committer saw, in order
+	rel   chan struct{}
+	first chan error // the held event's answer
+}
+
+func openHeldBatch(t *testing.T) *heldBatch {
+	t.Helper()
+	ctx := context.Background()
+	h := &heldBatch{rel: make(chan struct{}), first: make(chan error, 1)}
+	h.s = openTest(t, SQLiteOptions{beforeBatch: func(k int) {
+		h.mu.Lock()
+		h.sizes = append(h.sizes, k)
+		wait := len(h.sizes) == 1
+		h.mu.Unlock()
+		if wait {
+			<-h.rel
+		}
+	}})
+	if _, err := h.s.fast.ExecContext(ctx, `CREATE TRIGGER fail_bad BEFORE INSERT ON events
+		WHEN NEW.id = 'evt_bad' BEGIN SELECT RAISE(ABORT, 'boom'); END`); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := h.s.RecordEvent(ctx, ev("evt_first", "m", "o0", at(0)), "")
+		h.first <- err
+	}()
+	for len(h.batchSizes()) < 1 { // wait until the committer holds the first batch
+		time.Sleep(time.Millisecond)
+	}
+	return h
+}
+
+func (h *heldBatch) batchSizes() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.sizes)
+}
+
+// release lets the first batch commit and checks that it did.
+func (h *heldBatch) release(t *testing.T) {
+	t.Helper()
+	close(h.rel)
+	if err := <-h.first; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -278,40 +278,8 @@ func TestRecordEventGroupCommit(t *testing.T) {
 // A failing transaction fails every caller of its batch and stores nothing.
 func TestGroupCommitBatchFailure(t *testing.T) {
 	ctx := context.Background()
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var sizes []int
-	first := true
-	s := openTest(t, SQLiteOptions{beforeBatch: func(k int) {
-		mu.Lock()
-		sizes = append(sizes, k)
-		wait := first
-		first = false
-		mu.Unlock()
-		if wait {
-			<-release
-		}
-	}})
-	// Make the insert of evt_bad fail inside the transaction.
-	if _, err := s.fast.ExecContext(ctx, `CREATE TRIGGER fail_bad BEFORE INSERT ON events
-		WHEN NEW.id = 'evt_bad' BEGIN SELECT RAISE(ABORT, 'boom'); END`); err != nil {
-		t.Fatal(err)
-	}
-
-	blocker := make(chan error, 1)
-	go func() {
-		_, err := s.RecordEvent(ctx, ev("evt_first", "m", "o0", at(0)), "")
-		blocker <- err
-	}()
-	for { // wait until the committer holds the first batch
-		mu.Lock()
-		k := len(sizes)
-		mu.Unlock()
-		if k == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h := openHeldBatch(t)
+	s := h.s
 	idsIn := []string{"evt_a", "evt_b", "evt_bad", "evt_c", "evt_d"}
 	var wg sync.WaitGroup
 	errs := make([]error, len(idsIn))
@@ -321,12 +289,9 @@ func TestGroupCommitBatchFailure(t *testing.T) {
 		})
 	}
 	time.Sleep(200 * time.Millisecond) // let them all queue behind the first batch
-	close(release)
+	h.release(t)
 	wg.Wait()
-	if err := <-blocker; err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(sizes, []int{1, len(idsIn)}) {
+	if sizes := h.batchSizes(); !slices.Equal(sizes, []int{1, len(idsIn)}) {
 		t.Skipf("batches %v: the requests did not queue as one batch", sizes)
 	}
 	for i, err := range errs {
