@@ -230,7 +230,10 @@ func TestOrderIdempotency(t *testing.T) {
 	}
 	waitFor(t, "the notification", 5*time.Second, func() bool { return acked(g.sim, "idem1") })
 	status, out = g.post("/wxpay/orders", testToken, order)
-	if code, _ := errorOf(out); status != http.StatusConflict || code != "ORDERPAID" {
+	// The gateway's own words, not WeChat's "该订单已支付": the ledger
+	// marked the order paid in the notification's transaction, and WeChat
+	// was not asked.
+	if code, msg := errorOf(out); status != http.StatusConflict || code != "ORDERPAID" || msg != "the order is already paid" {
 		t.Fatalf("a paid order placed again: %d %v", status, out)
 	}
 }
