@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds ./caddy: Caddy v2.11.9 with the caddy-wxpay module from this checkout.
+# Builds ./caddy: Caddy v2.11.9 with the caddy-wxpay module from this checkout
+# and its simulator (wxpay_simulator), which the demo needs. A production
+# build leaves the simulator out:
+#   xcaddy build v2.11.9 --with github.com/caddy-wxpay/caddy-wxpay
 #
 #   ./xcaddy.sh                 # writes ./caddy
 #   ./xcaddy.sh --output /usr/local/bin/caddy
@@ -26,4 +29,5 @@ fi
 
 exec go run "github.com/caddyserver/xcaddy/cmd/xcaddy@$XCADDY_VERSION" build "$CADDY_VERSION" \
 	--with "$MODULE@v0.0.0=$PWD" \
+	--with "$MODULE/caddymodule/simulator@v0.0.0" \
 	--output "$output"

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-wxpay/caddy-wxpay/delivery"
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
 )
 
@@ -47,21 +49,40 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-func apiErr(status int, format string, args ...any) error {
+// adminError is an admin API answer with status, in Caddy's admin error
+// type.
+func adminError(status int, format string, args ...any) error {
 	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
 }
 
+// eventLedger is what the admin API needs of the ledger: its events, and
+// replaying one.
+type eventLedger interface {
+	ListEvents(ctx context.Context, f ledger.ListFilter) ([]*ledger.Event, error)
+	GetEvent(ctx context.Context, id string) (*ledger.Event, []ledger.Attempt, error)
+	CountEvents(ctx context.Context) (map[string]int, error)
+	Replay(ctx context.Context, id string, now time.Time) error
+}
+
+// adminView is what the admin API operates: the running configuration's
+// ledger and its delivery worker.
+type adminView struct {
+	app    *App
+	events eventLedger
+	worker *delivery.Worker
+}
+
 // current returns the running configuration's ledger.
-func current() (*App, *ledgerHandle, error) {
+func current() (*adminView, error) {
 	app := active.Load()
 	if app == nil {
-		return nil, nil, apiErr(http.StatusServiceUnavailable, "the wxpay app is not running")
+		return nil, adminError(http.StatusServiceUnavailable, "the wxpay app is not running")
 	}
 	h := app.ledger
 	if h == nil {
-		return nil, nil, apiErr(http.StatusNotFound, "the wxpay app keeps no ledger (ack upstream)")
+		return nil, adminError(http.StatusNotFound, "the wxpay app keeps no ledger (ack upstream)")
 	}
-	return app, h, nil
+	return &adminView{app: app, events: h.store, worker: h.worker}, nil
 }
 
 // eventView is an event as the admin API shows it.
@@ -120,9 +141,9 @@ func writeAdminJSON(w http.ResponseWriter, v any) error {
 
 func (adminAPI) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
-		return apiErr(http.StatusMethodNotAllowed, "use GET")
+		return adminError(http.StatusMethodNotAllowed, "use GET")
 	}
-	_, h, err := current()
+	h, err := current()
 	if err != nil {
 		return err
 	}
@@ -131,18 +152,18 @@ func (adminAPI) listEvents(w http.ResponseWriter, r *http.Request) error {
 	switch f.State {
 	case "", ledger.EventPending, ledger.EventDelivered, ledger.EventDead:
 	default:
-		return apiErr(http.StatusBadRequest, "state %q: want pending, delivered or dead", f.State)
+		return adminError(http.StatusBadRequest, "state %q: want pending, delivered or dead", f.State)
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
-			return apiErr(http.StatusBadRequest, "limit %q: want 1 to 1000", l)
+			return adminError(http.StatusBadRequest, "limit %q: want 1 to 1000", l)
 		}
 		f.Limit = n
 	}
-	events, err := h.store.ListEvents(r.Context(), f)
+	events, err := h.events.ListEvents(r.Context(), f)
 	if err != nil {
-		return apiErr(http.StatusInternalServerError, "listing events: %v", err)
+		return adminError(http.StatusInternalServerError, "listing events: %v", err)
 	}
 	out := make([]eventView, 0, len(events))
 	for _, e := range events {
@@ -155,20 +176,20 @@ func (adminAPI) event(w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, "/wxpay/events/")
 	id, action, _ := strings.Cut(rest, "/")
 	if id == "" {
-		return apiErr(http.StatusNotFound, "no event id")
+		return adminError(http.StatusNotFound, "no event id")
 	}
-	_, h, err := current()
+	h, err := current()
 	if err != nil {
 		return err
 	}
 	switch {
 	case action == "" && r.Method == http.MethodGet:
-		e, attempts, err := h.store.GetEvent(r.Context(), id)
+		e, attempts, err := h.events.GetEvent(r.Context(), id)
 		if errors.Is(err, ledger.ErrNotFound) {
-			return apiErr(http.StatusNotFound, "no event %s", id)
+			return adminError(http.StatusNotFound, "no event %s", id)
 		}
 		if err != nil {
-			return apiErr(http.StatusInternalServerError, "reading event %s: %v", id, err)
+			return adminError(http.StatusInternalServerError, "reading event %s: %v", id, err)
 		}
 		v := viewOf(e, true)
 		for _, a := range attempts {
@@ -176,23 +197,23 @@ func (adminAPI) event(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeAdminJSON(w, v)
 	case action == "replay" && r.Method == http.MethodPost:
-		err := h.store.Replay(r.Context(), id, time.Now())
+		err := h.events.Replay(r.Context(), id, h.app.now())
 		if errors.Is(err, ledger.ErrNotFound) {
-			return apiErr(http.StatusNotFound, "no event %s", id)
+			return adminError(http.StatusNotFound, "no event %s", id)
 		}
 		if err != nil {
-			return apiErr(http.StatusInternalServerError, "replaying event %s: %v", id, err)
+			return adminError(http.StatusInternalServerError, "replaying event %s: %v", id, err)
 		}
 		h.worker.Notify()
 		return writeAdminJSON(w, map[string]string{"id": id, "state": ledger.EventPending})
 	case action == "" || action == "replay":
-		return apiErr(http.StatusMethodNotAllowed, "use GET /wxpay/events/<id> or POST /wxpay/events/<id>/replay")
+		return adminError(http.StatusMethodNotAllowed, "use GET /wxpay/events/<id> or POST /wxpay/events/<id>/replay")
 	}
-	return apiErr(http.StatusNotFound, "no such route")
+	return adminError(http.StatusNotFound, "no such route")
 }
 
 func (adminAPI) delivery(w http.ResponseWriter, r *http.Request) error {
-	_, h, err := current()
+	h, err := current()
 	if err != nil {
 		return err
 	}
@@ -203,11 +224,11 @@ func (adminAPI) delivery(w http.ResponseWriter, r *http.Request) error {
 	case r.URL.Path == "/wxpay/delivery/resume" && r.Method == http.MethodPost:
 		h.worker.Resume()
 	default:
-		return apiErr(http.StatusNotFound, "use GET /wxpay/delivery, POST /wxpay/delivery/pause or /resume")
+		return adminError(http.StatusNotFound, "use GET /wxpay/delivery, POST /wxpay/delivery/pause or /resume")
 	}
-	counts, err := h.store.CountEvents(r.Context())
+	counts, err := h.events.CountEvents(r.Context())
 	if err != nil {
-		return apiErr(http.StatusInternalServerError, "counting events: %v", err)
+		return adminError(http.StatusInternalServerError, "counting events: %v", err)
 	}
 	return writeAdminJSON(w, map[string]any{
 		"paused":    h.worker.Paused(),
@@ -216,5 +237,8 @@ func (adminAPI) delivery(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// Interface guard
-var _ caddy.AdminRouter = adminAPI{}
+// Interface guards
+var (
+	_ caddy.AdminRouter = adminAPI{}
+	_ eventLedger       = ledger.Store(nil)
+)

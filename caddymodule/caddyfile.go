@@ -15,7 +15,6 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("wxpay", parseGlobalOption)
 	httpcaddyfile.RegisterHandlerDirective("wxpay", parseHandler)
 	httpcaddyfile.RegisterHandlerDirective("wxpay_checkout", parseCheckout)
-	httpcaddyfile.RegisterHandlerDirective("wxpay_simulator", parseSimulator)
 	// Early in the route, before "invoke", "handle" and "route": each of
 	// these handlers passes on what it does not serve, and ordering them
 	// before a site's respond, reverse_proxy or catch-all handle block
@@ -23,10 +22,26 @@ func init() {
 	// must wrap the reverse_proxy whose answer it reads.
 	httpcaddyfile.RegisterDirectiveOrder("wxpay", httpcaddyfile.Before, "invoke")
 	httpcaddyfile.RegisterDirectiveOrder("wxpay_checkout", httpcaddyfile.Before, "invoke")
-	httpcaddyfile.RegisterDirectiveOrder("wxpay_simulator", httpcaddyfile.Before, "invoke")
 }
 
-// parseGlobalOption parses the wxpay global option:
+// parseGlobalOption parses the wxpay global option; see
+// App.UnmarshalCaddyfile.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if existing != nil {
+		if prev, ok := existing.(httpcaddyfile.App); ok {
+			if err := json.Unmarshal(prev.Value, app); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "wxpay", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the wxpay global option:
 //
 //	wxpay {
 //		merchant [<name>] {
@@ -57,22 +72,12 @@ func init() {
 //			close_expired on|off
 //		}
 //	}
-func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
-	app := new(App)
-	if existing != nil {
-		if prev, ok := existing.(httpcaddyfile.App); ok {
-			if err := json.Unmarshal(prev.Value, app); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := app.UnmarshalCaddyfile(d); err != nil {
-		return nil, err
-	}
-	return httpcaddyfile.App{Name: "wxpay", Value: caddyconfig.JSON(app, nil)}, nil
-}
-
-// UnmarshalCaddyfile sets up the app from the wxpay global option.
+//
+// Each option sets the field of the same name (app_id, which may be
+// repeated, sets app_ids; client_cert's second argument, client_key).
+// merchant may be repeated with different names; a merchant without a
+// name is "default". Secrets (api_key, secret, api_token) are best given
+// as {env.*} or {file.*} placeholders, resolved when the config loads.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
@@ -214,7 +219,9 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.MchID) {
 				return d.ArgErr()
 			}
-		case "app_id", "app_ids":
+		case "app_ids":
+			return d.Errf("unknown merchant option %q: use app_id <app_id> [<app_id>...]", opt)
+		case "app_id":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -284,18 +291,21 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
-// parseHandler parses the wxpay directive:
-//
-//	wxpay [<merchant>] {
-//		base_path /wxpay
-//		notify_only
-//	}
+// parseHandler parses the wxpay directive; see Handler.UnmarshalCaddyfile.
 func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	return handler, handler.UnmarshalCaddyfile(h.Dispenser)
 }
 
-// UnmarshalCaddyfile sets up the handler from the wxpay directive.
+// UnmarshalCaddyfile sets up the handler from the wxpay directive:
+//
+//	wxpay [<merchant>] {
+//		base_path <path>
+//		notify_only
+//	}
+//
+// The argument names the merchant (default "default"); base_path and
+// notify_only set the fields of the same name.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -322,15 +332,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseCheckout parses the wxpay_checkout directive:
-//
-//	wxpay_checkout [<merchant>]
+// parseCheckout parses the wxpay_checkout directive; see
+// Checkout.UnmarshalCaddyfile.
 func parseCheckout(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	c := new(Checkout)
 	return c, c.UnmarshalCaddyfile(h.Dispenser)
 }
 
-// UnmarshalCaddyfile sets up the handler from the wxpay_checkout directive.
+// UnmarshalCaddyfile sets up the handler from the wxpay_checkout
+// directive:
+//
+//	wxpay_checkout [<merchant>]
+//
+// The argument names the merchant (default "default"); it takes no block.
 func (c *Checkout) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -345,62 +359,9 @@ func (c *Checkout) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseSimulator parses the wxpay_simulator directive:
-//
-//	wxpay_simulator {
-//		time_scale <factor>
-//		merchant <mch_id> <api_key> <app_id> [<app_id>...]
-//		client_ca <ca.pem>
-//		name <name>
-//	}
-func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	s := new(Simulator)
-	return s, s.UnmarshalCaddyfile(h.Dispenser)
-}
-
-// UnmarshalCaddyfile sets up the handler from the wxpay_simulator directive.
-func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		switch d.Val() {
-		case "time_scale":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f <= 0 {
-				return d.Errf("time_scale must be a positive number, got %q", v)
-			}
-			s.TimeScale = f
-		case "client_ca":
-			if !d.AllArgs(&s.ClientCA) {
-				return d.ArgErr()
-			}
-		case "name":
-			if !d.AllArgs(&s.Name) {
-				return d.ArgErr()
-			}
-		case "merchant":
-			args := d.RemainingArgs()
-			if len(args) < 3 {
-				return d.Err("merchant needs <mch_id> <api_key> <app_id> [<app_id>...]")
-			}
-			s.Merchants = append(s.Merchants, SimulatedMerchant{MchID: args[0], APIKey: args[1], AppIDs: args[2:]})
-		default:
-			return d.Errf("unknown wxpay_simulator option %q", d.Val())
-		}
-	}
-	return nil
-}
-
 // Interface guards
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler = (*Checkout)(nil)
-	_ caddyfile.Unmarshaler = (*Simulator)(nil)
 )

@@ -9,11 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/gateway"
 )
 
 func init() {
@@ -37,9 +38,8 @@ type Checkout struct {
 	Merchant string `json:"merchant,omitempty"`
 
 	app      *App
-	merchant *merchant
+	merchant *gateway.Merchant
 	logger   *zap.Logger
-	now      func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -53,7 +53,6 @@ func (*Checkout) CaddyModule() caddy.ModuleInfo {
 // Provision finds the merchant in the wxpay app.
 func (c *Checkout) Provision(ctx caddy.Context) error {
 	c.logger = ctx.Logger()
-	c.now = time.Now
 	if c.Merchant == "" {
 		c.Merchant = "default"
 	}
@@ -102,62 +101,66 @@ func (c *Checkout) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Etag", "Last-Modified", "Content-Range", "Accept-Ranges"} {
 		hdr.Del(k)
 	}
-	body, aerr := c.orderBody(buf, encoding)
-	if aerr == nil {
-		var o *OrderRequest
-		if o, aerr = decodeOrder(body); aerr == nil {
-			aerr = c.place(w, r, o)
-			if aerr == nil {
-				return nil
-			}
-		} else {
-			// A malformed order is the backend's bug, not the client's.
-			aerr = &apiError{status: http.StatusBadGateway, code: "BACKEND_INVALID_ORDER", message: "the backend's order is invalid: " + aerr.message}
-		}
+	if err := c.place(w, r, buf, encoding); err != nil {
+		e := gateway.ErrorFor(err)
+		logError(c.logger, c.Merchant, e)
+		writeError(w, e)
 	}
-	c.logger.Error("checkout order not placed", zap.String("merchant", c.Merchant),
-		zap.Int("status", aerr.status), zap.String("code", aerr.code), zap.String("message", aerr.message), zap.NamedError("cause", aerr.err))
-	writeAPIError(w, aerr)
 	return nil
 }
 
-func (c *Checkout) orderBody(buf *bytes.Buffer, encoding string) ([]byte, *apiError) {
+// place places the backend's order and answers the client; a malformed
+// or invalid order is the backend's bug, not the client's (502).
+func (c *Checkout) place(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, encoding string) error {
+	svc, err := c.app.serviceFor(r.Context())
+	if err != nil {
+		return err
+	}
+	body, err := c.orderBody(buf, encoding)
+	if err != nil {
+		return err
+	}
+	req, err := gateway.DecodeOrderRequest(body)
+	if err != nil {
+		return backendInvalid(err)
+	}
+	resp, err := svc.PlaceOrder(r.Context(), c.merchant, req, clientIP(r))
+	if err != nil {
+		return backendInvalid(err)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// backendInvalid makes a 400 (the order is invalid) the backend's 502.
+func backendInvalid(err error) error {
+	if e := gateway.ErrorFor(err); e.Status == http.StatusBadRequest {
+		return &gateway.Error{Status: http.StatusBadGateway, Code: "BACKEND_INVALID_ORDER", Message: "the backend's order is invalid: " + e.Message}
+	}
+	return err
+}
+
+func (c *Checkout) orderBody(buf *bytes.Buffer, encoding string) ([]byte, error) {
 	var rd io.Reader = buf
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "", "identity":
 	case "gzip":
 		zr, err := gzip.NewReader(buf)
 		if err != nil {
-			return nil, &apiError{status: http.StatusBadGateway, code: "BACKEND_INVALID_ORDER", message: "the backend's gzip order does not decompress"}
+			return nil, &gateway.Error{Status: http.StatusBadGateway, Code: "BACKEND_INVALID_ORDER", Message: "the backend's gzip order does not decompress"}
 		}
 		rd = zr
 	default:
-		return nil, &apiError{status: http.StatusBadGateway, code: "BACKEND_INVALID_ORDER", message: "the backend's order uses Content-Encoding " + encoding + "; answer it uncompressed or gzip"}
+		return nil, &gateway.Error{Status: http.StatusBadGateway, Code: "BACKEND_INVALID_ORDER", Message: "the backend's order uses Content-Encoding " + encoding + "; answer it uncompressed or gzip"}
 	}
-	body, err := io.ReadAll(io.LimitReader(rd, maxOrderBody+1))
+	body, err := io.ReadAll(io.LimitReader(rd, gateway.MaxBodySize+1))
 	if err != nil {
-		return nil, &apiError{status: http.StatusBadGateway, code: "BACKEND_INVALID_ORDER", message: "the backend's order cannot be read"}
+		return nil, &gateway.Error{Status: http.StatusBadGateway, Code: "BACKEND_INVALID_ORDER", Message: "the backend's order cannot be read"}
 	}
-	if len(body) > maxOrderBody {
-		return nil, &apiError{status: http.StatusBadGateway, code: "BACKEND_INVALID_ORDER", message: fmt.Sprintf("the backend's order is larger than %d bytes", maxOrderBody)}
+	if len(body) > gateway.MaxBodySize {
+		return nil, &gateway.Error{Status: http.StatusBadGateway, Code: "BACKEND_INVALID_ORDER", Message: fmt.Sprintf("the backend's order is larger than %d bytes", gateway.MaxBodySize)}
 	}
 	return body, nil
-}
-
-func (c *Checkout) place(w http.ResponseWriter, r *http.Request, o *OrderRequest) *apiError {
-	req, aerr := o.unifiedOrderRequest(c.merchant, clientIP(r))
-	if aerr != nil {
-		if aerr.status == http.StatusBadRequest {
-			return &apiError{status: http.StatusBadGateway, code: "BACKEND_INVALID_ORDER", message: "the backend's order is invalid: " + aerr.message}
-		}
-		return aerr
-	}
-	resp, aerr := c.app.placeOrder(r.Context(), c.merchant, req, c.now())
-	if aerr != nil {
-		return aerr
-	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
 }
 
 // Interface guards

@@ -4,16 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-wxpay/caddy-wxpay/event"
-	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+	"github.com/caddy-wxpay/caddy-wxpay/gateway"
 )
 
 func init() {
@@ -34,9 +31,9 @@ func init() {
 //   - POST /wxpay/notify and POST /wxpay/notify/refund receive WeChat's
 //     payment and refund notifications (no token: verified instead).
 //
-// All but the notifications need the app's api_token.
-//
-// Requests outside the base path go to the next handler.
+// All but the notifications need the app's api_token. Other requests
+// under the base path are answered 404 (405 for a known route with another
+// method); requests outside it go to the next handler.
 type Handler struct {
 	// The merchant (a name from the wxpay app's merchants) this handler
 	// serves. Default: "default".
@@ -50,9 +47,9 @@ type Handler struct {
 	NotifyOnly bool `json:"notify_only,omitempty"`
 
 	app      *App
-	merchant *merchant
+	merchant *gateway.Merchant
 	logger   *zap.Logger
-	now      func() time.Time
+	routes   *http.ServeMux
 }
 
 // CaddyModule returns the Caddy module information.
@@ -63,19 +60,18 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the merchant in the wxpay app and checks that the routes
-// served can be served safely.
+// Provision finds the merchant in the wxpay app, checks that the routes
+// can be served safely, and sets them up.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.now = time.Now
 	if h.Merchant == "" {
 		h.Merchant = "default"
 	}
 	if h.BasePath == "" {
 		h.BasePath = "/wxpay"
 	}
-	if !strings.HasPrefix(h.BasePath, "/") {
-		return fmt.Errorf("wxpay handler: base_path %q must start with /", h.BasePath)
+	if !strings.HasPrefix(h.BasePath, "/") || strings.ContainsAny(h.BasePath, "{} \t") {
+		return fmt.Errorf("wxpay handler: base_path %q must be a path starting with /", h.BasePath)
 	}
 	h.BasePath = strings.TrimSuffix(h.BasePath, "/")
 	app, err := ctx.App("wxpay")
@@ -89,203 +85,108 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !h.NotifyOnly && !h.app.hasToken {
 		return errors.New("wxpay handler: serving the order API needs api_token in the wxpay global option (or set notify_only)")
 	}
-	if h.app.upstream == nil {
+	if h.app.webhook == nil {
 		return errors.New("wxpay handler: receiving notifications needs an upstream in the wxpay global option")
 	}
+	h.routes = h.newRoutes()
 	return nil
 }
 
-// ServeHTTP routes the gateway's requests and passes others on.
+// newRoutes lays out the routes under the base path. A known path with
+// another method is answered 405 (a path pattern without a method is less
+// specific than the same path with one), and the rest of the base path
+// 404; the API's paths ask for the token before anything else.
+func (h *Handler) newRoutes() *http.ServeMux {
+	mux := http.NewServeMux()
+	b := h.BasePath
+	route := func(method, path string, api bool, serve http.HandlerFunc) {
+		if api {
+			serve = h.withToken(serve)
+		}
+		mux.Handle(method+" "+b+path, serve)
+		mux.Handle(b+path, h.methodNotAllowed(method, api))
+	}
+	route(http.MethodPost, "/notify", false, h.serveNotify)
+	route(http.MethodPost, "/notify/refund", false, h.serveRefundNotify)
+	notFound := http.HandlerFunc(h.serveNotFound)
+	mux.Handle(b+"/", notFound)
+	mux.Handle(b, notFound)
+	if h.NotifyOnly {
+		return mux
+	}
+	route(http.MethodPost, "/orders", true, h.serveJSON(h.createOrder))
+	route(http.MethodGet, "/orders/{out_trade_no}", true, h.serveJSON(h.queryOrder))
+	route(http.MethodPost, "/orders/{out_trade_no}/close", true, h.serveJSON(h.closeOrder))
+	route(http.MethodPost, "/refunds", true, h.serveJSON(h.refund))
+	route(http.MethodGet, "/refunds/{out_refund_no}", true, h.serveJSON(h.queryRefund))
+	route(http.MethodGet, "/bills/{date}", true, h.serveBill)
+	for _, p := range []string{"/orders/", "/refunds/", "/bills/"} {
+		mux.Handle(b+p, h.withToken(notFound))
+	}
+	return mux
+}
+
+// ServeHTTP serves the routes under the base path and passes other
+// requests on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	rest, ok := strings.CutPrefix(r.URL.Path, h.BasePath)
 	if !ok || (rest != "" && rest[0] != '/') {
 		return next.ServeHTTP(w, r)
 	}
-	route, arg, _ := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
-	switch {
-	case rest == "/notify":
-		if h.method(w, r, http.MethodPost) {
-			h.serveNotify(w, r)
-		}
-		return nil
-	case rest == "/notify/refund":
-		if h.method(w, r, http.MethodPost) {
-			h.serveRefundNotify(w, r)
-		}
-		return nil
-	case h.NotifyOnly:
-	case route == "orders" || route == "refunds" || route == "bills":
-		if !h.app.authorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="wxpay"`)
-			writeAPIError(w, &apiError{status: http.StatusUnauthorized, code: "UNAUTHORIZED", message: "missing or wrong API token (Authorization: Bearer <api_token>)"})
-			return nil
-		}
-		no, action, _ := strings.Cut(arg, "/")
-		switch {
-		case route == "orders" && arg == "":
-			if h.method(w, r, http.MethodPost) {
-				h.serveCreateOrder(w, r)
-			}
-			return nil
-		case route == "orders" && action == "" && !strings.Contains(arg, "/"):
-			if h.method(w, r, http.MethodGet) {
-				h.serveQueryOrder(w, r, no)
-			}
-			return nil
-		case route == "orders" && action == "close":
-			if h.method(w, r, http.MethodPost) {
-				h.serveCloseOrder(w, r, no)
-			}
-			return nil
-		case route == "refunds" && arg == "":
-			if h.method(w, r, http.MethodPost) {
-				h.serveRefund(w, r)
-			}
-			return nil
-		case route == "refunds" && action == "" && !strings.Contains(arg, "/"):
-			if h.method(w, r, http.MethodGet) {
-				h.serveQueryRefund(w, r, no)
-			}
-			return nil
-		case route == "bills" && arg != "" && !strings.Contains(arg, "/"):
-			if h.method(w, r, http.MethodGet) {
-				h.serveBill(w, r, arg)
-			}
-			return nil
-		}
-	}
-	writeAPIError(w, &apiError{status: http.StatusNotFound, code: "NOT_FOUND", message: "no such route: " + r.Method + " " + r.URL.Path})
+	h.routes.ServeHTTP(w, r)
 	return nil
 }
 
-// method answers 405 unless r uses want.
-func (h *Handler) method(w http.ResponseWriter, r *http.Request, want string) bool {
-	if r.Method == want {
-		return true
-	}
-	w.Header().Set("Allow", want)
-	writeAPIError(w, &apiError{status: http.StatusMethodNotAllowed, code: "METHOD_NOT_ALLOWED", message: "use " + want})
-	return false
-}
-
-func (h *Handler) serveCreateOrder(w http.ResponseWriter, r *http.Request) {
-	body, aerr := readLimited(w, r, maxOrderBody)
-	if aerr == nil {
-		var o *OrderRequest
-		if o, aerr = decodeOrder(body); aerr == nil {
-			var resp *OrderResponse
-			if resp, aerr = h.createOrder(r, o); aerr == nil {
-				writeJSON(w, http.StatusOK, resp)
-				return
-			}
+// withToken answers 401 unless the request carries the API token.
+func (h *Handler) withToken(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !h.app.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wxpay"`)
+			writeError(w, &gateway.Error{Status: http.StatusUnauthorized, Code: "UNAUTHORIZED", Message: "missing or wrong API token (Authorization: Bearer <api_token>)"})
+			return
 		}
+		next(w, r)
 	}
-	h.logOrderError(r, aerr)
-	writeAPIError(w, aerr)
 }
 
-// createOrder validates and places one order.
-func (h *Handler) createOrder(r *http.Request, o *OrderRequest) (*OrderResponse, *apiError) {
-	req, aerr := o.unifiedOrderRequest(h.merchant, clientIP(r))
-	if aerr != nil {
-		return nil, aerr
+// methodNotAllowed answers 405 naming the method the path takes.
+func (h *Handler) methodNotAllowed(allow string, api bool) http.Handler {
+	serve := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, &gateway.Error{Status: http.StatusMethodNotAllowed, Code: "METHOD_NOT_ALLOWED", Message: "use " + allow})
 	}
-	return h.app.placeOrder(r.Context(), h.merchant, req, h.now())
+	if api {
+		return h.withToken(serve)
+	}
+	return http.HandlerFunc(serve)
 }
 
-func (h *Handler) logOrderError(r *http.Request, aerr *apiError) {
+func (h *Handler) serveNotFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, &gateway.Error{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such route: " + r.Method + " " + r.URL.Path})
+}
+
+// fail logs and answers a request the gateway could not serve.
+func (h *Handler) fail(w http.ResponseWriter, err error) {
+	e := gateway.ErrorFor(err)
+	logError(h.logger, h.Merchant, e)
+	writeError(w, e)
+}
+
+// logError logs a refused or failed request: at error level when it is the
+// gateway's or WeChat's failure (5xx), at info level when the caller's.
+func logError(logger *zap.Logger, merchant string, e *gateway.Error) {
 	fields := []zap.Field{
-		zap.String("merchant", h.Merchant), zap.Int("status", aerr.status),
-		zap.String("code", aerr.code), zap.String("message", aerr.message),
+		zap.String("merchant", merchant), zap.Int("status", e.Status),
+		zap.String("code", e.Code), zap.String("message", e.Message),
 	}
-	if aerr.err != nil {
-		fields = append(fields, zap.Error(aerr.err))
+	if e.Err != nil {
+		fields = append(fields, zap.Error(e.Err))
 	}
-	if aerr.status >= 500 {
-		h.logger.Error("order not placed", fields...)
+	if e.Status >= 500 {
+		logger.Error("request failed", fields...)
 	} else {
-		h.logger.Info("order refused", fields...)
+		logger.Info("request refused", fields...)
 	}
-}
-
-// serveNotify handles one payment notification: read at most 64 KiB,
-// verify, check the merchant, deliver upstream, and only then tell WeChat
-// SUCCESS. Every failure answers FAIL so that WeChat sends it again.
-func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
-	body, aerr := readLimited(w, r, wxpay.MaxNotificationSize)
-	if aerr != nil {
-		h.notifyFail(w, r, aerr.status, aerr.message, nil)
-		return
-	}
-	n, err := wxpay.VerifyNotification(body, h.merchant.key)
-	if err != nil {
-		h.notifyFail(w, r, http.StatusBadRequest, "invalid notification", err)
-		return
-	}
-	if n.MchID() != h.merchant.mchID {
-		h.notifyFail(w, r, http.StatusBadRequest, "mch_id mismatch", fmt.Errorf("notification for mch_id %q reached merchant %s (%s)", n.MchID(), h.Merchant, h.merchant.mchID))
-		return
-	}
-	if !h.merchant.hasAppID(n.AppID()) {
-		h.notifyFail(w, r, http.StatusBadRequest, "appid mismatch", fmt.Errorf("notification for appid %q is not one of merchant %s's", n.AppID(), h.Merchant))
-		return
-	}
-	now := h.now()
-	if h.app.Ack == "upstream" {
-		h.deliverBeforeAck(w, r, n, now)
-		return
-	}
-	ev, created, err := h.app.recordNotification(r.Context(), h.merchant, n, now)
-	if err != nil {
-		h.notifyFail(w, r, http.StatusServiceUnavailable, "storage failure", err)
-		return
-	}
-	if created {
-		h.logger.Info("notification stored", zap.String("merchant", h.Merchant), zap.String("event_id", ev.ID),
-			zap.String("type", ev.Type), zap.String("out_trade_no", n.OutTradeNo()), zap.String("transaction_id", n.TransactionID()))
-	} else {
-		h.logger.Info("duplicate notification acknowledged", zap.String("merchant", h.Merchant), zap.String("event_id", ev.ID))
-	}
-	writeNotifyReply(w, http.StatusOK, []byte(wxpay.NotifyReplySuccess))
-}
-
-// deliverBeforeAck is `ack upstream`: the event goes to the backend while
-// WeChat waits, and WeChat hears SUCCESS only once the backend took it.
-func (h *Handler) deliverBeforeAck(w http.ResponseWriter, r *http.Request, n *wxpay.Notification, now time.Time) {
-	ev, err := event.FromNotification(n, now)
-	if err != nil {
-		h.notifyFail(w, r, http.StatusBadRequest, "invalid notification", err)
-		return
-	}
-	payload, err := ev.Marshal()
-	if err != nil {
-		h.notifyFail(w, r, http.StatusInternalServerError, "internal error", err)
-		return
-	}
-	if err := h.app.upstream.deliver(r.Context(), ev.ID, payload, now); err != nil {
-		h.notifyFail(w, r, http.StatusServiceUnavailable, "backend did not take the event", err)
-		return
-	}
-	h.logger.Info("notification delivered",
-		zap.String("merchant", h.Merchant), zap.String("event_id", ev.ID), zap.String("type", ev.Type),
-		zap.String("out_trade_no", n.OutTradeNo()), zap.String("transaction_id", n.TransactionID()))
-	writeNotifyReply(w, http.StatusOK, []byte(wxpay.NotifyReplySuccess))
-}
-
-func (h *Handler) notifyFail(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
-	fields := []zap.Field{zap.String("merchant", h.Merchant), zap.String("remote_ip", clientIP(r)), zap.String("reason", reason)}
-	if err != nil {
-		fields = append(fields, zap.Error(err))
-	}
-	h.logger.Warn("notification refused; WeChat will retry", fields...)
-	writeNotifyReply(w, status, wxpay.NotifyReplyFail(reason))
-}
-
-func writeNotifyReply(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }
 
 // Interface guards

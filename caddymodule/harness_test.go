@@ -22,6 +22,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-wxpay/caddy-wxpay/caddymodule"
+	_ "github.com/caddy-wxpay/caddy-wxpay/caddymodule/simulator"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
 )

@@ -15,13 +15,13 @@ import (
 
 // fetchCounter counts the worker's DueEvents calls.
 type fetchCounter struct {
-	ledger.Store
+	Outbox
 	fetches atomic.Int64
 }
 
 func (f *fetchCounter) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*ledger.Event, error) {
 	f.fetches.Add(1)
-	return f.Store.DueEvents(ctx, now, limit, exclude)
+	return f.Outbox.DueEvents(ctx, now, limit, exclude)
 }
 
 // orderBackend checks, as it takes events, that no two events of one order
@@ -75,7 +75,7 @@ func (b *orderBackend) Send(ctx context.Context, id string, payload []byte) Resu
 // events one at a time and in order, with far fewer fetches than events.
 func TestQueueKeepsOrderAndCoalescesFetches(t *testing.T) {
 	st := openStore(t)
-	fc := &fetchCounter{Store: st}
+	fc := &fetchCounter{Outbox: st}
 	b := newOrderBackend(func(id string, n int) bool {
 		return id[len(id)-1] == '3' && n < 3 // events ending in 3 fail twice
 	})

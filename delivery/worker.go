@@ -5,8 +5,10 @@
 // and jitter until it succeeds or its age passes MaxAge, when it becomes a
 // dead letter (kept and replayable).
 //
+// Webhook is the Sender that posts events to the backend, signed.
+//
 // The package has no Caddy dependency: the caddymodule package owns a
-// Worker per ledger and feeds it its upstream.
+// Worker per ledger and feeds it the configured backend.
 package delivery
 
 import (
@@ -39,9 +41,18 @@ type Sender interface {
 	Send(ctx context.Context, id string, payload []byte) Result
 }
 
+// Outbox is what a Worker needs of the ledger: the events due, when the
+// next is due, and a place to record each attempt and its outcome.
+// Package ledger implements it.
+type Outbox interface {
+	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*ledger.Event, error)
+	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
+	RecordAttempt(ctx context.Context, a ledger.Attempt, o ledger.Outcome) error
+}
+
 // Config configures a Worker.
 type Config struct {
-	Store  ledger.Store
+	Store  Outbox
 	Logger *zap.Logger
 	// PollInterval bounds how long the dispatcher sleeps without a wake-up
 	// (events recorded by another process, clock changes). Default 5s.
@@ -509,3 +520,6 @@ func httpStatusText(code int) string {
 	}
 	return strconv.Itoa(code)
 }
+
+// Interface guard: package ledger's store is the worker's outbox.
+var _ Outbox = ledger.Store(nil)

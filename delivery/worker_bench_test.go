@@ -30,12 +30,12 @@ func (c *countSender) Send(context.Context, string, []byte) Result {
 
 // countingStore counts the worker's fetches.
 type countingStore struct {
-	ledger.Store
+	Outbox
 	fetches, fetched, nextDue atomic.Int64
 }
 
 func (c *countingStore) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*ledger.Event, error) {
-	evs, err := c.Store.DueEvents(ctx, now, limit, exclude)
+	evs, err := c.Outbox.DueEvents(ctx, now, limit, exclude)
 	c.fetches.Add(1)
 	c.fetched.Add(int64(len(evs)))
 	return evs, err
@@ -43,7 +43,7 @@ func (c *countingStore) DueEvents(ctx context.Context, now time.Time, limit int,
 
 func (c *countingStore) NextDue(ctx context.Context) (time.Time, bool, error) {
 	c.nextDue.Add(1)
-	return c.Store.NextDue(ctx)
+	return c.Outbox.NextDue(ctx)
 }
 
 func (c *countingStore) report(b *testing.B) {
@@ -100,12 +100,12 @@ func BenchmarkDrain(b *testing.B) {
 	st := benchStore(b)
 	now := time.Now()
 	for i := range int64(b.N) {
-		if _, err := st.RecordEvent(context.Background(), benchEvent(i, now), ""); err != nil {
+		if _, err := st.RecordEvent(context.Background(), benchEvent(i, now), ledger.Change{}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	snd := &countSender{}
-	cs := &countingStore{Store: st}
+	cs := &countingStore{Outbox: st}
 	defer cs.report(b)
 	w := New(Config{Store: cs})
 	w.SetSender(snd, Policy{Concurrency: 8})
@@ -130,7 +130,7 @@ func BenchmarkDrain(b *testing.B) {
 func BenchmarkIntakeAndDelivery(b *testing.B) {
 	st := benchStore(b)
 	snd := &countSender{delay: 500 * time.Microsecond}
-	cs := &countingStore{Store: st}
+	cs := &countingStore{Outbox: st}
 	defer cs.report(b)
 	w := New(Config{Store: cs})
 	w.SetSender(snd, Policy{Concurrency: 8})
@@ -148,7 +148,7 @@ func BenchmarkIntakeAndDelivery(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			if _, err := st.RecordEvent(context.Background(), e, ""); err != nil {
+			if _, err := st.RecordEvent(context.Background(), e, ledger.Change{}); err != nil {
 				b.Error(err)
 				return
 			}

@@ -88,7 +88,7 @@ func record(t *testing.T, st ledger.Store, id, order string, created time.Time) 
 	_, err := st.RecordEvent(context.Background(), &ledger.Event{
 		ID: id, MchID: "10000100", Type: "payment.succeeded", OutTradeNo: order, TransactionID: "tx-" + id,
 		Payload: []byte(`{"id":"` + id + `"}`), CreatedAt: created, NextAttemptAt: created,
-	}, "")
+	}, ledger.Change{})
 	if err != nil {
 		t.Fatal(err)
 	}

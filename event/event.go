@@ -18,8 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 )
 
 // Headers of an event delivery.
@@ -50,17 +48,11 @@ const (
 	RefundMismatch = "refund.mismatch"
 )
 
-// Discrepancy is one field on which a notification and its order disagree.
+// Discrepancy is one field on which a notification and what the gateway
+// recorded (the order, or the refund) disagree.
 type Discrepancy struct {
 	Order        any `json:"order"`
 	Notification any `json:"notification"`
-}
-
-// MarkMismatch turns the event into a payment.mismatch carrying, under
-// data.mismatch, both figures of every field that disagrees.
-func (e *Event) MarkMismatch(fields map[string]Discrepancy) {
-	e.Type = PaymentMismatch
-	e.Data["mismatch"] = fields
 }
 
 // Event is what the backend receives.
@@ -69,6 +61,19 @@ type Event struct {
 	Type    string         `json:"type"`
 	Created string         `json:"created"` // RFC 3339, when the gateway created the event
 	Data    map[string]any `json:"data"`
+}
+
+// MarkMismatch turns the event into one of the mismatch types
+// (PaymentMismatch, RefundMismatch) carrying, under data.mismatch, both
+// figures of every field that disagrees. The data is copied first: the map
+// the event was built from is left as it was.
+func (e *Event) MarkMismatch(typ string, fields map[string]Discrepancy) {
+	data := make(map[string]any, len(e.Data)+1)
+	for k, v := range e.Data {
+		data[k] = v
+	}
+	data["mismatch"] = fields
+	e.Type, e.Data = typ, data
 }
 
 // PaymentID derives the id of a payment's event from the merchant and
@@ -91,24 +96,21 @@ func derive(parts ...string) string {
 	return "evt_" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// FromNotification builds the event of a verified pay notification: every
-// field WeChat sent except sign, under WeChat's names, with the amounts as
-// JSON integers.
-func FromNotification(n *wxpay.Notification, created time.Time) (*Event, error) {
-	data := make(map[string]any, len(n.Params))
-	if err := addFields(data, n.Params); err != nil {
-		return nil, err
-	}
+// NewPayment builds the event of a payment, notified or found by a query.
+// data is what WeChat reported, under WeChat's API v2 field names, with
+// the amounts (fen) as integers and without the signature; the event keeps
+// the map as it is.
+func NewPayment(mchID, transactionID, outTradeNo string, succeeded bool, data map[string]any, created time.Time) *Event {
 	typ := PaymentSucceeded
-	if !n.Succeeded() {
+	if !succeeded {
 		typ = PaymentFailed
 	}
 	return &Event{
-		ID:      PaymentID(n.MchID(), n.TransactionID(), n.OutTradeNo()),
+		ID:      PaymentID(mchID, transactionID, outTradeNo),
 		Type:    typ,
 		Created: created.UTC().Format(time.RFC3339),
 		Data:    data,
-	}, nil
+	}
 }
 
 // RefundID derives the id of a refund event from the merchant, WeChat's
@@ -118,52 +120,34 @@ func RefundID(mchID, refundID, status string) string {
 	return derive("refund", mchID, refundID, status)
 }
 
-// FromRefundNotification builds the event of a decrypted refund
-// notification: the decrypted fields with the outer appid and mch_id, under
-// WeChat's names, amounts as JSON integers.
-func FromRefundNotification(n *wxpay.RefundNotification, created time.Time) (*Event, error) {
-	data := make(map[string]any, len(n.Info)+2)
-	data["appid"] = n.AppID()
-	data["mch_id"] = n.MchID()
-	if err := addFields(data, n.Info); err != nil {
-		return nil, err
-	}
+// Refund statuses of a refund notification, as WeChat's API v2 names them.
+const (
+	RefundStatusSuccess = "SUCCESS"
+	RefundStatusChange  = "CHANGE"
+	RefundStatusClosed  = "REFUNDCLOSE"
+)
+
+// NewRefund builds the event of a refund reaching status (SUCCESS, CHANGE
+// or REFUNDCLOSE). data is as for NewPayment: the refund's fields with the
+// merchant's appid and mch_id.
+func NewRefund(mchID, refundID, status string, data map[string]any, created time.Time) (*Event, error) {
 	var typ string
-	switch n.RefundStatus() {
-	case wxpay.RefundStatusSuccess:
+	switch status {
+	case RefundStatusSuccess:
 		typ = RefundSucceeded
-	case wxpay.RefundStatusChange:
+	case RefundStatusChange:
 		typ = RefundChanged
-	case wxpay.RefundStatusRefundClose:
+	case RefundStatusClosed:
 		typ = RefundClosed
 	default:
-		return nil, fmt.Errorf("event: unknown refund_status %q", n.RefundStatus())
+		return nil, fmt.Errorf("event: unknown refund_status %q", status)
 	}
 	return &Event{
-		ID:      RefundID(n.MchID(), n.RefundID(), n.RefundStatus()),
+		ID:      RefundID(mchID, refundID, status),
 		Type:    typ,
 		Created: created.UTC().Format(time.RFC3339),
 		Data:    data,
 	}, nil
-}
-
-// addFields puts WeChat's fields into an event's data under their own names,
-// the amounts (in fen) as JSON integers, never the signature.
-func addFields(data map[string]any, p wxpay.Params) error {
-	for _, f := range p {
-		switch {
-		case f.Name == "sign":
-		case wxpay.IsAmountField(f.Name):
-			v, err := strconv.ParseInt(f.Value, 10, 64)
-			if err != nil {
-				return fmt.Errorf("event: %s %q is not an integer", f.Name, f.Value)
-			}
-			data[f.Name] = v
-		default:
-			data[f.Name] = f.Value
-		}
-	}
-	return nil
 }
 
 // Marshal encodes the event as its delivery body.

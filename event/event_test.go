@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"testing"
 	"time"
-
-	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 )
 
 const secret = "whsec-test-0123456789abcdef"
@@ -75,17 +73,13 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func TestFromNotification(t *testing.T) {
-	n := &wxpay.Notification{Params: wxpay.Params{
-		{Name: "return_code", Value: "SUCCESS"}, {Name: "result_code", Value: "SUCCESS"}, {Name: "mch_id", Value: "10000100"},
-		{Name: "appid", Value: "wx1"}, {Name: "out_trade_no", Value: "o1"}, {Name: "transaction_id", Value: "tx1"},
-		{Name: "total_fee", Value: "100"}, {Name: "cash_fee", Value: "90"}, {Name: "coupon_fee_0", Value: "10"},
-		{Name: "coupon_count", Value: "1"}, {Name: "attach", Value: "中文"}, {Name: "sign", Value: "ABC"},
-	}}
-	ev, err := FromNotification(n, time.Unix(0, 0))
-	if err != nil {
-		t.Fatal(err)
+func TestNewPayment(t *testing.T) {
+	data := map[string]any{
+		"return_code": "SUCCESS", "result_code": "SUCCESS", "mch_id": "10000100", "appid": "wx1",
+		"out_trade_no": "o1", "transaction_id": "tx1", "total_fee": int64(100), "cash_fee": int64(90),
+		"coupon_fee_0": int64(10), "coupon_count": "1", "attach": "中文",
 	}
+	ev := NewPayment("10000100", "tx1", "o1", true, data, time.Unix(0, 0))
 	b, _ := ev.Marshal()
 	var got struct {
 		ID, Type, Created string
@@ -100,33 +94,42 @@ func TestFromNotification(t *testing.T) {
 	if got.Data["total_fee"] != float64(100) || got.Data["coupon_fee_0"] != float64(10) || got.Data["coupon_count"] != "1" || got.Data["attach"] != "中文" {
 		t.Fatalf("data %v", got.Data)
 	}
-	if _, ok := got.Data["sign"]; ok {
-		t.Fatal("the event carries the sign")
+	if ev := NewPayment("10000100", "", "o1", false, data, time.Now()); ev.Type != PaymentFailed || ev.ID != PaymentID("10000100", "", "o1") {
+		t.Fatalf("failed payment: %s %s", ev.Type, ev.ID)
 	}
-	n.Params.Set("result_code", "FAIL")
-	if ev, _ := FromNotification(n, time.Now()); ev.Type != PaymentFailed {
-		t.Fatalf("failed payment: %s", ev.Type)
-	}
-	n.Params.Set("total_fee", "1.5")
-	if _, err := FromNotification(n, time.Now()); err == nil {
-		t.Fatal("a non-integer amount was accepted")
+	if PaymentID("m", "", "o1") == PaymentID("m", "o1", "") {
+		t.Fatal("a failed payment's id collides with a transaction's")
 	}
 }
 
-func TestFromRefundNotification(t *testing.T) {
+func TestMarkMismatch(t *testing.T) {
+	data := map[string]any{"total_fee": int64(1)}
+	ev := NewPayment("m", "tx", "o", true, data, time.Unix(0, 0))
+	ev.MarkMismatch(PaymentMismatch, map[string]Discrepancy{"total_fee": {Order: int64(100), Notification: int64(1)}})
+	b, _ := ev.Marshal()
+	want := `{"id":"` + PaymentID("m", "tx", "o") + `","type":"payment.mismatch","created":"1970-01-01T00:00:00Z","data":{"mismatch":{"total_fee":{"order":100,"notification":1}},"total_fee":1}}`
+	if string(b) != want {
+		t.Fatalf("mismatch event\n%s\nwant\n%s", b, want)
+	}
+	if _, ok := data["mismatch"]; ok {
+		t.Fatal("MarkMismatch changed the map the event was built from")
+	}
+}
+
+func TestNewRefund(t *testing.T) {
 	for status, typ := range map[string]string{"SUCCESS": RefundSucceeded, "CHANGE": RefundChanged, "REFUNDCLOSE": RefundClosed} {
-		n := &wxpay.RefundNotification{
-			Params: wxpay.Params{{Name: "mch_id", Value: "10000100"}, {Name: "appid", Value: "wx1"}},
-			Info: wxpay.Params{{Name: "refund_id", Value: "r1"}, {Name: "refund_status", Value: status},
-				{Name: "refund_fee", Value: "30"}, {Name: "total_fee", Value: "100"}},
-		}
-		ev, err := FromRefundNotification(n, time.Now())
+		data := map[string]any{"mch_id": "10000100", "appid": "wx1", "refund_id": "r1", "refund_status": status,
+			"refund_fee": int64(30), "total_fee": int64(100)}
+		ev, err := NewRefund("10000100", "r1", status, data, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ev.Type != typ || ev.ID != RefundID("10000100", "r1", status) || ev.Data["refund_fee"] != int64(30) || ev.Data["mch_id"] != "10000100" {
 			t.Errorf("%s: %+v", status, ev)
 		}
+	}
+	if _, err := NewRefund("m", "r1", "PROCESSING", nil, time.Now()); err == nil {
+		t.Error("a refund event for PROCESSING, which WeChat never notifies")
 	}
 	if RefundID("m", "r1", "SUCCESS") == RefundID("m", "r1", "CHANGE") {
 		t.Error("a refund's states share an id")

@@ -43,7 +43,7 @@ func BenchmarkRecordEvent(b *testing.B) {
 						Payload:    payload,
 						CreatedAt:  now,
 					}
-					created, err := s.RecordEvent(ctx, e, OrderPaid)
+					created, err := s.RecordEvent(ctx, e, Change{OrderState: OrderPaid})
 					if err != nil || !created {
 						b.Errorf("RecordEvent: %v %v", created, err)
 						return

@@ -110,7 +110,7 @@ func TestBatchFailureSparesOtherWrites(t *testing.T) {
 	s := h.s
 	var wg sync.WaitGroup
 	var evErr, orderErr error
-	wg.Go(func() { _, evErr = s.RecordEvent(ctx, ev("evt_bad", "m", "o1", at(1)), "") })
+	wg.Go(func() { _, evErr = s.RecordEvent(ctx, ev("evt_bad", "m", "o1", at(1)), Change{}) })
 	wg.Go(func() { orderErr = s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o2", CreatedAt: at(2)}) })
 	time.Sleep(100 * time.Millisecond) // both queue behind the first batch
 	h.release(t)

@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -26,11 +25,10 @@ import (
 
 // recordReq is one RecordEvent call waiting for the committer.
 type recordReq struct {
-	ctx        context.Context
-	e          *Event
-	orderState string
-	check      PaymentCheck    // RecordPayment's, or nil
-	resp       chan recordResp // buffered (1): the committer never blocks on it
+	ctx    context.Context
+	e      *Event
+	change Change
+	resp   chan recordResp // buffered (1): the committer never blocks on it
 }
 
 type recordResp struct {
@@ -38,12 +36,10 @@ type recordResp struct {
 	err     error
 }
 
-// submit is RecordEvent (and RecordPayment, with check) with group commit.
-// The committer works on a copy of e; what check changed in it is written
-// back into e once the committer has answered.
-func (s *sqlStore) submit(ctx context.Context, e *Event, orderState string, check PaymentCheck) (bool, error) {
-	ev := *e
-	req := &recordReq{ctx: ctx, e: &ev, orderState: orderState, check: check, resp: make(chan recordResp, 1)}
+// submit is RecordEvent with group commit. The committer reads e only:
+// what it stores was written into e by eventDefaults before.
+func (s *sqlStore) submit(ctx context.Context, e *Event, change Change) (bool, error) {
+	req := &recordReq{ctx: ctx, e: e, change: change, resp: make(chan recordResp, 1)}
 	// s.reqs is unbuffered: once the send succeeds the committer holds the
 	// request and will answer it, whatever happens next.
 	select {
@@ -55,9 +51,6 @@ func (s *sqlStore) submit(ctx context.Context, e *Event, orderState string, chec
 	}
 	select {
 	case r := <-req.resp:
-		if r.err == nil {
-			e.Type, e.Payload = ev.Type, ev.Payload
-		}
 		return r.created, r.err
 	case <-ctx.Done():
 		// The batch may still commit; a retried notification then finds
@@ -77,7 +70,6 @@ func (s *sqlStore) committer() {
 	linger.Stop()
 	b := &batchState{
 		created: make([]bool, 0, s.maxBatch),
-		evErrs:  make([]error, 0, s.maxBatch),
 		answers: make([]error, 0, s.maxBatch),
 		reads:   make([]*writeReq, 0, s.maxBatch),
 		t:       &fastTx{ctx: context.Background(), s: s, bound: map[*sql.Stmt]*sql.Stmt{}},
@@ -174,7 +166,6 @@ func (s *sqlStore) lingerFor(b *batchState, timer *time.Timer, evs []*recordReq,
 
 // batchState is the committer's reusable scratch space.
 type batchState struct {
-	evErrs  []error // RecordPayment checks' errors, per event
 	created []bool
 	answers []error
 	reads   []*writeReq
@@ -218,8 +209,6 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 		s.beforeBatch(len(evs))
 	}
 	created := b.created[:len(evs)]
-	evErrs := b.evErrs[:len(evs)]
-	defer clear(evErrs)
 	answers := b.answers[:max(len(ops), len(reads))]
 	defer clear(answers)
 	// The batch is not any one caller's: it runs to its end (bounded by
@@ -259,22 +248,7 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 		if len(evs) > 0 {
 			etx := s.eventTx(ctx, tx)
 			for i, r := range evs {
-				evErrs[i] = nil
-				state := r.orderState
-				if r.check != nil {
-					var err error
-					state, err = s.checkPayment(ctx, etx, r.e, r.check, true)
-					var ce checkError
-					if errors.As(err, &ce) {
-						evErrs[i] = ce.err // this event's alone: not stored
-						created[i] = false
-						continue
-					}
-					if err != nil {
-						return fmt.Errorf("event %s: %w", r.e.ID, err)
-					}
-				}
-				c, err := s.insertEvent(ctx, etx, r.e, state)
+				c, err := s.insertEvent(ctx, etx, r.e, r.change)
 				if err != nil {
 					return fmt.Errorf("event %s: %w", r.e.ID, err)
 				}
@@ -299,10 +273,6 @@ func (s *sqlStore) commitBatch(b *batchState, evs []*recordReq, ops []*writeReq)
 	for i, r := range evs {
 		if err != nil {
 			r.resp <- recordResp{err: fmt.Errorf("ledger: record event %s (batch of %d): %w", r.e.ID, len(evs), err)}
-			continue
-		}
-		if evErrs[i] != nil {
-			r.resp <- recordResp{err: fmt.Errorf("ledger: record event %s: check: %w", r.e.ID, evErrs[i])}
 			continue
 		}
 		r.resp <- recordResp{created: created[i]}

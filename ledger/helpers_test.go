@@ -60,7 +60,7 @@ func ev(id, mch, order string, created time.Time) *Event {
 
 func mustRecord(t testing.TB, s Store, e *Event, orderState string) {
 	t.Helper()
-	created, err := s.RecordEvent(context.Background(), e, orderState)
+	created, err := s.RecordEvent(context.Background(), e, Change{OrderState: orderState})
 	if err != nil || !created {
 		t.Fatalf("RecordEvent(%s) = %v, %v; want true, nil", e.ID, created, err)
 	}
@@ -104,7 +104,7 @@ func openHeldBatch(t *testing.T) *heldBatch {
 		t.Fatal(err)
 	}
 	go func() {
-		_, err := h.s.RecordEvent(ctx, ev("evt_first", "m", "o0", at(0)), "")
+		_, err := h.s.RecordEvent(ctx, ev("evt_first", "m", "o0", at(0)), Change{})
 		h.first <- err
 	}()
 	for len(h.batchSizes()) < 1 { // wait until the committer holds the first batch

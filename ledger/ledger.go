@@ -136,10 +136,25 @@ const (
 	MaxResponse = 1024
 )
 
-// PaymentCheck is RecordPayment's cross-check of an event against its
-// order (nil: the ledger does not hold it). It returns the order's new
-// state ("" to leave it) and may change e's Type and Payload.
-type PaymentCheck func(o *Order, e *Event) (orderState string, err error)
+// Change is what recording an event changes besides the outbox, in the
+// event's own transaction and only when the event is new: a duplicate
+// changes nothing.
+type Change struct {
+	// OrderState, when not empty, becomes the state of the event's order
+	// (MchID, OutTradeNo), with UpdatedAt the event's CreatedAt, if the
+	// ledger holds that order.
+	OrderState string
+	// Refund, when set, updates one of the merchant's refunds, if the
+	// ledger holds it.
+	Refund *RefundUpdate
+}
+
+// RefundUpdate sets a refund's state, and WeChat's refund_id when known.
+type RefundUpdate struct {
+	OutRefundNo string
+	State       string
+	RefundID    string // "" keeps the one recorded
+}
 
 // Store is the gateway's durable state.
 type Store interface {
@@ -156,30 +171,16 @@ type Store interface {
 
 	// RecordEvent stores an event (State pending, NextAttemptAt =
 	// e.NextAttemptAt or e.CreatedAt) durably — fsynced when it returns nil
-	// — in one transaction with the order state change given (orderState
-	// non-empty: set that order's state and UpdatedAt = e.CreatedAt, if the
-	// order exists). It returns created=false and no error when an event
-	// with the same ID exists already: nothing is changed then. Concurrent
-	// calls are group-committed; if their transaction fails, all of them
-	// get the error and none is stored. It writes back into e what it
-	// stores: CreatedAt (now if zero), NextAttemptAt, State pending, empty
-	// delivery fields. If ctx ends while the call waits for its batch, it
-	// returns ctx's error although the batch may still commit (a retried
-	// notification then gets created=false).
-	RecordEvent(ctx context.Context, e *Event, orderState string) (created bool, err error)
-	// RecordPayment is RecordEvent for an event about an order the ledger
-	// may hold (a payment notification), cross-checked in the same
-	// transaction: it reads the order (e.MchID, e.OutTradeNo), calls check
-	// with it (nil when the ledger does not hold it), and stores e as check
-	// left it, setting the order's state to the one check returned (""
-	// leaves it). check may change e's Type and Payload (a notification
-	// that disagrees with its order). It runs on the store's committer,
-	// inside the transaction: it must be quick and must not call the
-	// store. An error from check is this call's error alone: e is not
-	// stored, the other events of the batch are. check is called for a
-	// duplicate too (an event whose ID is stored), which then changes
-	// nothing.
-	RecordPayment(ctx context.Context, e *Event, check PaymentCheck) (created bool, err error)
+	// — in one transaction with change (see Change), which applies only
+	// when the event is new. It returns created=false and no error when an
+	// event with the same ID exists already: nothing is changed then.
+	// Concurrent calls are group-committed; if their transaction fails, all
+	// of them get the error and none is stored. It writes back into e what
+	// it stores: CreatedAt (now if zero), NextAttemptAt, State pending,
+	// empty delivery fields. If ctx ends while the call waits for its
+	// batch, it returns ctx's error although the batch may still commit (a
+	// retried notification then gets created=false).
+	RecordEvent(ctx context.Context, e *Event, change Change) (created bool, err error)
 	// GetEvent returns an event and its attempts, oldest first.
 	GetEvent(ctx context.Context, id string) (*Event, []Attempt, error)
 	// ListEvents returns events newest first.

@@ -142,8 +142,7 @@ func (s *sqlStore) SetRefundState(ctx context.Context, mchID, outRefundNo, state
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fastExec(ctx, s.d.rebind(`UPDATE refunds SET state = ?, updated_at = ?,
-			refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?`),
+		res, err = s.fastExec(ctx, s.d.rebind(qSetRefundState),
 			state, toNs(now), refundID, refundID, mchID, outRefundNo)
 		if err == nil {
 			err = oneRow(res, ErrNotFound)

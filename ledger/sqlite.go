@@ -202,3 +202,13 @@ func syncDir(dir string) {
 	_ = f.Sync()
 	_ = f.Close()
 }
+
+// Open opens the ledger of a storage driver at source: "sqlite" and the
+// database file's path.
+func Open(ctx context.Context, driver, source string) (Store, error) {
+	switch driver {
+	case "sqlite":
+		return OpenSQLite(ctx, SQLiteOptions{Path: source})
+	}
+	return nil, fmt.Errorf("ledger: unknown storage driver %q (sqlite)", driver)
+}

@@ -105,7 +105,7 @@ func TestRecordEventDuplicate(t *testing.T) {
 			mustRecord(t, s, e, "")
 			dup := ev("evt_1", "m2", "o2", at(5))
 			dup.Payload = []byte(`{"other":true}`)
-			created, err := s.RecordEvent(ctx, dup, "")
+			created, err := s.RecordEvent(ctx, dup, Change{})
 			if err != nil || created {
 				t.Fatalf("duplicate: created=%v err=%v", created, err)
 			}
@@ -126,7 +126,7 @@ func TestRecordEventDuplicate(t *testing.T) {
 			if _, _, err := s.GetEvent(ctx, "evt_nope"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("absent: %v", err)
 			}
-			if _, err := s.RecordEvent(ctx, &Event{}, ""); err == nil {
+			if _, err := s.RecordEvent(ctx, &Event{}, Change{}); err == nil {
 				t.Fatal("event without ID accepted")
 			}
 		})
@@ -164,7 +164,7 @@ func TestRecordEventOrderState(t *testing.T) {
 				t.Fatalf("order after event: %+v", o)
 			}
 			// A duplicate changes nothing, not even the order.
-			if created, err := s.RecordEvent(ctx, ev("evt_1", "m", "o1", at(20)), OrderMismatch); err != nil || created {
+			if created, err := s.RecordEvent(ctx, ev("evt_1", "m", "o1", at(20)), Change{OrderState: OrderMismatch}); err != nil || created {
 				t.Fatalf("dup: %v %v", created, err)
 			}
 			if o, _ := s.GetOrder(ctx, "m", "o1"); o.State != OrderPaid {
@@ -186,7 +186,7 @@ func TestRecordEventConcurrentSameID(t *testing.T) {
 			createdN, errs := 0, []error(nil)
 			for range 20 {
 				wg.Go(func() {
-					c, err := s.RecordEvent(ctx, ev("evt_same", "m", "o", at(0)), OrderPaid)
+					c, err := s.RecordEvent(ctx, ev("evt_same", "m", "o", at(0)), Change{OrderState: OrderPaid})
 					mu.Lock()
 					defer mu.Unlock()
 					if c {
@@ -239,7 +239,7 @@ func TestRecordEventGroupCommit(t *testing.T) {
 			errc := make(chan error, n)
 			for i := range n {
 				wg.Go(func() {
-					c, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_%03d", i), "m", fmt.Sprintf("o%d", i), at(i)), "")
+					c, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_%03d", i), "m", fmt.Sprintf("o%d", i), at(i)), Change{})
 					if err == nil && !c {
 						err = fmt.Errorf("evt_%03d not created", i)
 					}
@@ -285,7 +285,7 @@ func TestGroupCommitBatchFailure(t *testing.T) {
 	errs := make([]error, len(idsIn))
 	for i, id := range idsIn {
 		wg.Go(func() {
-			_, errs[i] = s.RecordEvent(ctx, ev(id, "m", "o"+id, at(i+1)), "")
+			_, errs[i] = s.RecordEvent(ctx, ev(id, "m", "o"+id, at(i+1)), Change{})
 		})
 	}
 	time.Sleep(200 * time.Millisecond) // let them all queue behind the first batch
@@ -322,7 +322,7 @@ func TestDurabilityReopen(t *testing.T) {
 			if i == 0 {
 				state = OrderPaid
 			}
-			if _, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_%02d", i), "m", "o1", at(i)), state); err != nil {
+			if _, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_%02d", i), "m", "o1", at(i)), Change{OrderState: state}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -337,7 +337,7 @@ func TestDurabilityReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := s.RecordEvent(ctx, ev("evt_late", "m", "o1", at(0)), ""); !errors.Is(err, ErrClosed) {
+	if _, err := s.RecordEvent(ctx, ev("evt_late", "m", "o1", at(0)), Change{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("RecordEvent after Close: %v", err)
 	}
 
@@ -708,7 +708,7 @@ func TestListAndCountEvents(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 1100 { // concurrently: group-committed
 		wg.Go(func() {
-			if _, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_bulk%04d", i), "m9", "o", at(100+i)), ""); err != nil {
+			if _, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_bulk%04d", i), "m9", "o", at(100+i)), Change{}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -861,7 +861,7 @@ func TestCloseWithCallsInFlight(t *testing.T) {
 			if i == n/3 {
 				close(started)
 			}
-			created[i], results[i] = s.RecordEvent(ctx, ev(fmt.Sprintf("evt_%03d", i), "m", "o", at(i)), "")
+			created[i], results[i] = s.RecordEvent(ctx, ev(fmt.Sprintf("evt_%03d", i), "m", "o", at(i)), Change{})
 		})
 	}
 	<-started
@@ -905,19 +905,19 @@ func TestRecordEventContext(t *testing.T) {
 	var once sync.Once
 	s := openTest(t, SQLiteOptions{beforeBatch: func(int) { once.Do(func() { <-release }) }})
 	go func() {
-		_, _ = s.RecordEvent(context.Background(), ev("evt_block", "m", "o", at(0)), "")
+		_, _ = s.RecordEvent(context.Background(), ev("evt_block", "m", "o", at(0)), Change{})
 	}()
 	time.Sleep(50 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err := s.RecordEvent(ctx, ev("evt_ctx", "m", "o2", at(1)), "")
+	_, err := s.RecordEvent(ctx, ev("evt_ctx", "m", "o2", at(1)), Change{})
 	close(release)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
 	cctx, ccancel := context.WithCancel(context.Background())
 	ccancel()
-	if _, err := s.RecordEvent(cctx, ev("evt_cancelled", "m", "o3", at(2)), ""); !errors.Is(err, context.Canceled) {
+	if _, err := s.RecordEvent(cctx, ev("evt_cancelled", "m", "o3", at(2)), Change{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
 	}
 }

@@ -31,6 +31,10 @@ const (
 		next_check_at = ?, checks = ?
 		WHERE mch_id = ? AND out_trade_no = ?`
 	qSetOrderState = `UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?`
+	// qSetRefundState: parameters state, updated at, refund_id twice ("":
+	// keep the one recorded), mch_id, out_refund_no.
+	qSetRefundState = `UPDATE refunds SET state = ?, updated_at = ?,
+		refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?`
 
 	qInsertEventHead = `INSERT INTO events (` + eventCols + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, '` + EventPending + `', 0, ?, 0, 0, '', '')`
@@ -106,6 +110,7 @@ type stmts struct {
 	// durable pool (the writer connection)
 	insertEvent, replay                   *sql.Stmt
 	putOrder, replaceOrder, setOrderState *sql.Stmt
+	setRefundState                        *sql.Stmt
 	getOrderW                             *sql.Stmt
 	dueW                                  [len(dueShapes)]*sql.Stmt
 	attemptEvent, insertAttempt           *sql.Stmt
@@ -153,6 +158,7 @@ func (s *sqlStore) prepare(ctx context.Context) (err error) {
 	p(d, &st.putOrder, qPutOrderHead+s.d.insertIgnore("mch_id, out_trade_no"))
 	p(d, &st.replaceOrder, qReplaceOrder)
 	p(d, &st.setOrderState, qSetOrderState)
+	p(d, &st.setRefundState, qSetRefundState)
 	p(d, &st.attemptEvent, qAttemptEvent)
 	p(d, &st.insertAttempt, qInsertAttempt)
 	if s.keys != nil {

@@ -331,53 +331,20 @@ func (s *sqlStore) eventDefaults(e *Event) error {
 }
 
 // eventTx holds the statements of RecordEvent bound to one transaction
-// of the durable pool.
+// of the durable pool; those of the changes are bound when first needed.
 type eventTx struct {
 	tx                 *sql.Tx
 	insert, orderState *sql.Stmt
-	getOrder           *sql.Stmt // bound when first needed
+	refundState        *sql.Stmt
 }
 
 func (s *sqlStore) eventTx(ctx context.Context, tx *sql.Tx) *eventTx {
 	return &eventTx{tx: tx, insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.setOrderState)}
 }
 
-// checkError is a PaymentCheck's error: its event's, not the batch's.
-type checkError struct{ err error }
-
-func (e checkError) Error() string { return e.err.Error() }
-func (e checkError) Unwrap() error { return e.err }
-
-// checkPayment is RecordPayment's cross-check inside the transaction: read
-// the order, call check, and return the order state to set. A checkError
-// is the event's own; any other error fails the transaction. caughtUp: the
-// committer read the orders into the filter at the start of this
-// transaction, so the filter may answer for an order the ledger surely
-// does not hold (elsewhere it may be behind another process's orders).
-func (s *sqlStore) checkPayment(ctx context.Context, etx *eventTx, e *Event, check PaymentCheck, caughtUp bool) (string, error) {
-	var o *Order
-	if !caughtUp || s.keys == nil || !s.keys.absent(e.MchID, e.OutTradeNo) {
-		if etx.getOrder == nil {
-			etx.getOrder = etx.tx.StmtContext(ctx, s.st.getOrderW)
-		}
-		var err error
-		o, err = scanOrder(etx.getOrder.QueryRowContext(ctx, e.MchID, e.OutTradeNo))
-		if errors.Is(err, ErrNotFound) {
-			o = nil
-		} else if err != nil {
-			return "", fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
-		}
-	}
-	state, err := check(o, e)
-	if err != nil {
-		return "", checkError{err}
-	}
-	return state, nil
-}
-
 // insertEvent is RecordEvent inside a transaction: insert the event if its
-// ID is new, and then only, set the order's state.
-func (s *sqlStore) insertEvent(ctx context.Context, tx *eventTx, e *Event, orderState string) (bool, error) {
+// ID is new, and then only, apply the change.
+func (s *sqlStore) insertEvent(ctx context.Context, tx *eventTx, e *Event, c Change) (bool, error) {
 	res, err := tx.insert.ExecContext(ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
 	if err != nil {
 		return false, err
@@ -386,28 +353,36 @@ func (s *sqlStore) insertEvent(ctx context.Context, tx *eventTx, e *Event, order
 	if err != nil || n == 0 {
 		return false, err
 	}
-	if orderState != "" {
-		if _, err := tx.orderState.ExecContext(ctx, orderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
+	if c.OrderState != "" {
+		if _, err := tx.orderState.ExecContext(ctx, c.OrderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
+			return false, err
+		}
+	}
+	if r := c.Refund; r != nil {
+		if tx.refundState == nil {
+			tx.refundState = tx.tx.StmtContext(ctx, s.st.setRefundState)
+		}
+		if _, err := tx.refundState.ExecContext(ctx, r.State, toNs(e.CreatedAt), r.RefundID, r.RefundID, e.MchID, r.OutRefundNo); err != nil {
 			return false, err
 		}
 	}
 	return true, nil
 }
 
-func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, orderState string) (bool, error) {
-	return s.recordEvent(ctx, e, orderState, nil)
-}
-
-func (s *sqlStore) RecordPayment(ctx context.Context, e *Event, check PaymentCheck) (bool, error) {
-	if check == nil {
-		return false, errors.New("ledger: record payment: no check")
+// checkChange refuses a change that cannot be applied.
+func checkChange(c Change) error {
+	if r := c.Refund; r != nil && (r.OutRefundNo == "" || r.State == "") {
+		return errors.New("a refund change needs out_refund_no and a state")
 	}
-	return s.recordEvent(ctx, e, "", check)
+	return nil
 }
 
-func (s *sqlStore) recordEvent(ctx context.Context, e *Event, orderState string, check PaymentCheck) (bool, error) {
+func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bool, error) {
 	if err := s.eventDefaults(e); err != nil {
 		return false, fmt.Errorf("ledger: record event: %w", err)
+	}
+	if err := checkChange(change); err != nil {
+		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
 	if err := s.checkOpen(); err != nil {
 		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
@@ -415,16 +390,8 @@ func (s *sqlStore) recordEvent(ctx context.Context, e *Event, orderState string,
 	if !s.group {
 		var created bool
 		err := s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
-			etx := s.eventTx(ctx, tx)
-			state := orderState
-			if check != nil {
-				var err error
-				if state, err = s.checkPayment(ctx, etx, e, check, false); err != nil {
-					return err
-				}
-			}
 			var err error
-			created, err = s.insertEvent(ctx, etx, e, state)
+			created, err = s.insertEvent(ctx, s.eventTx(ctx, tx), e, change)
 			return err
 		})
 		if err != nil {
@@ -433,7 +400,7 @@ func (s *sqlStore) recordEvent(ctx context.Context, e *Event, orderState string,
 		s.eventTxs.Add(1)
 		return created, nil
 	}
-	return s.submit(ctx, e, orderState, check)
+	return s.submit(ctx, e, change)
 }
 
 func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, error) {

@@ -1,4 +1,11 @@
-package caddymodule
+// Package simulator mounts the simulated WeChat Pay of package wxpaysim in
+// Caddy, as the wxpay_simulator handler, with a stand-in backend that
+// verifies the gateway's events: the demo and the integration tests run
+// against it, with no merchant account. It is a package of its own so that
+// a production build (xcaddy build --with
+// github.com/caddy-wxpay/caddy-wxpay) does not contain it; ./xcaddy.sh and
+// cmd/caddy add it for the demo.
+package simulator
 
 import (
 	"crypto/x509"
@@ -6,16 +13,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-wxpay/caddy-wxpay/caddymodule"
 	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
@@ -23,6 +36,10 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(Simulator))
+	httpcaddyfile.RegisterHandlerDirective("wxpay_simulator", parseSimulator)
+	// Early in the route, as the wxpay handlers: it passes on what it
+	// does not serve.
+	httpcaddyfile.RegisterDirectiveOrder("wxpay_simulator", httpcaddyfile.Before, "invoke")
 }
 
 // Simulator mounts a simulated WeChat Pay server (package wxpaysim) so that
@@ -109,14 +126,21 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 	appIface, err := ctx.AppIfConfigured("wxpay")
 	switch {
 	case err == nil:
-		app := appIface.(*App)
+		app := appIface.(*caddymodule.App)
 		if len(s.Merchants) == 0 {
-			for _, m := range app.merchants {
-				merchants = append(merchants, wxpaysim.Merchant{MchID: m.mchID, Key: m.key, AppIDs: m.appIDs})
+			// The gateway's own merchants, their placeholders resolved
+			// as the gateway resolves them.
+			for _, name := range slices.Sorted(maps.Keys(app.Merchants)) {
+				m := app.Merchants[name]
+				merchants = append(merchants, wxpaysim.Merchant{
+					MchID:  strings.TrimSpace(repl.ReplaceAll(m.MchID, "")),
+					Key:    wxpay.APIKey(strings.TrimSpace(repl.ReplaceAll(m.APIKey, ""))),
+					AppIDs: m.ResolveAppIDs(repl),
+				})
 			}
 		}
-		if app.upstream != nil {
-			secret = app.upstream.secret
+		if app.Upstream != nil {
+			secret = []byte(strings.TrimSpace(repl.ReplaceAll(app.Upstream.Secret, "")))
 		}
 	case !errors.Is(err, caddy.ErrNotConfigured):
 		return fmt.Errorf("wxpay_simulator: %w", err)
@@ -252,9 +276,68 @@ func (b *demoBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// parseSimulator parses the wxpay_simulator directive; see
+// Simulator.UnmarshalCaddyfile.
+func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(Simulator)
+	return s, s.UnmarshalCaddyfile(h.Dispenser)
+}
+
+// UnmarshalCaddyfile sets up the handler from the wxpay_simulator
+// directive:
+//
+//	wxpay_simulator {
+//		time_scale <factor>
+//		merchant   <mch_id> <api_key> <app_id> [<app_id>...]
+//		client_ca  <ca.pem>
+//		name       <name>
+//	}
+//
+// Each option is the field of the same name; merchant may be repeated.
+// Without merchant lines the simulator knows the wxpay app's merchants.
+func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "time_scale":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				return d.Errf("time_scale must be a positive number, got %q", v)
+			}
+			s.TimeScale = f
+		case "client_ca":
+			if !d.AllArgs(&s.ClientCA) {
+				return d.ArgErr()
+			}
+		case "name":
+			if !d.AllArgs(&s.Name) {
+				return d.ArgErr()
+			}
+		case "merchant":
+			args := d.RemainingArgs()
+			if len(args) < 3 {
+				return d.Err("merchant needs <mch_id> <api_key> <app_id> [<app_id>...]")
+			}
+			s.Merchants = append(s.Merchants, SimulatedMerchant{MchID: args[0], APIKey: args[1], AppIDs: args[2:]})
+		default:
+			return d.Errf("unknown wxpay_simulator option %q", d.Val())
+		}
+	}
+	return nil
+}
+
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Simulator)(nil)
 	_ caddy.CleanerUpper          = (*Simulator)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Simulator)(nil)
+	_ caddyfile.Unmarshaler       = (*Simulator)(nil)
+	_ caddy.Destructor            = (*sharedSim)(nil)
 )

@@ -1,0 +1,253 @@
+package caddymodule
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/gateway"
+	"github.com/caddy-wxpay/caddy-wxpay/gateway/apiv2"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+)
+
+// Merchant is one WeChat Pay merchant account (商户号) and how to reach
+// WeChat for it.
+type Merchant struct {
+	// The merchant number WeChat Pay assigned (商户号), e.g. 1900000109.
+	// Required.
+	MchID string `json:"mch_id,omitempty"`
+
+	// The app ids (appid of the mini program, official account or app)
+	// bound to this merchant that orders may use. The first is the
+	// default; an order naming another app id is refused. Required. A
+	// placeholder may resolve to several ids, separated by spaces or
+	// commas.
+	AppIDs []string `json:"app_ids,omitempty"`
+
+	// The API v2 key (32 characters, set under 账户设置 → API安全).
+	// Give it as a placeholder ({env.WXPAY_API_KEY} or
+	// {file./run/secrets/wxpay_key}), never inline. Required.
+	APIKey string `json:"api_key,omitempty"`
+
+	// The signature algorithm: MD5 (the default) or HMAC-SHA256.
+	SignType string `json:"sign_type,omitempty"`
+
+	// The URL WeChat sends payment notifications to: this gateway's
+	// wxpay handler, e.g. https://pay.example.com/wxpay/notify. It must be
+	// https and carry no query string. Required.
+	NotifyURL string `json:"notify_url,omitempty"`
+
+	// Allows a plain http notify_url, but only on a loopback address or
+	// when the endpoint is not WeChat's (a simulator). For tests and the
+	// demo; the gateway logs a warning.
+	InsecureNotifyURL bool `json:"insecure_notify_url,omitempty"`
+
+	// WeChat Pay's API base URL. Default: https://api.mch.weixin.qq.com.
+	// Tests and the demo point it at the simulator (plain http is
+	// accepted on loopback addresses only).
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// How long one call to WeChat may take; past it the caller gets 504.
+	// Default: 6s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// The merchant's API client certificate, which refunds need (mutual
+	// TLS): the PEM certificate file (apiclient_cert.pem), or a PKCS#12
+	// file (apiclient_cert.p12, whose password is the mch_id).
+	ClientCert string `json:"client_cert,omitempty"`
+
+	// The PEM private key file of ClientCert (apiclient_key.pem); empty
+	// with a PKCS#12 file.
+	ClientKey string `json:"client_key,omitempty"`
+
+	// The URL WeChat sends refund notifications to. Default: notify_url
+	// followed by /refund (e.g. https://pay.example.com/wxpay/notify/refund),
+	// which the wxpay handler serves.
+	RefundNotifyURL string `json:"refund_notify_url,omitempty"`
+
+	// WeChat's disaster-recovery twin, tried once when a call that is safe
+	// to repeat (queries, close, refunds, bills) fails on the network or
+	// with a 5xx. Default: https://api2.mch.weixin.qq.com when endpoint is
+	// WeChat's own host, none otherwise; "off" disables it.
+	FailoverEndpoint string `json:"failover_endpoint,omitempty"`
+}
+
+// provision checks the configuration, resolves its secrets and builds the
+// merchant as the gateway serves it, with the API version that speaks for
+// it; closeIdle closes its HTTP clients' idle connections.
+func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Logger) (m *gateway.Merchant, closeIdle func(), err error) {
+	if cfg == nil {
+		return nil, nil, errors.New("empty configuration")
+	}
+	m = &gateway.Merchant{Name: name}
+	m.MchID = strings.TrimSpace(repl.ReplaceAll(cfg.MchID, ""))
+	if m.MchID == "" {
+		return nil, nil, fmt.Errorf("mch_id is required%s", emptyFrom(cfg.MchID))
+	}
+	for _, c := range m.MchID {
+		if c < '0' || c > '9' {
+			return nil, nil, fmt.Errorf("mch_id %q is not a merchant number (digits only)", m.MchID)
+		}
+	}
+	m.AppIDs = cfg.ResolveAppIDs(repl)
+	if len(m.AppIDs) == 0 {
+		return nil, nil, errors.New("app_id is required: list the app ids bound to this merchant")
+	}
+	key := wxpay.APIKey(strings.TrimSpace(repl.ReplaceAll(cfg.APIKey, "")))
+	if cfg.APIKey == "" {
+		return nil, nil, errors.New("api_key is required")
+	}
+	if err := key.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("api_key %s: %w", describeSecretSource(cfg.APIKey), err)
+	}
+	st, err := wxpay.ParseSignType(strings.ToUpper(strings.TrimSpace(cfg.SignType)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign_type: %w", err)
+	}
+
+	endpoint := strings.TrimSpace(repl.ReplaceAll(cfg.Endpoint, ""))
+	if endpoint == "" {
+		endpoint = wxpay.DefaultEndpoint
+	}
+	eu, err := url.Parse(endpoint)
+	if err != nil || eu.Host == "" || (eu.Scheme != "https" && eu.Scheme != "http") {
+		return nil, nil, fmt.Errorf("endpoint %q is not an http(s) URL", endpoint)
+	}
+	if eu.Scheme == "http" && !isLoopback(eu.Hostname()) {
+		return nil, nil, fmt.Errorf("endpoint %q: plain http is allowed on loopback addresses only", endpoint)
+	}
+	weChatHost := strings.HasSuffix(eu.Hostname(), ".weixin.qq.com")
+
+	m.NotifyURL = strings.TrimSpace(repl.ReplaceAll(cfg.NotifyURL, ""))
+	nu, err := url.Parse(m.NotifyURL)
+	switch {
+	case m.NotifyURL == "":
+		return nil, nil, errors.New("notify_url is required")
+	case err != nil || nu.Host == "" || !nu.IsAbs():
+		return nil, nil, fmt.Errorf("notify_url %q is not an absolute URL", m.NotifyURL)
+	case nu.RawQuery != "" || nu.ForceQuery:
+		return nil, nil, fmt.Errorf("notify_url %q has a query string, which WeChat drops", m.NotifyURL)
+	case nu.Scheme == "https":
+	case nu.Scheme != "http":
+		return nil, nil, fmt.Errorf("notify_url %q must be https", m.NotifyURL)
+	case !cfg.InsecureNotifyURL:
+		return nil, nil, fmt.Errorf("notify_url %q must be https (insecure_notify_url allows http on a loopback address or with a simulator endpoint)", m.NotifyURL)
+	case !isLoopback(nu.Hostname()) && weChatHost:
+		return nil, nil, fmt.Errorf("notify_url %q: insecure_notify_url allows http only on a loopback address or with a simulator endpoint", m.NotifyURL)
+	default:
+		logger.Warn("plain http notify_url allowed by insecure_notify_url: for tests and demos only",
+			zap.String("merchant", name), zap.String("notify_url", m.NotifyURL))
+	}
+
+	timeout := time.Duration(cfg.Timeout)
+	if timeout == 0 {
+		timeout = 6 * time.Second
+	}
+	if timeout < 0 {
+		return nil, nil, fmt.Errorf("timeout %s is negative", timeout)
+	}
+	m.RefundNotifyURL = strings.TrimSpace(repl.ReplaceAll(cfg.RefundNotifyURL, ""))
+	if m.RefundNotifyURL == "" {
+		m.RefundNotifyURL = strings.TrimSuffix(m.NotifyURL, "/") + "/refund"
+	} else if u, err := url.Parse(m.RefundNotifyURL); err != nil || u.Host == "" || u.RawQuery != "" || (u.Scheme != "https" && !(u.Scheme == "http" && cfg.InsecureNotifyURL)) {
+		return nil, nil, fmt.Errorf("refund_notify_url %q must be an https URL without a query string", m.RefundNotifyURL)
+	}
+
+	failover := strings.TrimSpace(repl.ReplaceAll(cfg.FailoverEndpoint, ""))
+	switch failover {
+	case "":
+		failover = wxpay.DefaultFailoverEndpoint(endpoint)
+	case "off":
+		failover = ""
+	default:
+		if fu, err := url.Parse(failover); err != nil || fu.Host == "" || (fu.Scheme != "https" && !(fu.Scheme == "http" && isLoopback(fu.Hostname()))) {
+			return nil, nil, fmt.Errorf("failover_endpoint %q is not an https URL (or http on loopback)", failover)
+		}
+	}
+
+	client := &wxpay.Client{
+		MchID: m.MchID, Key: key, SignType: st,
+		Endpoint: endpoint, HTTPClient: wxpay.NewHTTPClient(256), Timeout: timeout,
+		FailoverEndpoint: failover,
+		OnFailover: func(op string, err error) {
+			logger.Warn("WeChat Pay call failed over to the disaster-recovery endpoint",
+				zap.String("merchant", name), zap.String("op", op), zap.String("failover_endpoint", failover), zap.Error(err))
+		},
+	}
+	if cfg.ClientCert != "" {
+		cert, err := loadClientCert(repl.ReplaceAll(cfg.ClientCert, ""), repl.ReplaceAll(cfg.ClientKey, ""), m.MchID)
+		if err != nil {
+			return nil, nil, err
+		}
+		client.TLSHTTPClient = wxpay.NewMTLSHTTPClient(cert, 64)
+	} else if cfg.ClientKey != "" {
+		return nil, nil, errors.New("client_key without client_cert")
+	}
+	m.API = apiv2.New(client)
+	closeIdle = func() {
+		client.HTTPClient.CloseIdleConnections()
+		if client.TLSHTTPClient != nil {
+			client.TLSHTTPClient.CloseIdleConnections()
+		}
+	}
+	return m, closeIdle, nil
+}
+
+// ResolveAppIDs returns the app ids with their placeholders resolved; a
+// placeholder may resolve to several ids: "wx1 wx2" or "wx1,wx2".
+func (cfg *Merchant) ResolveAppIDs(repl *caddy.Replacer) []string {
+	var ids []string
+	for _, raw := range cfg.AppIDs {
+		ids = append(ids, strings.FieldsFunc(repl.ReplaceAll(raw, ""), func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })...)
+	}
+	return ids
+}
+
+// loadClientCert reads the merchant's client certificate: PEM certificate
+// and key files, or one PKCS#12 file whose password is the mch_id.
+func loadClientCert(certFile, keyFile, mchID string) (tls.Certificate, error) {
+	certData, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client_cert: %w", err)
+	}
+	if keyFile == "" {
+		cert, err := wxpay.LoadPKCS12(certData, mchID)
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("client_cert %s (PKCS#12, password the mch_id): %w", certFile, err)
+		}
+		return cert, nil
+	}
+	keyData, err := os.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client_key: %w", err)
+	}
+	cert, err := wxpay.LoadClientCertificate(certData, keyData)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client_cert %s with client_key %s: %w", certFile, keyFile, err)
+	}
+	return cert, nil
+}
+
+// isLoopback reports whether host names this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+func emptyFrom(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (%s resolved to nothing)", raw)
+}

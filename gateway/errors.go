@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Error is the gateway's answer to a caller that it could not serve: an
+// HTTP status and {"error": {"code": "...", "message": "..."}}. Err, the
+// cause, is for the log and never shown to the caller.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// BadRequest is a 400 INVALID_REQUEST whose message says what was wrong.
+func BadRequest(format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: "INVALID_REQUEST", Message: fmt.Sprintf(format, args...)}
+}
+
+// InvalidField is a 400 for one field of a request, as an API version's
+// validation reports it.
+func InvalidField(field, reason string) *Error {
+	return BadRequest("%s %s", field, reason)
+}
+
+// internalError is a 500 whose cause is logged, not shown.
+func internalError(message string, err error) *Error {
+	return &Error{Status: http.StatusInternalServerError, Code: "INTERNAL", Message: message, Err: err}
+}
+
+// CallErrorKind says what went wrong in a call to WeChat Pay, whatever the
+// API version.
+type CallErrorKind int
+
+const (
+	// Refused: WeChat answered with a business error (Code and Message
+	// are WeChat's) that is neither of the kinds below.
+	Refused CallErrorKind = iota
+	// Conflict: the request conflicts with the order's or refund's state
+	// (paid, closed, number used for other content, more than is left to
+	// refund).
+	Conflict
+	// NotFound: WeChat does not know the order, refund or bill.
+	NotFound
+	// RateLimited: WeChat asks to slow down (FREQUENCY_LIMITED).
+	RateLimited
+	// Timeout: WeChat did not answer in time; the call's effect is unknown.
+	Timeout
+	// Unreachable: WeChat could not be reached.
+	Unreachable
+	// BadSignature: WeChat's answer failed verification (for a call that
+	// moves money, its effect is unknown).
+	BadSignature
+	// BadReply: WeChat's answer could not be used.
+	BadReply
+)
+
+// CallError is a failed call to WeChat Pay as an API version classifies
+// it. Protocol implementations return it (wrapped or not) for every
+// failure of WeChat's; the gateway maps its kind to the caller's answer.
+type CallError struct {
+	Kind    CallErrorKind
+	Code    string // WeChat's error code (err_code, or APIv3's code)
+	Message string // WeChat's words
+	Err     error
+}
+
+func (e *CallError) Error() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *CallError) Unwrap() error { return e.Err }
+
+// ErrorFor maps an error of a call to WeChat onto the caller's answer: 409
+// for a conflict with the order's state, 404 for what WeChat does not know,
+// 429 when WeChat limits the rate, 504 when WeChat did not answer in time,
+// 502 for any other failure of WeChat's, each with WeChat's code and words
+// when it gave them. An *Error (a refused request) is answered as it is;
+// anything else is a 500.
+func ErrorFor(err error) *Error {
+	var (
+		ge *Error
+		ce *CallError
+	)
+	switch {
+	case errors.As(err, &ge):
+		return ge
+	case !errors.As(err, &ce):
+		return internalError("the request could not be served", err)
+	}
+	switch ce.Kind {
+	case Conflict:
+		return &Error{Status: http.StatusConflict, Code: ce.Code, Message: ce.Message, Err: err}
+	case NotFound:
+		return &Error{Status: http.StatusNotFound, Code: ce.Code, Message: ce.Message, Err: err}
+	case RateLimited:
+		return &Error{Status: http.StatusTooManyRequests, Code: ce.Code, Message: ce.Message, Err: err}
+	case Timeout:
+		return &Error{Status: http.StatusGatewayTimeout, Code: "WECHAT_TIMEOUT", Message: "WeChat Pay did not answer in time", Err: err}
+	case Unreachable:
+		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_UNREACHABLE", Message: "WeChat Pay could not be reached", Err: err}
+	case BadSignature:
+		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_SIGNATURE", Message: "WeChat Pay's answer failed signature verification", Err: err}
+	case BadReply:
+		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_REPLY", Message: "WeChat Pay's answer could not be used", Err: err}
+	}
+	return &Error{Status: http.StatusBadGateway, Code: ce.Code, Message: ce.Message, Err: err}
+}

@@ -1,0 +1,41 @@
+package gateway
+
+import "slices"
+
+// Merchant is one WeChat Pay merchant account (商户号) as the gateway serves
+// it: who it is, which app ids may use it, where WeChat notifies, and the
+// API version that speaks for it.
+type Merchant struct {
+	// Name is the merchant's name in the configuration (for logs and
+	// messages).
+	Name string
+	// MchID is WeChat's merchant number.
+	MchID string
+	// AppIDs are the app ids bound to the merchant; the first is the
+	// default of an order that names none.
+	AppIDs []string
+	// NotifyURL is where WeChat sends payment notifications.
+	NotifyURL string
+	// RefundNotifyURL is where WeChat sends refund notifications, unless a
+	// refund names its own.
+	RefundNotifyURL string
+	// API speaks WeChat Pay's protocol for this merchant.
+	API Protocol
+}
+
+// HasAppID reports whether id is one of the merchant's app ids.
+func (m *Merchant) HasAppID(id string) bool {
+	return slices.Contains(m.AppIDs, id)
+}
+
+// appID picks the app id of a request: the one asked for, which must be
+// the merchant's, or the merchant's default.
+func (m *Merchant) appID(asked string) (string, error) {
+	if asked == "" {
+		return m.AppIDs[0], nil
+	}
+	if !m.HasAppID(asked) {
+		return "", BadRequest("app_id %q is not one of merchant %s's app ids", asked, m.Name)
+	}
+	return asked, nil
+}

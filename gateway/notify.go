@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/event"
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+)
+
+// Notification is one notification as it reached the gateway: its exact
+// bytes, which are verified as they are, never re-encoded.
+type Notification struct {
+	Header   http.Header
+	Body     []byte
+	RemoteIP string // for the log
+}
+
+// AcceptPaymentNotification takes one of WeChat's payment notifications
+// for merchant m and returns the reply WeChat expects: verify, check that
+// it is the merchant's, cross-check it against the order placed, store its
+// event durably with its outbox entry (or, without a ledger, deliver it),
+// and only then reply that it arrived. Every failure replies with a
+// refusal, so that WeChat sends the notification again.
+func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n Notification) Reply {
+	p, err := m.API.ParsePaymentNotification(n.Header, n.Body)
+	if err != nil {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid notification", err)
+	}
+	if p.MchID != m.MchID {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "mch_id mismatch",
+			fmt.Errorf("notification for mch_id %q reached merchant %s (%s)", p.MchID, m.Name, m.MchID))
+	}
+	if !m.HasAppID(p.AppID) {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "appid mismatch",
+			fmt.Errorf("notification for appid %q is not one of merchant %s's", p.AppID, m.Name))
+	}
+	if s.ledger == nil {
+		ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, s.now())
+		if reply, ok := s.deliverBeforeReply(ctx, m, n, ev); !ok {
+			return reply
+		}
+		s.logger.Info("notification delivered",
+			zap.String("merchant", m.Name), zap.String("event_id", ev.ID), zap.String("type", ev.Type),
+			zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
+		return m.API.NotifyReply(http.StatusOK, "")
+	}
+	ev, created, err := s.recordPayment(ctx, m, p)
+	if err != nil {
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err)
+	}
+	if created {
+		s.logger.Info("notification stored", zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
+			zap.String("type", ev.Type), zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
+	} else {
+		s.logger.Info("duplicate notification acknowledged", zap.String("merchant", m.Name), zap.String("event_id", ev.ID))
+	}
+	return m.API.NotifyReply(http.StatusOK, "")
+}
+
+// RefuseNotification logs why a notification is refused and returns the
+// refusal WeChat expects (it will send the notification again).
+func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, reason string, err error) Reply {
+	fields := []zap.Field{zap.String("merchant", m.Name), zap.String("remote_ip", n.RemoteIP), zap.String("reason", reason)}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	s.logger.Warn("notification refused; WeChat will retry", fields...)
+	return m.API.NotifyReply(status, reason)
+}
+
+// deliverBeforeReply delivers an event while WeChat waits (no ledger): ok
+// when the backend took it; otherwise the refusal to reply.
+func (s *Service) deliverBeforeReply(ctx context.Context, m *Merchant, n Notification, ev *event.Event) (Reply, bool) {
+	payload, err := ev.Marshal()
+	if err != nil {
+		return s.RefuseNotification(m, n, http.StatusInternalServerError, "internal error", err), false
+	}
+	if err := s.direct.Deliver(ctx, ev.ID, payload); err != nil {
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "backend did not take the event", err), false
+	}
+	return Reply{}, true
+}
+
+// recordPayment cross-checks a verified payment against the order the
+// gateway placed and stores its event durably, with its outbox entry and
+// the order's new state, in one transaction. A payment that disagrees with
+// its order is stored as payment.mismatch, never as a success. A duplicate
+// (same merchant and transaction) stores nothing.
+func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*event.Event, bool, error) {
+	now := s.now()
+	o, err := s.ledger.GetOrder(ctx, m.MchID, p.OutTradeNo)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		o = nil // placed outside the gateway: nothing to check it against
+	case err != nil:
+		return nil, false, err
+	}
+	ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
+	var change ledger.Change
+	var diff map[string]event.Discrepancy
+	if o != nil {
+		diff = PaymentDiscrepancies(o, p)
+		switch {
+		case len(diff) > 0:
+			ev.MarkMismatch(event.PaymentMismatch, diff)
+			change.OrderState = ledger.OrderMismatch
+		case p.Succeeded:
+			change.OrderState = ledger.OrderPaid
+		default:
+			change.OrderState = ledger.OrderPayError
+		}
+	}
+	payload, err := ev.Marshal()
+	if err != nil {
+		return nil, false, err
+	}
+	created, err := s.ledger.RecordEvent(ctx, &ledger.Event{
+		ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID,
+		Payload: payload, CreatedAt: now, NextAttemptAt: now,
+	}, change)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(diff) > 0 {
+		s.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
+			zap.String("merchant", m.Name), zap.String("out_trade_no", p.OutTradeNo),
+			zap.String("transaction_id", p.TransactionID), zap.Any("mismatch", diff))
+	}
+	if created && s.outbox != nil {
+		s.outbox.Notify()
+	}
+	return ev, created, nil
+}
+
+// PaymentDiscrepancies lists where a payment disagrees with the order the
+// gateway placed: its amount (a failed payment may carry none), app id or
+// merchant. It is nil when they agree.
+func PaymentDiscrepancies(o *ledger.Order, p *Payment) map[string]event.Discrepancy {
+	var diff map[string]event.Discrepancy
+	add := func(field string, d event.Discrepancy) {
+		if diff == nil {
+			diff = make(map[string]event.Discrepancy, 3)
+		}
+		diff[field] = d
+	}
+	switch {
+	case !p.HasTotalFee && !p.Succeeded:
+	case !p.HasTotalFee:
+		add("total_fee", event.Discrepancy{Order: o.TotalFee, Notification: ""})
+	case p.TotalFee != o.TotalFee:
+		add("total_fee", event.Discrepancy{Order: o.TotalFee, Notification: p.TotalFee})
+	}
+	if p.AppID != o.AppID {
+		add("appid", event.Discrepancy{Order: o.AppID, Notification: p.AppID})
+	}
+	if p.MchID != o.MchID {
+		add("mch_id", event.Discrepancy{Order: o.MchID, Notification: p.MchID})
+	}
+	return diff
+}

@@ -1,0 +1,233 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+)
+
+// PrepayLifetime is how long WeChat keeps a prepay_id valid.
+const PrepayLifetime = 2 * time.Hour
+
+// reuseMargin keeps a recorded prepay_id from being handed out just before
+// it expires.
+const reuseMargin = 5 * time.Minute
+
+// TimeLayout is the layout of the gateway's times (time_expire, time_end):
+// WeChat's API v2 yyyyMMddHHmmss, in Beijing time.
+const TimeLayout = "20060102150405"
+
+// Beijing is the time zone of WeChat's times.
+var Beijing = time.FixedZone("CST", 8*60*60)
+
+// PlaceOrder places an order for merchant m, or answers the one recorded:
+// the same out_trade_no with the same content within the prepay_id's life
+// gets the recorded prepay_id and freshly signed pay parameters without a
+// call to WeChat; with other content, or once paid, it is refused as
+// WeChat would refuse it. clientIP is the default spbill_create_ip. The
+// order is recorded before its answer is returned.
+func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
+	o, err := m.newOrder(req, clientIP)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	hash := contentHash(o)
+	var known *ledger.Order
+	if s.ledger != nil {
+		ko, err := s.ledger.GetOrder(ctx, m.MchID, o.OutTradeNo)
+		switch {
+		case err == nil:
+			known = ko
+		case !errors.Is(err, ledger.ErrNotFound):
+			// The ledger is an optimisation here: WeChat itself
+			// refuses a reused number. Go on without it.
+			s.logger.Error("reading the order ledger", zap.String("out_trade_no", o.OutTradeNo), zap.Error(err))
+		}
+	}
+	if known != nil {
+		switch {
+		case known.State == ledger.OrderPaid:
+			return nil, &Error{Status: http.StatusConflict, Code: "ORDERPAID", Message: "the order is already paid"}
+		case known.ContentHash != hash:
+			return nil, &Error{Status: http.StatusConflict, Code: "OUT_TRADE_NO_USED", Message: "out_trade_no was used for an order with other content"}
+		case known.State == ledger.OrderNotPay && known.PrepayID != "" && now.Add(reuseMargin).Before(known.ExpiresAt):
+			return orderResponse(m, o, &Prepay{PrepayID: known.PrepayID, CodeURL: known.CodeURL, MWebURL: known.MWebURL}, now)
+		}
+	}
+	p, err := m.API.Prepay(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if s.ledger != nil {
+		lo := &ledger.Order{
+			MchID: m.MchID, OutTradeNo: o.OutTradeNo, AppID: o.AppID, TradeType: o.TradeType,
+			TotalFee: o.TotalFee, ContentHash: hash, PrepayID: p.PrepayID, CodeURL: p.CodeURL,
+			MWebURL: p.MWebURL, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
+		}
+		if s.reconcileDelay > 0 {
+			lo.NextCheckAt = now.Add(s.reconcileDelay)
+		}
+		if known != nil {
+			err = s.ledger.ReplaceOrder(ctx, lo)
+		} else {
+			err = s.ledger.PutOrder(ctx, lo)
+		}
+		if err != nil && !errors.Is(err, ledger.ErrExists) {
+			// WeChat has the order; only the cross-check of its
+			// notification is lost. Do not fail the payment for it.
+			s.logger.Error("recording an order", zap.String("out_trade_no", o.OutTradeNo), zap.Error(err))
+		}
+	}
+	return orderResponse(m, o, p, now)
+}
+
+// newOrder fills in the merchant's defaults and validates the order.
+func (m *Merchant) newOrder(req *OrderRequest, clientIP string) (*Order, error) {
+	o := &Order{OrderRequest: *req, NotifyURL: m.NotifyURL}
+	var err error
+	if o.AppID, err = m.appID(req.AppID); err != nil {
+		return nil, err
+	}
+	if o.SpbillCreateIP == "" {
+		o.SpbillCreateIP = clientIP
+	}
+	if err := m.API.ValidateOrder(o); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// orderResponse answers a placed order with freshly signed client pay
+// parameters.
+func orderResponse(m *Merchant, o *Order, p *Prepay, now time.Time) (*OrderResponse, error) {
+	out := &OrderResponse{OutTradeNo: o.OutTradeNo, TradeType: o.TradeType, PrepayID: p.PrepayID, AppID: o.AppID}
+	switch o.TradeType {
+	case TradeTypeNative:
+		out.CodeURL = p.CodeURL
+	case TradeTypeMWEB:
+		out.MWebURL = p.MWebURL
+	}
+	pp, err := m.API.PayParams(o, p, now)
+	if err != nil {
+		return nil, internalError("cannot sign the pay parameters", err)
+	}
+	out.PayParams = pp
+	return out, nil
+}
+
+// contentHash identifies an order's content: every field sent to WeChat
+// except the client's IP, which may differ between two tries of one order,
+// under API v2's names, sorted by name, each name and value followed by a
+// NUL byte, hashed with SHA-256. Ledgers written by earlier versions hold
+// this hash: it must not change.
+func contentHash(o *Order) string {
+	h := sha256.New()
+	add := func(name, value string) {
+		if value == "" {
+			return
+		}
+		h.Write([]byte(name))
+		h.Write([]byte{0})
+		h.Write([]byte(value))
+		h.Write([]byte{0})
+	}
+	// In byte order of the names.
+	add("appid", o.AppID)
+	add("attach", o.Attach)
+	add("body", o.Body)
+	add("detail", o.Detail)
+	add("goods_tag", o.GoodsTag)
+	add("notify_url", o.NotifyURL)
+	add("openid", o.OpenID)
+	add("out_trade_no", o.OutTradeNo)
+	add("product_id", o.ProductID)
+	add("scene_info", o.SceneInfo)
+	add("time_expire", o.TimeExpire)
+	add("total_fee", strconv.FormatInt(o.TotalFee, 10))
+	add("trade_type", o.TradeType)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// expiry is when the order's prepay_id stops being usable: PrepayLifetime
+// after it was issued, or the order's own time_expire if earlier.
+func expiry(o *Order, now time.Time) time.Time {
+	exp := now.Add(PrepayLifetime)
+	if o.TimeExpire != "" {
+		if t, err := time.ParseInLocation(TimeLayout, o.TimeExpire, Beijing); err == nil && t.Before(exp) {
+			exp = t
+		}
+	}
+	return exp
+}
+
+// appIDFor picks the app id to ask WeChat about an order with: the one
+// asked for (which must be the merchant's), the recorded order's, or the
+// merchant's default.
+func (s *Service) appIDFor(ctx context.Context, m *Merchant, asked, outTradeNo string) (string, error) {
+	if asked != "" {
+		return m.appID(asked)
+	}
+	if s.ledger != nil && outTradeNo != "" {
+		if o, err := s.ledger.GetOrder(ctx, m.MchID, outTradeNo); err == nil && o.AppID != "" {
+			return o.AppID, nil
+		}
+	}
+	return m.AppIDs[0], nil
+}
+
+// QueryOrder asks WeChat for an order's state (with app id appID, or the
+// one appIDFor picks when it is ""). A payment whose notification never
+// came is recorded and forwarded now, under the id its notification would
+// have had.
+func (s *Service) QueryOrder(ctx context.Context, m *Merchant, outTradeNo, appID string) (*OrderQueryResponse, error) {
+	appID, err := s.appIDFor(ctx, m, appID, outTradeNo)
+	if err != nil {
+		return nil, err
+	}
+	q, err := m.API.QueryOrder(ctx, appID, outTradeNo)
+	if err != nil {
+		return nil, err
+	}
+	if q.Paid() && q.Payment != nil && s.ledger != nil {
+		if _, _, err := s.recordPayment(ctx, m, q.Payment); err != nil {
+			s.logger.Error("recording a payment found by a query", zap.String("out_trade_no", outTradeNo), zap.Error(err))
+		}
+	}
+	return q, nil
+}
+
+// CloseOrder closes an unpaid order with WeChat and records it closed.
+func (s *Service) CloseOrder(ctx context.Context, m *Merchant, outTradeNo, appID string) error {
+	appID, err := s.appIDFor(ctx, m, appID, outTradeNo)
+	if err != nil {
+		return err
+	}
+	if err := m.API.CloseOrder(ctx, appID, outTradeNo); err != nil {
+		return err
+	}
+	s.orderClosed(ctx, m.MchID, outTradeNo, s.now())
+	return nil
+}
+
+// orderClosed records a close in the ledger, and that the order needs no
+// more checks.
+func (s *Service) orderClosed(ctx context.Context, mchID, outTradeNo string, now time.Time) {
+	if s.ledger == nil {
+		return
+	}
+	if err := s.ledger.SetOrderState(ctx, mchID, outTradeNo, ledger.OrderClosed, now); err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		s.logger.Error("recording a closed order", zap.String("out_trade_no", outTradeNo), zap.Error(err))
+	}
+	if err := s.ledger.ScheduleCheck(ctx, mchID, outTradeNo, time.Time{}, 0); err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		s.logger.Error("unscheduling a closed order's checks", zap.String("out_trade_no", outTradeNo), zap.Error(err))
+	}
+}

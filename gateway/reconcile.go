@@ -1,0 +1,257 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+)
+
+// ReconcileLedger is what the Reconciler needs of the ledger: the unpaid
+// orders due for a check, their schedule and state, and a lease so that
+// one gateway on a shared ledger runs the job at a time.
+type ReconcileLedger interface {
+	TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	OrdersToCheck(ctx context.Context, now time.Time, limit int) ([]*ledger.Order, error)
+	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error
+	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
+}
+
+// ReconcileSetup is a running configuration's setup of the job.
+type ReconcileSetup struct {
+	// Owner is who configured it: Release(Owner) clears it.
+	Owner any
+	// Service records the payments found (as their notifications would
+	// have been); its ledger is the Reconciler's.
+	Service *Service
+	// Merchants by mch_id: an order of a merchant not listed is no
+	// longer checked.
+	Merchants map[string]*Merchant
+	// Delay is the first check's delay after an order is placed; later
+	// checks double it, until the order's expiry.
+	Delay time.Duration
+	// CloseExpired closes the orders still unpaid at their expiry.
+	CloseExpired bool
+	// Logger receives what the job finds and its failures; nil: none.
+	Logger *zap.Logger
+}
+
+func (s *ReconcileSetup) logger() *zap.Logger {
+	if s.Logger == nil {
+		return zap.NewNop()
+	}
+	return s.Logger
+}
+
+// Reconciler asks WeChat (order query) about the orders the ledger holds
+// as unpaid once their notification is overdue: a payment it finds is
+// recorded and forwarded like the notification that never came; an order
+// past its expiry is closed when the setup says so. The configurations
+// sharing one ledger (during a reload, two) share its Reconciler and hand
+// it their setup as they start.
+type Reconciler struct {
+	ledger ReconcileLedger
+	holder string
+	now    func() time.Time
+	setup  atomic.Pointer[ReconcileSetup]
+	once   sync.Once
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewReconciler returns a Reconciler of l; now is its clock (time.Now when
+// nil).
+func NewReconciler(l ReconcileLedger, now func() time.Time) *Reconciler {
+	if now == nil {
+		now = time.Now
+	}
+	return &Reconciler{ledger: l, holder: "wxpay-" + rand.Text(), now: now}
+}
+
+// Configure sets the current setup and starts the job on first use.
+func (rc *Reconciler) Configure(s *ReconcileSetup) {
+	if s == nil || s.Delay <= 0 {
+		return
+	}
+	rc.setup.Store(s)
+	rc.once.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		rc.cancel = cancel
+		rc.done = make(chan struct{})
+		go rc.loop(ctx)
+	})
+}
+
+// Release clears the setup if it is still owner's (a reload may have put
+// a newer one in place already).
+func (rc *Reconciler) Release(owner any) {
+	if s := rc.setup.Load(); s != nil && s.Owner == owner {
+		rc.setup.CompareAndSwap(s, nil)
+	}
+}
+
+// Stop ends the job, waiting for a round in progress.
+func (rc *Reconciler) Stop() {
+	if rc.cancel != nil {
+		rc.cancel()
+		<-rc.done
+	}
+}
+
+func (rc *Reconciler) loop(ctx context.Context) {
+	defer close(rc.done)
+	for {
+		wait := 5 * time.Second
+		if s := rc.setup.Load(); s != nil {
+			wait = min(max(s.Delay/5, 50*time.Millisecond), 30*time.Second)
+			rc.Round(ctx, s, 3*wait+time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Round checks the orders due now, if this Reconciler holds the job's
+// lease (taken or renewed for leaseTTL).
+func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL time.Duration) {
+	now := rc.now()
+	ok, err := rc.ledger.TryLease(ctx, "reconcile", rc.holder, now, leaseTTL)
+	if err != nil || !ok {
+		if err != nil && ctx.Err() == nil {
+			s.logger().Error("reconcile: taking the lease", zap.Error(err))
+		}
+		return
+	}
+	orders, err := rc.ledger.OrdersToCheck(ctx, now, 50)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logger().Error("reconcile: reading orders", zap.Error(err))
+		}
+		return
+	}
+	for _, o := range orders {
+		if ctx.Err() != nil {
+			return
+		}
+		rc.check(ctx, s, o, rc.now())
+	}
+}
+
+// check asks WeChat about one order and decides what comes next.
+func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Order, now time.Time) {
+	log := s.logger().With(zap.String("mch_id", o.MchID), zap.String("out_trade_no", o.OutTradeNo))
+	m, ok := s.Merchants[o.MchID]
+	if !ok {
+		// A merchant no longer configured: nothing to ask with.
+		rc.schedule(ctx, log, o, time.Time{})
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	q, err := m.API.QueryOrder(cctx, o.AppID, o.OutTradeNo)
+	switch {
+	case err == nil && q.Paid() && q.Payment != nil:
+		ev, created, err := s.Service.recordPayment(ctx, m, q.Payment)
+		if err != nil {
+			log.Error("reconcile: recording the payment found", zap.Error(err))
+			rc.schedule(ctx, log, o, nextCheck(s.Delay, o, now))
+			return
+		}
+		if created {
+			log.Warn("reconcile: payment found whose notification never came; forwarded",
+				zap.String("event_id", ev.ID), zap.String("transaction_id", q.TransactionID))
+		}
+		rc.schedule(ctx, log, o, time.Time{})
+		return
+	case err == nil && (q.TradeState == TradeStateClosed || q.TradeState == TradeStateRevoked):
+		if err := rc.ledger.SetOrderState(ctx, o.MchID, o.OutTradeNo, ledger.OrderClosed, now); err != nil {
+			log.Error("reconcile: recording the close", zap.Error(err))
+		}
+		rc.schedule(ctx, log, o, time.Time{})
+		return
+	case err != nil && callErrorKind(err) == NotFound:
+		// Not (yet) known to WeChat: like unpaid.
+	case err != nil:
+		log.Warn("reconcile: order query failed; will retry", zap.Error(err))
+		rc.schedule(ctx, log, o, nextCheck(s.Delay, o, now))
+		return
+	}
+	// Unpaid.
+	if !now.Before(o.ExpiresAt) {
+		if s.CloseExpired {
+			if err := m.API.CloseOrder(cctx, o.AppID, o.OutTradeNo); err != nil && callErrorCode(err) != CodeOrderClosed {
+				if callErrorCode(err) == CodeOrderPaid {
+					// Paid at the last moment: the next check finds it.
+					rc.schedule(ctx, log, o, now)
+					return
+				}
+				log.Warn("reconcile: closing an expired order failed; will retry", zap.Error(err))
+				rc.schedule(ctx, log, o, now.Add(time.Minute))
+				return
+			}
+			if err := rc.ledger.SetOrderState(ctx, o.MchID, o.OutTradeNo, ledger.OrderClosed, now); err != nil {
+				log.Error("reconcile: recording the close", zap.Error(err))
+			}
+			log.Info("reconcile: expired order closed")
+		}
+		rc.schedule(ctx, log, o, time.Time{})
+		return
+	}
+	rc.schedule(ctx, log, o, nextCheck(s.Delay, o, now))
+}
+
+// Codes of WeChat's refusals that the gateway acts on, under API v2's
+// names; an API version that names them otherwise puts these in
+// CallError.Code.
+const (
+	CodeOrderPaid   = "ORDERPAID"
+	CodeOrderClosed = "ORDERCLOSED"
+)
+
+func callErrorKind(err error) CallErrorKind {
+	var ce *CallError
+	if errors.As(err, &ce) {
+		return ce.Kind
+	}
+	return -1
+}
+
+func callErrorCode(err error) string {
+	var ce *CallError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return ""
+}
+
+// nextCheck is the time of an order's next check: the delay doubling with
+// each check made, and one last check at the order's expiry.
+func nextCheck(delay time.Duration, o *ledger.Order, now time.Time) time.Time {
+	d := delay
+	for i := 0; i < o.Checks && d < time.Hour; i++ {
+		d *= 2
+	}
+	t := now.Add(d)
+	if t.After(o.ExpiresAt) {
+		t = o.ExpiresAt
+	}
+	if !t.After(now) {
+		t = now.Add(delay)
+	}
+	return t
+}
+
+func (rc *Reconciler) schedule(ctx context.Context, log *zap.Logger, o *ledger.Order, next time.Time) {
+	if err := rc.ledger.ScheduleCheck(ctx, o.MchID, o.OutTradeNo, next, o.Checks+1); err != nil && ctx.Err() == nil {
+		log.Error("reconcile: scheduling the next check", zap.Error(err))
+	}
+}

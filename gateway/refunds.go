@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-wxpay/caddy-wxpay/event"
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+)
+
+// Refund asks WeChat to refund part or all of an order. The same
+// out_refund_no is one refund: asked again with the same amounts it is
+// sent again (WeChat refunds once); with other amounts it is refused
+// before WeChat is asked. An accepted refund is recorded, and its outcome
+// arrives as a refund notification.
+func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (*RefundResponse, error) {
+	r := *req
+	var err error
+	if r.AppID == "" {
+		if r.AppID, err = s.appIDFor(ctx, m, "", r.OutTradeNo); err != nil {
+			return nil, err
+		}
+	} else if !m.HasAppID(r.AppID) {
+		return nil, BadRequest("app_id %q is not one of merchant %s's app ids", r.AppID, m.Name)
+	}
+	if r.NotifyURL == "" {
+		r.NotifyURL = m.RefundNotifyURL
+	}
+	if err := m.API.ValidateRefund(&r); err != nil {
+		return nil, err
+	}
+	if s.ledger != nil {
+		known, err := s.ledger.GetRefund(ctx, m.MchID, r.OutRefundNo)
+		if err == nil && (known.RefundFee != r.RefundFee || known.TotalFee != r.TotalFee) {
+			return nil, &Error{Status: http.StatusConflict, Code: "OUT_REFUND_NO_USED",
+				Message: fmt.Sprintf("out_refund_no %s was used for a refund of %d of %d fen", r.OutRefundNo, known.RefundFee, known.TotalFee)}
+		}
+	}
+	resp, err := m.API.Refund(ctx, &r)
+	if err != nil {
+		return nil, err
+	}
+	if s.ledger != nil {
+		rf := &ledger.Refund{MchID: m.MchID, OutRefundNo: r.OutRefundNo, OutTradeNo: resp.OutTradeNo,
+			TransactionID: resp.TransactionID, RefundID: resp.RefundID, TotalFee: r.TotalFee, RefundFee: r.RefundFee}
+		if err := s.ledger.PutRefund(ctx, rf); err != nil && !errors.Is(err, ledger.ErrExists) {
+			s.logger.Error("recording a refund", zap.String("out_refund_no", r.OutRefundNo), zap.Error(err))
+		}
+	}
+	s.logger.Info("refund accepted by WeChat", zap.String("merchant", m.Name), zap.String("out_refund_no", r.OutRefundNo),
+		zap.String("refund_id", resp.RefundID), zap.Int64("refund_fee", r.RefundFee))
+	out := *resp
+	out.OutRefundNo, out.TotalFee, out.RefundFee, out.Status = r.OutRefundNo, r.TotalFee, r.RefundFee, RefundStatusProcessing
+	return &out, nil
+}
+
+// QueryRefund asks WeChat for a refund's state (with app id appID, or the
+// merchant's default when it is "").
+func (s *Service) QueryRefund(ctx context.Context, m *Merchant, outRefundNo, appID string) (*RefundQueryResponse, error) {
+	appID, err := s.appIDFor(ctx, m, appID, "")
+	if err != nil {
+		return nil, err
+	}
+	return m.API.QueryRefund(ctx, appID, outRefundNo)
+}
+
+// AcceptRefundNotification takes one of WeChat's refund notifications for
+// merchant m as AcceptPaymentNotification takes a payment's: verify
+// (decrypt), check the merchant, cross-check the amount against the refund
+// placed (a disagreement is stored as refund.mismatch and changes nothing),
+// store the event with the refund's new state, then reply.
+func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n Notification) Reply {
+	rn, err := m.API.ParseRefundNotification(n.Header, n.Body)
+	if err != nil {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
+	}
+	if rn.MchID != m.MchID || !m.HasAppID(rn.AppID) {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "mch_id or appid mismatch",
+			fmt.Errorf("refund notification for mch_id %q appid %q reached merchant %s", rn.MchID, rn.AppID, m.Name))
+	}
+	now := s.now()
+	ev, err := event.NewRefund(rn.MchID, rn.RefundID, rn.Status, rn.Data, now)
+	if err != nil {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
+	}
+	if s.ledger == nil {
+		if reply, ok := s.deliverBeforeReply(ctx, m, n, ev); !ok {
+			return reply
+		}
+	} else {
+		created, err := s.recordRefund(ctx, m, rn, ev, now)
+		if err != nil {
+			return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err)
+		}
+		if created && s.outbox != nil {
+			s.outbox.Notify()
+		}
+	}
+	s.logger.Info("refund notification received", zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
+		zap.String("type", ev.Type), zap.String("out_refund_no", rn.OutRefundNo))
+	return m.API.NotifyReply(http.StatusOK, "")
+}
+
+// recordRefund cross-checks a refund notification against the refund the
+// gateway placed, if it holds it, and stores the event (ev, made a
+// refund.mismatch when the amounts disagree) with the refund's new state
+// in one transaction.
+func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotice, ev *event.Event, now time.Time) (bool, error) {
+	var change ledger.Change
+	known, err := s.ledger.GetRefund(ctx, m.MchID, rn.OutRefundNo)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+	case err != nil:
+		return false, err
+	default:
+		if diff := RefundDiscrepancies(known, rn); diff != nil {
+			ev.MarkMismatch(event.RefundMismatch, diff)
+			s.logger.Error("refund notification disagrees with the refund placed: forwarded as refund.mismatch",
+				zap.String("out_refund_no", rn.OutRefundNo), zap.Int64("refund_fee_placed", known.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
+		} else {
+			change.Refund = &ledger.RefundUpdate{OutRefundNo: rn.OutRefundNo, State: rn.Status, RefundID: rn.RefundID}
+		}
+	}
+	payload, err := ev.Marshal()
+	if err != nil {
+		return false, err
+	}
+	return s.ledger.RecordEvent(ctx, &ledger.Event{
+		ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: rn.OutTradeNo, TransactionID: rn.TransactionID,
+		Payload: payload, CreatedAt: now, NextAttemptAt: now,
+	}, change)
+}
+
+// RefundDiscrepancies lists where a refund notification disagrees with the
+// refund the gateway placed (its amount); nil when they agree.
+func RefundDiscrepancies(r *ledger.Refund, n *RefundNotice) map[string]event.Discrepancy {
+	if n.RefundFee == r.RefundFee {
+		return nil
+	}
+	return map[string]event.Discrepancy{"refund_fee": {Order: r.RefundFee, Notification: n.RefundFee}}
+}
+
+// DownloadBill streams a day's bill (date yyyyMMdd; billType one of the
+// BillType constants, ALL when ""), with app id appID or the merchant's
+// default.
+func (s *Service) DownloadBill(ctx context.Context, m *Merchant, date, billType string, gzipped bool, appID string) (io.ReadCloser, error) {
+	if billType == "" {
+		billType = BillTypeAll
+	}
+	switch billType {
+	case BillTypeAll, BillTypeSuccess, BillTypeRefund, BillTypeRechargeRefund:
+	default:
+		return nil, BadRequest("type %q: want ALL, SUCCESS, REFUND or RECHARGE_REFUND", billType)
+	}
+	if _, err := time.Parse("20060102", date); err != nil {
+		return nil, BadRequest("bill date %q: want yyyyMMdd", date)
+	}
+	appID, err := s.appIDFor(ctx, m, appID, "")
+	if err != nil {
+		return nil, err
+	}
+	return m.API.DownloadBill(ctx, BillRequest{AppID: appID, Date: date, Type: billType, Gzip: gzipped})
+}

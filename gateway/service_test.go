@@ -1,0 +1,586 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/delivery"
+	"github.com/caddy-wxpay/caddy-wxpay/event"
+	"github.com/caddy-wxpay/caddy-wxpay/gateway"
+	"github.com/caddy-wxpay/caddy-wxpay/gateway/apiv2"
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+)
+
+// The demo's merchant: its client certificate (demo/apiclient_cert.pem,
+// CN 10000100) is issued by demo/ca.pem, which the simulator trusts for
+// refunds. The key is the one of WeChat's signature example.
+const (
+	mchID  = "10000100"
+	apiKey = wxpay.APIKey("192006250b4c09247ec02edce69f6a2d")
+	appID  = "wxd930ea5d5a258f4f"
+	appID2 = "wx2421b1c4370ec43b"
+	openID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+)
+
+// clock is the one clock of a test: the gateway, the reconciler and the
+// simulator read it, and the test moves it instead of sleeping.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is a gateway service for the demo merchant with a SQLite ledger,
+// against the strict simulator over TLS (mutual for refunds), with
+// WeChat's notifications reaching the service through a plain net/http
+// server: no Caddy.
+type env struct {
+	t        *testing.T
+	clock    *clock
+	sim      *wxpaysim.Simulator
+	store    ledger.Store
+	svc      *gateway.Service
+	merchant *gateway.Merchant
+}
+
+func newEnv(t *testing.T, withLedger bool, direct gateway.Deliverer) *env {
+	t.Helper()
+	e := &env{t: t, clock: &clock{t: time.Date(2026, 12, 2, 2, 0, 0, 0, time.UTC)}}
+	caPEM := readFile(t, "../demo/ca.pem")
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(caPEM) {
+		t.Fatal("demo/ca.pem holds no certificate")
+	}
+	e.sim = wxpaysim.New(wxpaysim.Config{
+		Merchants: []wxpaysim.Merchant{{MchID: mchID, Key: apiKey, AppIDs: []string{appID, appID2}}},
+		TimeScale: 0.001, Now: e.clock.Now, ClientCAs: cas,
+	})
+	serverCert, err := tls.X509KeyPair(readFile(t, "../demo/sim_cert.pem"), readFile(t, "../demo/sim_key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	simSrv := httptest.NewUnstartedServer(e.sim)
+	simSrv.TLS = e.sim.TLSConfig(serverCert)
+	simSrv.StartTLS()
+	t.Cleanup(func() { e.sim.Close(); simSrv.Close() })
+
+	cfg := gateway.Config{Now: e.clock.Now, Direct: direct, ReconcileDelay: 5 * time.Minute}
+	if withLedger {
+		st, err := ledger.OpenSQLite(context.Background(), ledger.SQLiteOptions{Path: filepath.Join(t.TempDir(), "ledger.db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		e.store, cfg.Ledger = st, st
+	}
+	e.svc = gateway.New(cfg)
+
+	notify := http.NewServeMux()
+	take := func(accept func(*gateway.Service, context.Context, *gateway.Merchant, gateway.Notification) gateway.Reply) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			reply := accept(e.svc, r.Context(), e.merchant, gateway.Notification{Header: r.Header, Body: body})
+			w.Header().Set("Content-Type", reply.ContentType)
+			w.WriteHeader(reply.Status)
+			_, _ = w.Write(reply.Body)
+		}
+	}
+	notify.HandleFunc("POST /notify", take((*gateway.Service).AcceptPaymentNotification))
+	notify.HandleFunc("POST /notify/refund", take((*gateway.Service).AcceptRefundNotification))
+	notifySrv := httptest.NewServer(notify)
+	t.Cleanup(notifySrv.Close)
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	cert, err := wxpay.LoadClientCertificate(readFile(t, "../demo/apiclient_cert.pem"), readFile(t, "../demo/apiclient_key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := func(c *http.Client) *http.Client {
+		c.Transport.(*http.Transport).TLSClientConfig.RootCAs = roots
+		return c
+	}
+	plain := wxpay.NewHTTPClient(8)
+	plain.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots}
+	client := &wxpay.Client{MchID: mchID, Key: apiKey, Endpoint: simSrv.URL, HTTPClient: plain,
+		TLSHTTPClient: trust(wxpay.NewMTLSHTTPClient(cert, 8)), Timeout: 5 * time.Second}
+	e.merchant = &gateway.Merchant{Name: "default", MchID: mchID, AppIDs: []string{appID, appID2},
+		NotifyURL: notifySrv.URL + "/notify", RefundNotifyURL: notifySrv.URL + "/notify/refund", API: apiv2.New(client)}
+	return e
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (e *env) place(no string, fee int64) *gateway.OrderResponse {
+	e.t.Helper()
+	resp, err := e.svc.PlaceOrder(context.Background(), e.merchant, &gateway.OrderRequest{
+		OutTradeNo: no, TotalFee: fee, Body: "书", TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "203.0.113.7")
+	if err != nil {
+		e.t.Fatalf("place %s: %v", no, err)
+	}
+	return resp
+}
+
+// waitAcked waits until the simulator's notifications of an order were
+// all acknowledged.
+func (e *env) waitAcked(no string, want int) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		acked := 0
+		for _, n := range e.sim.Notifications() {
+			if n.OutTradeNo == no && n.Acknowledged {
+				acked++
+			}
+		}
+		if acked >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("order %s: %d notifications acknowledged, want %d", no, acked, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// eventsOf lists the ledger's events of an order.
+func (e *env) eventsOf(no string) []*ledger.Event {
+	e.t.Helper()
+	all, err := e.store.ListEvents(context.Background(), ledger.ListFilter{MchID: mchID, Limit: ledger.MaxListLimit})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*ledger.Event
+	for _, ev := range all {
+		if ev.OutTradeNo == no {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func payload(t *testing.T, ev *ledger.Event) (typ string, data map[string]any) {
+	t.Helper()
+	var p struct {
+		Type string
+		Data map[string]any
+	}
+	if err := json.Unmarshal(ev.Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p.Type, p.Data
+}
+
+// An order placed, paid and notified: recorded before its prepay_id is
+// handed out, the notification verified, cross-checked and stored with
+// the order PAID; the pay parameters verify with the merchant's key; the
+// same order asked again is answered from the ledger, and refused once
+// paid.
+func TestPlacePayNotify(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("g1", 2500)
+	pp, ok := resp.PayParams.(*wxpay.JSAPIPayParams)
+	if !ok || pp.Package != "prepay_id="+resp.PrepayID || pp.TimeStamp != "1796176800" {
+		t.Fatalf("pay params %#v", resp.PayParams)
+	}
+	if err := wxpay.Verify(wxpay.Params{{Name: "appId", Value: pp.AppID}, {Name: "nonceStr", Value: pp.NonceStr},
+		{Name: "package", Value: pp.Package}, {Name: "signType", Value: pp.SignType}, {Name: "timeStamp", Value: pp.TimeStamp},
+		{Name: "sign", Value: pp.PaySign}}, apiKey, wxpay.SignTypeMD5); err != nil {
+		t.Fatalf("paySign: %v", err)
+	}
+	o, err := e.store.GetOrder(ctx, mchID, "g1")
+	if err != nil || o.State != ledger.OrderNotPay || o.TotalFee != 2500 || o.PrepayID != resp.PrepayID ||
+		!o.NextCheckAt.Equal(e.clock.Now().Add(5*time.Minute)) || !o.ExpiresAt.Equal(e.clock.Now().Add(2*time.Hour)) {
+		t.Fatalf("recorded order %+v, %v", o, err)
+	}
+	if so, _ := e.sim.Order(mchID, "g1"); so.Params.Get("spbill_create_ip") != "203.0.113.7" {
+		t.Fatalf("the client's IP did not reach WeChat: %+v", so)
+	}
+
+	// Asked again: the recorded prepay_id, fresh pay parameters, WeChat
+	// not asked.
+	e.clock.Add(time.Minute)
+	again := e.place("g1", 2500)
+	if again.PrepayID != resp.PrepayID || again.PayParams.(*wxpay.JSAPIPayParams).TimeStamp == pp.TimeStamp {
+		t.Fatalf("asked again: %+v", again)
+	}
+	if n := len(e.sim.Orders()); n != 1 {
+		t.Fatalf("WeChat saw %d orders", n)
+	}
+	if _, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "g1", TotalFee: 1, Body: "书",
+		TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "127.0.0.1"); gateway.ErrorFor(err).Code != "OUT_TRADE_NO_USED" {
+		t.Fatalf("other content: %v", err)
+	}
+
+	pay, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID, Duplicate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("g1", 2)
+	evs := e.eventsOf("g1")
+	if len(evs) != 1 || evs[0].ID != event.PaymentID(mchID, pay.TransactionID, "g1") {
+		t.Fatalf("events %+v, want one for transaction %s", evs, pay.TransactionID)
+	}
+	typ, data := payload(t, evs[0])
+	if typ != event.PaymentSucceeded || data["total_fee"] != float64(2500) || data["transaction_id"] != pay.TransactionID || data["sign"] != nil {
+		t.Fatalf("event %s %v", typ, data)
+	}
+	if o, _ := e.store.GetOrder(ctx, mchID, "g1"); o.State != ledger.OrderPaid {
+		t.Fatalf("order state %s after the payment", o.State)
+	}
+	if _, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "g1", TotalFee: 2500, Body: "书",
+		TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "127.0.0.1"); gateway.ErrorFor(err).Code != "ORDERPAID" {
+		t.Fatalf("a paid order placed again: %v", err)
+	}
+}
+
+// A verified notification that disagrees with the order placed is stored
+// and forwarded as payment.mismatch with both figures, never as a success.
+func TestNotificationMismatch(t *testing.T) {
+	e := newEnv(t, true, nil)
+	resp := e.place("m1", 100)
+	if _, err := e.sim.Pay(context.Background(), wxpaysim.PayOptions{PrepayID: resp.PrepayID, TotalFee: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("m1", 1)
+	evs := e.eventsOf("m1")
+	if len(evs) != 1 {
+		t.Fatalf("%d events", len(evs))
+	}
+	typ, data := payload(t, evs[0])
+	mm, _ := data["mismatch"].(map[string]any)
+	fee, _ := mm["total_fee"].(map[string]any)
+	if typ != event.PaymentMismatch || evs[0].Type != event.PaymentMismatch || fee["order"] != float64(100) || fee["notification"] != float64(1) {
+		t.Fatalf("event %s %v", typ, data)
+	}
+	if o, _ := e.store.GetOrder(context.Background(), mchID, "m1"); o.State != ledger.OrderMismatch {
+		t.Fatalf("order state %s", o.State)
+	}
+}
+
+// Notifications that are not the merchant's, or not WeChat's, are refused
+// with WeChat's FAIL document, and nothing is stored.
+func TestNotificationRefused(t *testing.T) {
+	e := newEnv(t, true, nil)
+	doc := func(mch, app string, key wxpay.APIKey) []byte {
+		p := wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "result_code", Value: "SUCCESS"},
+			{Name: "appid", Value: app}, {Name: "mch_id", Value: mch}, {Name: "nonce_str", Value: "n"},
+			{Name: "out_trade_no", Value: "x1"}, {Name: "transaction_id", Value: "4200000000000000000000000001"},
+			{Name: "total_fee", Value: "1"}, {Name: "trade_type", Value: "JSAPI"}}
+		sign, err := wxpay.Sign(p, key, wxpay.SignTypeMD5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := wxpay.EncodeXML(append(p, wxpay.Param{Name: "sign", Value: sign}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		body   []byte
+		reason string
+	}{
+		{"another merchant", doc("10000999", appID, apiKey), "mch_id mismatch"},
+		{"another app", doc(mchID, "wx0000000000000000", apiKey), "appid mismatch"},
+		{"another key", doc(mchID, appID, "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"), "invalid notification"},
+		{"tampered", bytes.Replace(doc(mchID, appID, apiKey), []byte("[1]"), []byte("[2]"), 1), "invalid notification"},
+		{"not XML", []byte("{}"), "invalid notification"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reply := e.svc.AcceptPaymentNotification(context.Background(), e.merchant, gateway.Notification{Body: tt.body})
+			p, err := wxpay.DecodeXML(reply.Body)
+			if reply.Status != http.StatusBadRequest || err != nil || p.Get("return_code") != "FAIL" || p.Get("return_msg") != tt.reason {
+				t.Fatalf("reply %d %s", reply.Status, reply.Body)
+			}
+		})
+	}
+	if n := len(e.eventsOf("x1")); n != 0 {
+		t.Fatalf("%d events stored from refused notifications", n)
+	}
+	// The control: the same document, the merchant's, is taken.
+	reply := e.svc.AcceptPaymentNotification(context.Background(), e.merchant, gateway.Notification{Body: doc(mchID, appID, apiKey)})
+	if reply.Status != http.StatusOK || string(reply.Body) != wxpay.NotifyReplySuccess {
+		t.Fatalf("the merchant's notification: %d %s", reply.Status, reply.Body)
+	}
+}
+
+// A payment whose notification never came is found by the reconciler
+// once it is due — the test moves the clock, it does not wait — recorded
+// under the id the notification would have had, so that the late
+// notification is a duplicate. An order left unpaid past its expiry is
+// closed.
+func TestReconcilerFindsLostPaymentAndClosesExpired(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	lost := e.place("r1", 300)
+	e.place("r2", 400)
+	pay, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: lost.PrepayID, Lost: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant},
+		Delay: 5 * time.Minute, CloseExpired: true}
+
+	rc.Round(ctx, setup, time.Minute)
+	if n := len(e.eventsOf("r1")); n != 0 {
+		t.Fatalf("checked before its delay: %d events", n)
+	}
+	e.clock.Add(5 * time.Minute)
+	rc.Round(ctx, setup, time.Minute)
+	evs := e.eventsOf("r1")
+	if len(evs) != 1 || evs[0].ID != event.PaymentID(mchID, pay.TransactionID, "r1") {
+		t.Fatalf("events of the lost payment: %+v", evs)
+	}
+	if o, _ := e.store.GetOrder(ctx, mchID, "r1"); o.State != ledger.OrderPaid || !o.NextCheckAt.IsZero() {
+		t.Fatalf("order after the check: %+v", o)
+	}
+	if err := e.sim.SendNotification(ctx, mchID, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("r1", 1)
+	if n := len(e.eventsOf("r1")); n != 1 {
+		t.Fatalf("the late notification made %d events", n)
+	}
+
+	// r2 stays unpaid: checked again one delay later (doubling after), then closed once
+	// expired.
+	if o, _ := e.store.GetOrder(ctx, mchID, "r2"); o.Checks != 1 || !o.NextCheckAt.Equal(e.clock.Now().Add(5*time.Minute)) {
+		t.Fatalf("r2 after one check: %+v", o)
+	}
+	e.clock.Add(2*time.Hour + time.Minute)
+	rc.Round(ctx, setup, time.Minute)
+	if o, _ := e.store.GetOrder(ctx, mchID, "r2"); o.State != ledger.OrderClosed {
+		t.Fatalf("r2 past its expiry: %+v", o)
+	}
+	if so, _ := e.sim.Order(mchID, "r2"); so.State != wxpaysim.StateClosed {
+		t.Fatalf("WeChat's r2: %s", so.State)
+	}
+}
+
+// A query that finds a payment records it like its notification; closing
+// an order records it closed; WeChat's refusals keep their code.
+func TestQueryAndClose(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("q1", 100)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID, Lost: true}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := e.svc.QueryOrder(ctx, e.merchant, "q1", "")
+	if err != nil || q.TradeState != gateway.TradeStateSuccess || q.TotalFee != 100 {
+		t.Fatalf("query: %+v, %v", q, err)
+	}
+	if evs := e.eventsOf("q1"); len(evs) != 1 || evs[0].Type != event.PaymentSucceeded {
+		t.Fatalf("events after the query: %+v", evs)
+	}
+	e.place("q2", 100)
+	if err := e.svc.CloseOrder(ctx, e.merchant, "q2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := e.store.GetOrder(ctx, mchID, "q2"); o.State != ledger.OrderClosed {
+		t.Fatalf("closed order: %+v", o)
+	}
+	if err := e.svc.CloseOrder(ctx, e.merchant, "q1", ""); gateway.ErrorFor(err).Status != http.StatusConflict || gateway.ErrorFor(err).Code != "ORDERPAID" {
+		t.Fatalf("closing a paid order: %v", err)
+	}
+	if _, err := e.svc.QueryOrder(ctx, e.merchant, "nope", ""); gateway.ErrorFor(err).Status != http.StatusNotFound {
+		t.Fatalf("an unknown order: %v", err)
+	}
+	if _, err := e.svc.QueryOrder(ctx, e.merchant, "q1", "wx0000000000000000"); gateway.ErrorFor(err).Status != http.StatusBadRequest {
+		t.Fatalf("another merchant's app id: %v", err)
+	}
+}
+
+// A refund over mutual TLS, recorded; its notification decrypted,
+// cross-checked and stored with the refund's new state; the same
+// out_refund_no with other amounts refused before WeChat is asked.
+func TestRefundAndItsNotification(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("f1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("f1", 1)
+	rr, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "f1", OutRefundNo: "rf1", TotalFee: 1000, RefundFee: 300})
+	if err != nil || rr.RefundID == "" || rr.Status != gateway.RefundStatusProcessing || rr.RefundFee != 300 {
+		t.Fatalf("refund: %+v, %v", rr, err)
+	}
+	if r, err := e.store.GetRefund(ctx, mchID, "rf1"); err != nil || r.RefundID != rr.RefundID || r.State != ledger.RefundProcessing {
+		t.Fatalf("recorded refund %+v, %v", r, err)
+	}
+	if _, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "f1", OutRefundNo: "rf1", TotalFee: 1000, RefundFee: 301}); gateway.ErrorFor(err).Code != "OUT_REFUND_NO_USED" {
+		t.Fatalf("the same number, another amount: %v", err)
+	}
+	if n := len(e.sim.Refunds()); n != 1 {
+		t.Fatalf("WeChat saw %d refunds", n)
+	}
+	// The simulator notifies the refund's success (RefundDelay, scaled).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, _ := e.store.GetRefund(ctx, mchID, "rf1")
+		if r.State == ledger.RefundSuccess {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refund state %s", r.State)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var refundEvents []*ledger.Event
+	for _, ev := range e.eventsOf("f1") {
+		if ev.Type != event.PaymentSucceeded {
+			refundEvents = append(refundEvents, ev)
+		}
+	}
+	if len(refundEvents) != 1 || refundEvents[0].ID != event.RefundID(mchID, rr.RefundID, "SUCCESS") || refundEvents[0].Type != event.RefundSucceeded {
+		t.Fatalf("refund events %+v", refundEvents)
+	}
+
+	// A refund notification for another amount than the refund placed:
+	// refund.mismatch, and the refund's state is left.
+	info := wxpay.Params{{Name: "out_refund_no", Value: "rf1"}, {Name: "refund_id", Value: rr.RefundID},
+		{Name: "transaction_id", Value: "4200000000000000000000000009"}, {Name: "out_trade_no", Value: "f1"},
+		{Name: "total_fee", Value: "1000"}, {Name: "refund_fee", Value: "999"}, {Name: "settlement_refund_fee", Value: "999"},
+		{Name: "refund_status", Value: "REFUNDCLOSE"}, {Name: "success_time", Value: ""}}
+	reqInfo, err := wxpay.EncryptRefundInfo(info, apiKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := wxpay.EncodeXML(wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "appid", Value: appID},
+		{Name: "mch_id", Value: mchID}, {Name: "nonce_str", Value: "n"}, {Name: "req_info", Value: reqInfo}})
+	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: body}); reply.Status != http.StatusOK {
+		t.Fatalf("reply %d %s", reply.Status, reply.Body)
+	}
+	ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, rr.RefundID, "REFUNDCLOSE"))
+	if err != nil || ev.Type != event.RefundMismatch {
+		t.Fatalf("mismatched refund event %+v, %v", ev, err)
+	}
+	if r, _ := e.store.GetRefund(ctx, mchID, "rf1"); r.State != ledger.RefundSuccess {
+		t.Fatalf("a mismatched notification changed the refund to %s", r.State)
+	}
+}
+
+// Without a ledger, each event goes to the backend before WeChat hears
+// back: a backend that refuses it makes the reply a FAIL, so WeChat
+// retries; once the backend takes it, SUCCESS.
+func TestWithoutLedgerDeliversBeforeReplying(t *testing.T) {
+	var mu sync.Mutex
+	var got [][]byte
+	down := true
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if err := event.Verify([]byte("whsec-test-0123456789abcdef"), r.Header, body, time.Minute, time.Now()); err != nil {
+			t.Errorf("delivery does not verify: %v", err)
+		}
+		if down {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		got = append(got, body)
+	}))
+	defer backend.Close()
+	wh := delivery.NewWebhook(backend.URL, []byte("whsec-test-0123456789abcdef"), 2*time.Second, nil)
+	e := newEnv(t, false, wh)
+	resp, err := e.svc.PlaceOrder(context.Background(), e.merchant, &gateway.OrderRequest{
+		OutTradeNo: "d1", TotalFee: 100, Body: "b", TradeType: gateway.TradeTypeNative, ProductID: "p1"}, "127.0.0.1")
+	if err != nil || resp.CodeURL == "" || resp.PayParams != nil {
+		t.Fatalf("a NATIVE order: %+v, %v", resp, err)
+	}
+	if _, err := e.sim.Pay(context.Background(), wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := e.sim.Notifications()
+		if len(recs) == 1 && len(recs[0].Attempts) >= 2 {
+			if recs[0].Acknowledged {
+				t.Fatal("acknowledged while the backend was down")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no retry")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	e.waitAcked("d1", 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 {
+		t.Fatalf("the backend took %d events", len(got))
+	}
+	var ev event.Event
+	if err := json.Unmarshal(got[0], &ev); err != nil || ev.Type != event.PaymentSucceeded || ev.Data["out_trade_no"] != "d1" {
+		t.Fatalf("event %s, %v", got[0], err)
+	}
+}
+
+// Storage that fails makes the reply a FAIL (WeChat retries), never a
+// SUCCESS.
+func TestStorageFailureRepliesFail(t *testing.T) {
+	e := newEnv(t, true, nil)
+	resp := e.place("s1", 100)
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sim.Pay(context.Background(), wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := e.sim.Notifications()
+		if len(recs) == 1 && len(recs[0].Attempts) >= 1 {
+			a := recs[0].Attempts[0]
+			if a.Acked || a.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("with the ledger closed: %+v", a)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no attempt")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
