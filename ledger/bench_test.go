@@ -54,7 +54,7 @@ func BenchmarkRecordEvent(b *testing.B) {
 			b.StopTimer()
 			n := seq.Load()
 			b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(n)/float64(max(s.eventTxs.Load(), 1)), "events/tx")
+			b.ReportMetric(float64(n)/float64(max(s.sqlite().eventTxs.Load(), 1)), "events/tx")
 			reportCPU(b, c0)
 		})
 	}

@@ -50,7 +50,7 @@ func TestPutOrderGrouped(t *testing.T) {
 					t.Errorf("GetOrder(%s): %v", no, err)
 				}
 			}
-			txs := s.writeTxs.Load()
+			txs := s.sqlite().writeTxs.Load()
 			t.Logf("%d PutOrder calls in %d transactions", keys*callsPerKey, txs)
 			if grouped && txs >= keys*callsPerKey {
 				t.Errorf("%d transactions for %d calls: not grouped", txs, keys*callsPerKey)
@@ -66,10 +66,10 @@ func TestSyncLevels(t *testing.T) {
 	s := openTest(t)
 	level := func() int {
 		t.Helper()
-		s.wmu.Lock() // the committer may not use the connection meanwhile
-		defer s.wmu.Unlock()
+		s.sqlite().wmu.Lock() // the committer may not use the connection meanwhile
+		defer s.sqlite().wmu.Unlock()
 		var v int
-		if err := s.durable.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&v); err != nil {
+		if err := s.sqlite().durable.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&v); err != nil {
 			t.Fatal(err)
 		}
 		return v
@@ -220,7 +220,7 @@ func TestMigration3(t *testing.T) {
 		`DROP INDEX orders_unpaid_check`, `CREATE INDEX orders_check ON orders (state, next_check_at)`,
 		`DELETE FROM schema_migrations WHERE version >= 3`,
 	} {
-		if _, err := s.durable.ExecContext(ctx, q); err != nil {
+		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,11 +230,11 @@ func TestMigration3(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := openAt(t, path, SQLiteOptions{})
-	if v, err := schemaVersion(ctx, s2.fast); err != nil || v != len(migrations()) {
+	if v, err := schemaVersion(ctx, s2.sqlite().fast); err != nil || v != len(migrations()) {
 		t.Fatalf("version %d, %v", v, err)
 	}
 	var names []string
-	rows, err := s2.fast.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name`)
+	rows, err := s2.sqlite().fast.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestOutboxQueryPlans(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
 	plan := func(q string, args ...any) string {
-		rows, err := s.fast.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
+		rows, err := s.sqlite().fast.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,7 +298,7 @@ func TestPreparedAfterSchemaChange(t *testing.T) {
 	if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.fast.ExecContext(ctx, `CREATE INDEX extra ON orders (app_id)`); err != nil {
+	if _, err := s.sqlite().fast.ExecContext(ctx, `CREATE INDEX extra ON orders (app_id)`); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o2"}); err != nil {
@@ -308,7 +308,7 @@ func TestPreparedAfterSchemaChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n int
-	if err := s.fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders`).Scan(&n); err != nil || n != 2 {
+	if err := s.sqlite().fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders`).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("%d orders, %v", n, err)
 	}
 }
@@ -325,7 +325,7 @@ func TestMigration4(t *testing.T) {
 		`CREATE INDEX orders_check ON orders (state, next_check_at)`,
 		`DELETE FROM schema_migrations WHERE version = 4`,
 	} {
-		if _, err := s.durable.ExecContext(ctx, q); err != nil {
+		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -341,11 +341,11 @@ func TestMigration4(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := openAt(t, path, SQLiteOptions{})
-	if v, err := schemaVersion(ctx, s2.fast); err != nil || v != 4 {
+	if v, err := schemaVersion(ctx, s2.sqlite().fast); err != nil || v != 4 {
 		t.Fatalf("version %d, %v", v, err)
 	}
 	var n int
-	if err := s2.fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders_check'`).Scan(&n); err != nil || n != 0 {
+	if err := s2.sqlite().fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders_check'`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("orders_check still there (%d, %v)", n, err)
 	}
 	for _, tc := range []struct {
@@ -364,7 +364,7 @@ func TestMigration4(t *testing.T) {
 			t.Errorf("OrdersToCheck(%v) = %v, want %v", tc.now, nos, tc.want)
 		}
 	}
-	rows, err := s2.fast.QueryContext(ctx, "EXPLAIN QUERY PLAN "+qOrdersToCheck, int64(0), 10)
+	rows, err := s2.sqlite().fast.QueryContext(ctx, "EXPLAIN QUERY PLAN "+qOrdersToCheck, int64(0), 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package ledger
 
 import (
-	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 )
@@ -22,11 +20,6 @@ type dialect struct {
 	// (≥ 3.35) and PostgreSQL (≥ 12) spell it MATERIALIZED; older
 	// PostgreSQL materializes every CTE and knows no keyword.
 	materialized string
-}
-
-// sqliteDialect is SQLite through modernc.org/sqlite.
-func sqliteDialect() dialect {
-	return dialect{name: "sqlite", blobType: "BLOB", materialized: "MATERIALIZED"}
 }
 
 // rebind turns the "?" placeholders of q into the dialect's. The queries of
@@ -76,41 +69,4 @@ func placeholders(n int) string {
 		return ""
 	}
 	return strings.Repeat("?, ", n-1) + "?"
-}
-
-// SQLite connection settings. They are given in the DSN so that
-// modernc.org/sqlite applies them to every connection it opens for a pool
-// (PRAGMA synchronous, busy_timeout and foreign_keys are per connection).
-const (
-	sqliteBusyTimeoutMS = 5000
-	syncFull            = "FULL"   // durable handle: the WAL is fsynced at every commit
-	syncNormal          = "NORMAL" // fast handle: fsynced at checkpoints only
-)
-
-// sqliteDSN is the modernc.org/sqlite DSN of the file at path, with
-// synchronous set to sync. Write transactions begin IMMEDIATE (they take the
-// write lock at BEGIN, waiting under busy_timeout, instead of failing with
-// SQLITE_BUSY when a read transaction tries to become a write one).
-func sqliteDSN(path, sync string) (string, error) {
-	if strings.ContainsAny(path, "?#") {
-		return "", fmt.Errorf("ledger: database path %q: '?' and '#' are not allowed", path)
-	}
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout("+strconv.Itoa(sqliteBusyTimeoutMS)+")")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous("+sync+")")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Set("_txlock", "immediate")
-	return path + "?" + q.Encode(), nil
-}
-
-// sqliteWantSync is the value PRAGMA synchronous reads back for sync.
-func sqliteWantSync(sync string) int {
-	switch sync {
-	case syncFull:
-		return 2
-	case syncNormal:
-		return 1
-	}
-	return -1
 }

@@ -99,7 +99,7 @@ func openHeldBatch(t *testing.T) *heldBatch {
 			<-h.rel
 		}
 	}})
-	if _, err := h.s.fast.ExecContext(ctx, `CREATE TRIGGER fail_bad BEFORE INSERT ON events
+	if _, err := h.s.sqlite().fast.ExecContext(ctx, `CREATE TRIGGER fail_bad BEFORE INSERT ON events
 		WHEN NEW.id = 'evt_bad' BEGIN SELECT RAISE(ABORT, 'boom'); END`); err != nil {
 		t.Fatal(err)
 	}
@@ -127,3 +127,6 @@ func (h *heldBatch) release(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// sqlite is the store's SQLite engine, for the tests that look inside it.
+func (s *sqlStore) sqlite() *sqliteEngine { return s.e.(*sqliteEngine) }

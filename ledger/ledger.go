@@ -1,31 +1,30 @@
 // Package ledger is the gateway's durable state: the orders it placed with
-// WeChat Pay, the events it derived from WeChat's notifications, and the
-// outbox through which those events are delivered to the backend (with the
-// history of every delivery attempt).
+// WeChat Pay, the refunds it asked for, the events it derived from WeChat's
+// notifications, and the outbox through which those events are delivered
+// to the backend (with the history of every delivery attempt).
 //
-// The store is SQL through database/sql. OpenSQLite opens the embedded
-// SQLite implementation (modernc.org/sqlite, no cgo); the queries keep to SQL
-// that PostgreSQL understands too, and the few differences between the two
-// (placeholders, column types, connection settings) live in dialect.go.
+// It is two layers. The neutral one (store.go, queries.go, checks.go,
+// migrate.go, dialect.go) is the ledger's queries, scans, rules and
+// schema, written once in SQL that SQLite and PostgreSQL both understand,
+// with a dialect for the few differences (placeholders, column types,
+// upserts). Under it an engine (engine.go) runs them on one database: its
+// connections, its transactions and their durability, and how concurrent
+// writes share them. The SQLite engine (sqlite.go, sqlite_committer.go,
+// sqlite_orderkeys.go; modernc.org/sqlite, no cgo) is the embedded
+// default: one writer goroutine that group-commits, fsyncs only what must
+// be durable, and keeps an in-memory filter of the order keys. A database
+// is added as an engine, opened by Open for its driver name; the layer
+// above does not change.
 //
-// Durability: RecordEvent and Replay commit with synchronous=FULL, so an
-// event recorded is on disk (fsynced) when RecordEvent returns nil: the
-// gateway may then answer WeChat SUCCESS. Orders and delivery attempts are
-// written with synchronous=NORMAL (no fsync at commit; a crash of the
-// machine may lose the last of them): WeChat's notification, not the order
-// row, proves a payment, and a lost attempt record only means one more
-// delivery of the same event (see RecordAttempt in store.go).
+// Durability: RecordEvent and Replay are on stable storage when they
+// return nil: the gateway may then answer WeChat SUCCESS. Orders and
+// delivery attempts may be committed without waiting for the disk:
+// WeChat's notification, not the order row, proves a payment, and a lost
+// attempt record only means one more delivery of the same event (see
+// RecordAttempt).
 //
-// Group commit: one committer goroutine owns the writes, on one connection.
-// Concurrent RecordEvent calls share one transaction and one fsync; so do
-// concurrent PutOrder, ReplaceOrder, SetOrderState and RecordAttempt calls
-// (with the events, when some are waiting, or in a transaction without
-// fsync), and GetOrder and DueEvents read through the same connection,
-// whose page cache stays warm. Each caller still gets its own answer. The
-// frequent statements are prepared once (stmts.go). GetOrder answers most
-// lookups of an order the ledger does not hold (every new out_trade_no)
-// from an in-memory filter of the order keys, without SQLite
-// (orderkeys.go).
+// Its users declare the small interfaces they need of Store (the gateway's
+// service and reconciler, the delivery worker, the admin API).
 //
 // Times are stored as integer Unix nanoseconds (0 for the zero time) and
 // returned in UTC.

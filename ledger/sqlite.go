@@ -5,13 +5,38 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", pure Go
 )
+
+// The SQLite engine: the embedded ledger (modernc.org/sqlite, no cgo, no
+// server).
+//
+// Durability: events and replays commit with synchronous=FULL, so an event
+// recorded is on disk (fsynced) when RecordEvent returns nil: the gateway
+// may then answer WeChat SUCCESS. Orders and delivery attempts are written
+// with synchronous=NORMAL (no fsync at commit; a crash of the machine may
+// lose the last of them): WeChat's notification, not the order row, proves
+// a payment, and a lost attempt record only means one more delivery of the
+// same event (see RecordAttempt).
+//
+// Group commit: one committer goroutine owns the writes, on one connection
+// (sqlite_committer.go). Concurrent events share one transaction and one
+// fsync; so do the concurrent writes of orders and attempts (with the
+// events, when some are waiting, or in a transaction without fsync), and
+// GetOrder and DueEvents read through the same connection, whose page
+// cache stays warm. Each caller still gets its own answer. GetOrder answers
+// most lookups of an order the ledger does not hold (every new
+// out_trade_no) from an in-memory filter of the order keys, without SQLite
+// (sqlite_orderkeys.go).
 
 // SQLiteOptions configures OpenSQLite.
 type SQLiteOptions struct {
@@ -24,7 +49,7 @@ type SQLiteOptions struct {
 	// MaxBatch bounds a group (default 256).
 	MaxBatch int
 
-	// beforeBatch is the committer's test hook (see sqlStore).
+	// beforeBatch is the committer's test hook (see sqliteEngine).
 	beforeBatch func(n int)
 	// noFastGroup: PutOrder, ReplaceOrder, SetOrderState and RecordAttempt
 	// run a transaction each, and GetOrder and DueEvents read on the fast
@@ -44,6 +69,21 @@ const DefaultLinger = time.Millisecond
 // fastConns bounds the connections of the fast handle (readers run in
 // parallel under WAL; writers queue on the database's write lock).
 const fastConns = 8
+
+// sqliteDialect is SQLite through modernc.org/sqlite.
+func sqliteDialect() dialect {
+	return dialect{name: "sqlite", blobType: "BLOB", materialized: "MATERIALIZED"}
+}
+
+// Open opens the ledger of a storage driver at source: "sqlite" and the
+// database file's path.
+func Open(ctx context.Context, driver, source string) (Store, error) {
+	switch driver {
+	case "sqlite":
+		return OpenSQLite(ctx, SQLiteOptions{Path: source})
+	}
+	return nil, fmt.Errorf("ledger: unknown storage driver %q (sqlite)", driver)
+}
 
 // OpenSQLite opens (creating and migrating if needed) the SQLite ledger.
 //
@@ -96,36 +136,214 @@ func openSQLite(ctx context.Context, opts SQLiteOptions) (*sqlStore, error) {
 		return nil, err
 	}
 
-	s := &sqlStore{
-		d:           d,
+	e := &sqliteEngine{
 		durable:     durable,
 		fast:        fast,
-		now:         time.Now,
 		group:       !opts.DisableGroupCommit,
+		groupFast:   !opts.noFastGroup,
 		maxBatch:    opts.MaxBatch,
-		reqs:        make(chan *recordReq),
+		reqs:        make(chan *opReq),
+		wreqs:       make(chan *opReq),
 		closing:     make(chan struct{}),
 		done:        make(chan struct{}),
-		beforeBatch: opts.beforeBatch,
-		groupFast:   !opts.noFastGroup,
-		wreqs:       make(chan *writeReq),
 		sync:        syncFull,
 		linger:      DefaultLinger,
+		beforeBatch: opts.beforeBatch,
 	}
-	if s.groupFast && d.name == "sqlite" {
-		// The filter relies on SQLite's rowid (see orderkeys.go) and on
-		// the committer to keep it complete.
-		s.keys = newOrderKeys()
+	if e.groupFast {
+		// The filter relies on SQLite's rowid (see sqlite_orderkeys.go)
+		// and on the committer to keep it complete.
+		e.keys = newOrderKeys()
+		if e.orderKeysSince, err = durable.PrepareContext(ctx, qOrderKeysSince); err != nil {
+			_ = e.close()
+			return nil, fmt.Errorf("ledger: prepare the order keys' catch-up: %w", err)
+		}
+		e.all = append(e.all, e.orderKeysSince)
 	}
-	if err := s.prepare(ctx); err != nil {
-		_ = durable.Close()
-		_ = fast.Close()
+	s, err := newStore(ctx, d, e)
+	if err != nil {
 		return nil, err
 	}
-	if s.group || s.groupFast {
-		go s.committer()
+	if e.group || e.groupFast {
+		e.started = true
+		go e.committer()
 	}
 	return s, nil
+}
+
+// sqliteEngine runs the ledger on one SQLite file: a writer connection
+// owned by the committer goroutine (group commit, the sync level per
+// transaction, the order-key filter) and a pool for the other reads and
+// the infrequent writes.
+type sqliteEngine struct {
+	// durable is the writer connection: events and replays, committed
+	// with synchronous=FULL, on disk when they return; and, in the same
+	// transactions or in their own with synchronous=NORMAL, the frequent
+	// writes of orders and attempts.
+	durable *sql.DB
+	// fast takes the other reads and the infrequent writes (leases,
+	// checks, refunds), with synchronous=NORMAL.
+	fast *sql.DB
+	all  []*sql.Stmt // every statement prepared, closed by close
+
+	group     bool // durable writes (events) through the committer: group commit
+	groupFast bool // the other frequent writes and GetOrder/DueEvents reads too
+	maxBatch  int
+	reqs      chan *opReq   // durable writes; unbuffered: a send succeeds only when the committer takes it
+	wreqs     chan *opReq   // the other writes and the reads; unbuffered, as reqs
+	closing   chan struct{} // closed by close
+	done      chan struct{} // closed when the committer has returned
+	started   bool          // the committer runs
+
+	// wmu serialises the engine's write transactions (both pools write the
+	// one file, which has one write lock).
+	wmu sync.Mutex
+	// sync is the synchronous level the writer connection (durable) is
+	// set to; "" if unknown. Guarded by wmu.
+	sync string
+	// keys, if set, answers GetOrder for keys surely not in the ledger
+	// (sqlite_orderkeys.go); the committer keeps it complete with
+	// orderKeysSince.
+	keys           *orderKeys
+	orderKeysSince *sql.Stmt
+	// linger is how long the committer waits for more writes to join a
+	// batch of writes without events (0: not at all).
+	linger time.Duration
+
+	// eventTxs counts the transactions that held durable writes
+	// (events), writeTxs those that held other writes (tests, benchmarks).
+	eventTxs atomic.Int64
+	writeTxs atomic.Int64
+	// beforeBatch, if set, is called by the committer with the number of
+	// durable writes of each batch before its transaction (tests).
+	beforeBatch func(n int)
+}
+
+func (e *sqliteEngine) prepare(ctx context.Context, query string) (*stmt, error) {
+	w, err := e.durable.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	e.all = append(e.all, w)
+	r, err := e.fast.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	e.all = append(e.all, r)
+	return &stmt{writer: w, reader: r}, nil
+}
+
+func (e *sqliteEngine) write(ctx context.Context, op txOp, durable bool) error {
+	switch {
+	case durable && e.group:
+		return e.submit(ctx, e.reqs, &opReq{ctx: ctx, op: op, resp: make(chan error, 1)})
+	case !durable && e.groupFast:
+		return e.submit(ctx, e.wreqs, &opReq{ctx: ctx, op: op, resp: make(chan error, 1)})
+	}
+	// A transaction of its own.
+	level := syncNormal
+	if durable {
+		level = syncFull
+	}
+	var answer error
+	err := e.writeTx(ctx, level, func(tx *sql.Tx) error {
+		t := newTxn(ctx, e.durable)
+		defer t.in(tx)()
+		answer = op(t)
+		if ownAnswer(answer) {
+			return nil
+		}
+		return answer
+	})
+	if err != nil {
+		return err
+	}
+	if durable {
+		e.eventTxs.Add(1)
+	} else {
+		e.writeTxs.Add(1)
+	}
+	return answer
+}
+
+func (e *sqliteEngine) read(ctx context.Context, op txOp) error {
+	if e.groupFast {
+		// Through the committer, on the writer connection: its page cache
+		// stays warm, where a reader connection's is dropped after every
+		// commit of another connection (under load: every time), and the
+		// read shares the batch's transaction. It sees every write
+		// submitted before it.
+		return e.submit(ctx, e.wreqs, &opReq{ctx: ctx, op: op, read: true, resp: make(chan error, 1)})
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t := newTxn(ctx, e.fast)
+	t.onReader = true
+	return op(t)
+}
+
+func (e *sqliteEngine) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	return e.fast.ExecContext(ctx, query, args...)
+}
+
+func (e *sqliteEngine) reader() *sql.DB { return e.fast }
+
+func (e *sqliteEngine) orderAbsent(mchID, outTradeNo string) bool {
+	return e.keys != nil && e.keys.absent(mchID, outTradeNo)
+}
+
+func (e *sqliteEngine) orderWritten(mchID, outTradeNo string) {
+	if e.keys != nil {
+		e.keys.add(mchID, outTradeNo, false)
+	}
+}
+
+func (e *sqliteEngine) close() error {
+	close(e.closing)
+	if e.started {
+		<-e.done
+	}
+	var errs []error
+	for _, st := range e.all {
+		errs = append(errs, st.Close())
+	}
+	errs = append(errs, e.durable.Close())
+	if e.fast != e.durable {
+		errs = append(errs, e.fast.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// writeTx runs fn in a transaction of the writer connection (e.durable)
+// under the write mutex, committing with synchronous set to level.
+func (e *sqliteEngine) writeTx(ctx context.Context, level string, fn func(tx *sql.Tx) error) error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if err := e.setSync(ctx, level); err != nil {
+		return err
+	}
+	return withTx(ctx, e.durable, fn)
+}
+
+// setSync sets the writer connection's synchronous level, if it is not
+// already (PRAGMA synchronous cannot change inside a transaction). Called
+// with wmu held. The pool has one connection; a connection it opens anew
+// starts at FULL (the DSN's), so the level is never lower than e.sync
+// says. (Not a prepared statement: SQLite applies this pragma when it
+// compiles it.)
+func (e *sqliteEngine) setSync(ctx context.Context, level string) error {
+	if e.sync == level {
+		return nil
+	}
+	if _, err := e.durable.ExecContext(ctx, "PRAGMA synchronous = "+level); err != nil {
+		e.sync = "" // unknown: set it again next time
+		return fmt.Errorf("set synchronous %s: %w", level, err)
+	}
+	e.sync = level
+	return nil
 }
 
 // openSQLitePool opens a pool on path with the given synchronous setting
@@ -203,12 +421,42 @@ func syncDir(dir string) {
 	_ = f.Close()
 }
 
-// Open opens the ledger of a storage driver at source: "sqlite" and the
-// database file's path.
-func Open(ctx context.Context, driver, source string) (Store, error) {
-	switch driver {
-	case "sqlite":
-		return OpenSQLite(ctx, SQLiteOptions{Path: source})
+// SQLite connection settings. They are given in the DSN so that
+// modernc.org/sqlite applies them to every connection it opens for a pool
+// (PRAGMA synchronous, busy_timeout and foreign_keys are per connection).
+const (
+	sqliteBusyTimeoutMS = 5000
+	syncFull            = "FULL"   // durable handle: the WAL is fsynced at every commit
+	syncNormal          = "NORMAL" // fast handle: fsynced at checkpoints only
+)
+
+// sqliteDSN is the modernc.org/sqlite DSN of the file at path, with
+// synchronous set to sync. Write transactions begin IMMEDIATE (they take the
+// write lock at BEGIN, waiting under busy_timeout, instead of failing with
+// SQLITE_BUSY when a read transaction tries to become a write one).
+func sqliteDSN(path, sync string) (string, error) {
+	if strings.ContainsAny(path, "?#") {
+		return "", fmt.Errorf("ledger: database path %q: '?' and '#' are not allowed", path)
 	}
-	return nil, fmt.Errorf("ledger: unknown storage driver %q (sqlite)", driver)
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.Itoa(sqliteBusyTimeoutMS)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	return path + "?" + q.Encode(), nil
 }
+
+// sqliteWantSync is the value PRAGMA synchronous reads back for sync.
+func sqliteWantSync(sync string) int {
+	switch sync {
+	case syncFull:
+		return 2
+	case syncNormal:
+		return 1
+	}
+	return -1
+}
+
+// Interface guard
+var _ engine = (*sqliteEngine)(nil)

@@ -257,7 +257,7 @@ func TestRecordEventGroupCommit(t *testing.T) {
 			if err != nil || counts[EventPending] != n {
 				t.Fatalf("counts %v %v", counts, err)
 			}
-			txs := s.eventTxs.Load()
+			txs := s.sqlite().eventTxs.Load()
 			t.Logf("%d events in %d transactions (batches %v)", n, txs, sizes)
 			if txs > tc.wantMax || txs < tc.wantMin {
 				t.Fatalf("%d transactions, want %d..%d", txs, tc.wantMin, tc.wantMax)
@@ -393,9 +393,9 @@ func TestPragmas(t *testing.T) {
 			}
 		})
 	}
-	check("durable", s.durable, 2)
-	check("fast", s.fast, 1)
-	if got := s.durable.Stats().MaxOpenConnections; got != 1 {
+	check("durable", s.sqlite().durable, 2)
+	check("fast", s.sqlite().fast, 1)
+	if got := s.sqlite().durable.Stats().MaxOpenConnections; got != 1 {
 		t.Errorf("durable pool: %d connections, want 1", got)
 	}
 }
@@ -726,12 +726,12 @@ func TestMigrations(t *testing.T) {
 	ctx := context.Background()
 	path := testPath(t)
 	s := openAt(t, path, SQLiteOptions{})
-	v, err := schemaVersion(ctx, s.fast)
+	v, err := schemaVersion(ctx, s.sqlite().fast)
 	if err != nil || v != len(migrations()) {
 		t.Fatalf("fresh database: version %d, %v; want %d", v, err, len(migrations()))
 	}
 	var applied int64
-	if err := s.fast.QueryRowContext(ctx, `SELECT MAX(applied_at) FROM schema_migrations`).Scan(&applied); err != nil {
+	if err := s.sqlite().fast.QueryRowContext(ctx, `SELECT MAX(applied_at) FROM schema_migrations`).Scan(&applied); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -750,7 +750,7 @@ func TestMigrations(t *testing.T) {
 	s2 := openAt(t, path, SQLiteOptions{})
 	var n int
 	var applied2 int64
-	if err := s2.fast.QueryRowContext(ctx, `SELECT COUNT(*), MAX(applied_at) FROM schema_migrations`).Scan(&n, &applied2); err != nil {
+	if err := s2.sqlite().fast.QueryRowContext(ctx, `SELECT COUNT(*), MAX(applied_at) FROM schema_migrations`).Scan(&n, &applied2); err != nil {
 		t.Fatal(err)
 	}
 	if n != len(migrations()) || applied2 != applied {
@@ -765,7 +765,7 @@ func TestMigrations(t *testing.T) {
 
 	// A database from a newer schema is refused.
 	s3 := openAt(t, path, SQLiteOptions{})
-	if _, err := s3.durable.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from the future', 0)`, len(migrations())+1); err != nil {
+	if _, err := s3.sqlite().durable.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from the future', 0)`, len(migrations())+1); err != nil {
 		t.Fatal(err)
 	}
 	if err := s3.Close(); err != nil {
@@ -785,17 +785,17 @@ func TestMigrationFailureRollsBack(t *testing.T) {
 		`CREATE TABLE extra (x INTEGER)`,
 		`THIS IS NOT SQL`,
 	}})
-	if _, err := migrate(ctx, s.durable, s.d, migs, time.Now); err == nil || !strings.Contains(err.Error(), "broken") {
+	if _, err := migrate(ctx, s.sqlite().durable, s.d, migs, time.Now); err == nil || !strings.Contains(err.Error(), "broken") {
 		t.Fatalf("broken migration: %v", err)
 	}
-	if v, _ := schemaVersion(ctx, s.durable); v != len(migrations()) {
+	if v, _ := schemaVersion(ctx, s.sqlite().durable); v != len(migrations()) {
 		t.Fatalf("version %d after a failed migration", v)
 	}
-	if _, err := s.durable.ExecContext(ctx, `SELECT x FROM extra`); err == nil {
+	if _, err := s.sqlite().durable.ExecContext(ctx, `SELECT x FROM extra`); err == nil {
 		t.Fatal("the failed migration's first step stayed")
 	}
 	bad := []migration{{version: 2, name: "gap"}}
-	if _, err := migrate(ctx, s.durable, s.d, bad, time.Now); err == nil {
+	if _, err := migrate(ctx, s.sqlite().durable, s.d, bad, time.Now); err == nil {
 		t.Fatal("migrations not numbered from 1 accepted")
 	}
 }

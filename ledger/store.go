@@ -12,58 +12,28 @@ import (
 	"unicode/utf8"
 )
 
-// sqlStore implements Store on database/sql. It knows nothing of the
-// database beyond its dialect.
+// sqlStore implements Store: the ledger's queries, scans and rules, the
+// same on every database. It knows a database only by its dialect and runs
+// everything through its engine (engine.go).
 type sqlStore struct {
-	d dialect
-	// durable is the writer connection: events (RecordEvent, Replay),
-	// committed with synchronous=FULL, on disk when they return; and, in
-	// the same transactions or in their own with synchronous=NORMAL, the
-	// frequent writes of orders and attempts.
-	durable *sql.DB
-	// fast takes every read and the infrequent writes (leases, checks,
-	// refunds), with synchronous=NORMAL.
-	fast *sql.DB
-	st   stmts // prepared statements of both pools
-	now  func() time.Time
-
-	group    bool // group commit of RecordEvent
-	maxBatch int
-	reqs     chan *recordReq // unbuffered: a send succeeds only when the committer takes it
-	closing  chan struct{}   // closed by Close
-	done     chan struct{}   // closed when the committer has returned
-
-	// groupFast: the other frequent writes go through the committer too
-	// (writeq.go).
-	groupFast bool
-	wreqs     chan *writeReq // unbuffered, as reqs
-
-	// wmu serialises the store's write transactions (both pools write the
-	// one file, which has one write lock).
-	wmu sync.Mutex
-	// sync is the synchronous level the writer connection (durable) is
-	// set to; "" if unknown. Guarded by wmu.
-	sync string
-	// keys, if set, answers GetOrder for keys surely not in the ledger
-	// (orderkeys.go); the committer keeps it complete.
-	keys *orderKeys
-	// linger is how long the committer waits for more writes to join a
-	// batch of writes without events (0: not at all).
-	linger time.Duration
+	d   dialect
+	e   engine
+	st  stmts
+	now func() time.Time
 
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
+}
 
-	// eventTxs counts the transactions RecordEvent committed (tests,
-	// benchmark).
-	eventTxs atomic.Int64
-	// writeTxs counts the committer's transactions that held writes other
-	// than events (tests, benchmark).
-	writeTxs atomic.Int64
-	// beforeBatch, if set, is called by the committer with the size of each
-	// batch before its transaction (tests).
-	beforeBatch func(n int)
+// newStore prepares the ledger's statements on e; on an error it closes e.
+func newStore(ctx context.Context, d dialect, e engine) (*sqlStore, error) {
+	s := &sqlStore{d: d, e: e, now: time.Now}
+	if err := s.st.prepare(ctx, d, e); err != nil {
+		_ = e.close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // withTx runs fn in a transaction of db, committing if it returns nil.
@@ -122,9 +92,30 @@ func (s *sqlStore) checkOpen() error {
 	return nil
 }
 
-// ---- orders ----
+// execOne runs st and returns ifNone when it affected no row.
+func execOne(ctx context.Context, st *sql.Stmt, ifNone error, args ...any) error {
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	return oneRow(res, ifNone)
+}
 
-const orderCols = `mch_id, out_trade_no, app_id, trade_type, total_fee, content_hash, prepay_id, code_url, mweb_url, state, created_at, expires_at, updated_at, next_check_at, checks`
+// oneRow returns ifNone when res affected no row.
+func oneRow(res sql.Result, ifNone error) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ifNone
+	}
+	return nil
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+// ---- orders ----
 
 func (s *sqlStore) orderDefaults(o *Order) error {
 	if o == nil || o.MchID == "" || o.OutTradeNo == "" {
@@ -158,15 +149,15 @@ func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 		return fmt.Errorf("ledger: put order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
 	args := orderArgs(o)
-	if err := s.write(ctx, func(t *fastTx) error {
+	if err := s.e.write(ctx, func(t *txn) error {
 		err := execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, args...)
-		if s.keys != nil && (err == nil || err == ErrExists) {
+		if err == nil || err == ErrExists {
 			// Before the caller hears back: a GetOrder that follows
-			// must not be answered "absent" by the filter.
-			s.keys.add(o.MchID, o.OutTradeNo, false)
+			// must not be answered "absent".
+			s.e.orderWritten(o.MchID, o.OutTradeNo)
 		}
 		return err
-	}); err != nil {
+	}, false); err != nil {
 		return fmt.Errorf("ledger: put order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
 	return nil
@@ -184,9 +175,9 @@ func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
 	}
 	args := []any{o.AppID, o.TradeType, o.TotalFee, o.ContentHash, o.PrepayID, o.CodeURL, o.MWebURL, o.State,
 		toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks, o.MchID, o.OutTradeNo}
-	if err := s.write(ctx, func(t *fastTx) error {
+	if err := s.e.write(ctx, func(t *txn) error {
 		return execOne(t.ctx, t.stmt(s.st.replaceOrder), ErrNotFound, args...)
-	}); err != nil {
+	}, false); err != nil {
 		return fmt.Errorf("ledger: replace order %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
 	return nil
@@ -196,33 +187,17 @@ func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Ord
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
 	}
-	if s.keys != nil && s.keys.absent(mchID, outTradeNo) {
+	if s.e.orderAbsent(mchID, outTradeNo) {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, ErrNotFound)
 	}
+	// (o is read only once the engine has answered: the op keeps its
+	// error to itself.)
 	var o *Order
-	var err error
-	if s.groupFast {
-		// Through the committer, on the writer connection: its page cache
-		// stays warm, where a reader connection's is dropped after every
-		// commit of another connection (under load: every time), and the
-		// read shares the batch's transaction. It sees every write
-		// submitted before it.
-		// (o is read only once the committer has answered: the closure
-		// keeps its error to itself.)
-		err = s.read(ctx, func(t *fastTx) error {
-			got, err := scanOrder(t.stmt(s.st.getOrderW).QueryRowContext(t.ctx, mchID, outTradeNo))
-			o = got
-			return err
-		})
-	} else {
-		// A lookup by primary key takes microseconds and, in WAL mode,
-		// waits for no lock: it runs to its end without watching ctx,
-		// which spares database/sql and the driver a goroutine each to
-		// watch it.
-		if err = ctx.Err(); err == nil {
-			o, err = scanOrder(s.st.getOrder.QueryRowContext(context.WithoutCancel(ctx), mchID, outTradeNo))
-		}
-	}
+	err := s.e.read(ctx, func(t *txn) error {
+		got, err := scanOrder(t.stmt(s.st.getOrder).QueryRowContext(t.ctx, mchID, outTradeNo))
+		o = got
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
 	}
@@ -255,9 +230,9 @@ func (s *sqlStore) SetOrderState(ctx context.Context, mchID, outTradeNo, state s
 	}
 	if err == nil {
 		nowNs := toNs(now)
-		err = s.write(ctx, func(t *fastTx) error {
+		err = s.e.write(ctx, func(t *txn) error {
 			return execOne(t.ctx, t.stmt(s.st.setOrderState), ErrNotFound, state, nowNs, mchID, outTradeNo)
-		})
+		}, false)
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: set order %s/%s state %s: %w", mchID, outTradeNo, state, err)
@@ -265,35 +240,7 @@ func (s *sqlStore) SetOrderState(ctx context.Context, mchID, outTradeNo, state s
 	return nil
 }
 
-// execOne runs st and returns ifNone when it affected no row.
-func execOne(ctx context.Context, st *sql.Stmt, ifNone error, args ...any) error {
-	res, err := st.ExecContext(ctx, args...)
-	if err != nil {
-		return err
-	}
-	return oneRow(res, ifNone)
-}
-
-// oneRow returns ifNone when res affected no row.
-func oneRow(res sql.Result, ifNone error) error {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return ifNone
-	}
-	return nil
-}
-
 // ---- events ----
-
-const eventCols = `id, mch_id, type, out_trade_no, transaction_id, payload, created_at, state, attempts, next_attempt_at, delivered_at, last_status, last_error, last_response`
-
-// eventColsE is eventCols qualified with the table alias e.
-const eventColsE = `e.id, e.mch_id, e.type, e.out_trade_no, e.transaction_id, e.payload, e.created_at, e.state, e.attempts, e.next_attempt_at, e.delivered_at, e.last_status, e.last_error, e.last_response`
-
-type rowScanner interface{ Scan(dest ...any) error }
 
 func scanEvent(r rowScanner) (*Event, error) {
 	var e Event
@@ -307,6 +254,24 @@ func scanEvent(r rowScanner) (*Event, error) {
 	}
 	e.CreatedAt, e.NextAttemptAt, e.DeliveredAt = fromNs(created), fromNs(next), fromNs(delivered)
 	return &e, nil
+}
+
+// scanEvents reads up to max events (all if max is 0) from rows and
+// closes them.
+func scanEvents(rows *sql.Rows, max int) ([]*Event, error) {
+	defer rows.Close()
+	var out []*Event
+	for (max == 0 || len(out) < max) && rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // eventDefaults validates e and fills in what RecordEvent stores.
@@ -330,22 +295,18 @@ func (s *sqlStore) eventDefaults(e *Event) error {
 	return nil
 }
 
-// eventTx holds the statements of RecordEvent bound to one transaction
-// of the durable pool; those of the changes are bound when first needed.
-type eventTx struct {
-	tx                 *sql.Tx
-	insert, orderState *sql.Stmt
-	refundState        *sql.Stmt
-}
-
-func (s *sqlStore) eventTx(ctx context.Context, tx *sql.Tx) *eventTx {
-	return &eventTx{tx: tx, insert: tx.StmtContext(ctx, s.st.insertEvent), orderState: tx.StmtContext(ctx, s.st.setOrderState)}
+// checkChange refuses a change that cannot be applied.
+func checkChange(c Change) error {
+	if r := c.Refund; r != nil && (r.OutRefundNo == "" || r.State == "") {
+		return errors.New("a refund change needs out_refund_no and a state")
+	}
+	return nil
 }
 
 // insertEvent is RecordEvent inside a transaction: insert the event if its
 // ID is new, and then only, apply the change.
-func (s *sqlStore) insertEvent(ctx context.Context, tx *eventTx, e *Event, c Change) (bool, error) {
-	res, err := tx.insert.ExecContext(ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
+func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) (bool, error) {
+	res, err := t.stmt(s.st.insertEvent).ExecContext(t.ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
 	if err != nil {
 		return false, err
 	}
@@ -354,27 +315,16 @@ func (s *sqlStore) insertEvent(ctx context.Context, tx *eventTx, e *Event, c Cha
 		return false, err
 	}
 	if c.OrderState != "" {
-		if _, err := tx.orderState.ExecContext(ctx, c.OrderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
+		if _, err := t.stmt(s.st.setOrderState).ExecContext(t.ctx, c.OrderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
 			return false, err
 		}
 	}
 	if r := c.Refund; r != nil {
-		if tx.refundState == nil {
-			tx.refundState = tx.tx.StmtContext(ctx, s.st.setRefundState)
-		}
-		if _, err := tx.refundState.ExecContext(ctx, r.State, toNs(e.CreatedAt), r.RefundID, r.RefundID, e.MchID, r.OutRefundNo); err != nil {
+		if _, err := t.stmt(s.st.setRefundState).ExecContext(t.ctx, r.State, toNs(e.CreatedAt), r.RefundID, r.RefundID, e.MchID, r.OutRefundNo); err != nil {
 			return false, err
 		}
 	}
 	return true, nil
-}
-
-// checkChange refuses a change that cannot be applied.
-func checkChange(c Change) error {
-	if r := c.Refund; r != nil && (r.OutRefundNo == "" || r.State == "") {
-		return errors.New("a refund change needs out_refund_no and a state")
-	}
-	return nil
 }
 
 func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bool, error) {
@@ -387,20 +337,19 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	if err := s.checkOpen(); err != nil {
 		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
-	if !s.group {
-		var created bool
-		err := s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
-			var err error
-			created, err = s.insertEvent(ctx, s.eventTx(ctx, tx), e, change)
-			return err
-		})
+	// created is read only once the engine has answered.
+	var created bool
+	if err := s.e.write(ctx, func(t *txn) error {
+		c, err := s.insertEvent(t, e, change)
 		if err != nil {
-			return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
+			return fmt.Errorf("event %s: %w", e.ID, err)
 		}
-		s.eventTxs.Add(1)
-		return created, nil
+		created = c
+		return nil
+	}, true); err != nil {
+		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
-	return s.submit(ctx, e, change)
+	return created, nil
 }
 
 func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, error) {
@@ -408,19 +357,22 @@ func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, 
 		return nil, nil, fmt.Errorf("ledger: get event %s: %w", id, err)
 	}
 	// One read transaction: the event and its attempts from one snapshot.
-	tx, err := s.fast.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.e.reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: get event %s: %w", id, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	e, err := scanEvent(tx.StmtContext(ctx, s.st.getEvent).QueryRowContext(ctx, id))
+	t := newTxn(ctx, nil)
+	t.onReader = true
+	defer t.in(tx)()
+	e, err := scanEvent(t.stmt(s.st.getEvent).QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: get event %s: %w", id, err)
 	}
-	rows, err := tx.StmtContext(ctx, s.st.getAttempts).QueryContext(ctx, id)
+	rows, err := t.stmt(s.st.getAttempts).QueryContext(ctx, id)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ledger: get event %s attempts: %w", id, err)
 	}
@@ -439,44 +391,6 @@ func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, 
 		return nil, nil, fmt.Errorf("ledger: get event %s attempts: %w", id, err)
 	}
 	return e, atts, nil
-}
-
-// queryEvents runs query (rebound), or st if it is not nil, on the fast
-// pool, and reads up to max rows (all if max is 0).
-func (s *sqlStore) queryEvents(ctx context.Context, what string, max int, st *sql.Stmt, query string, args ...any) ([]*Event, error) {
-	var rows *sql.Rows
-	var err error
-	if st != nil {
-		rows, err = st.QueryContext(ctx, args...)
-	} else {
-		rows, err = s.fast.QueryContext(ctx, s.d.rebind(query), args...)
-	}
-	if err == nil {
-		var out []*Event
-		out, err = scanEvents(rows, max)
-		if err == nil {
-			return out, nil
-		}
-	}
-	return nil, fmt.Errorf("ledger: %s: %w", what, err)
-}
-
-// scanEvents reads up to max events (all if max is 0) from rows and
-// closes them.
-func scanEvents(rows *sql.Rows, max int) ([]*Event, error) {
-	defer rows.Close()
-	var out []*Event
-	for (max == 0 || len(out) < max) && rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, error) {
@@ -502,7 +416,7 @@ func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, erro
 	}
 	if f.Before != "" {
 		var created int64
-		err := s.st.eventCreated.QueryRowContext(ctx, f.Before).Scan(&created)
+		err := s.st.eventCreated.reader.QueryRowContext(ctx, f.Before).Scan(&created)
 		if errors.Is(err, sql.ErrNoRows) {
 			err = ErrNotFound
 		}
@@ -518,14 +432,21 @@ func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, erro
 	}
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ?`
 	args = append(args, limit)
-	return s.queryEvents(ctx, "list events", 0, nil, q, args...)
+	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(q), args...)
+	if err == nil {
+		var out []*Event
+		if out, err = scanEvents(rows, 0); err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("ledger: list events: %w", err)
 }
 
 func (s *sqlStore) CountEvents(ctx context.Context) (map[string]int, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: count events: %w", err)
 	}
-	rows, err := s.fast.QueryContext(ctx, `SELECT state, COUNT(*) FROM events GROUP BY state`)
+	rows, err := s.e.reader().QueryContext(ctx, qCountEvents)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: count events: %w", err)
 	}
@@ -558,10 +479,10 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 	// The smallest prepared shape that holds the list, padded with ""
 	// (no event has an empty ID).
 	n := len(ex)
-	var st, stW *sql.Stmt
+	var st *stmt
 	for i, size := range dueShapes {
 		if size >= n {
-			st, stW, n = s.st.due[i], s.st.dueW[i], size
+			st, n = s.st.due[i], size
 			break
 		}
 	}
@@ -578,22 +499,14 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 	if st == nil {
 		q = s.d.rebind(dueQuery(s.d, n))
 	}
-	if !s.groupFast {
-		return s.queryEvents(ctx, "due events", limit, st, q, args...)
-	}
-	// Through the committer, as GetOrder, for the writer connection's warm
-	// page cache (a reader connection would read every page again).
 	var out []*Event
-	err := s.read(ctx, func(t *fastTx) error {
+	err := s.e.read(ctx, func(t *txn) error {
 		var rows *sql.Rows
 		var err error
-		switch {
-		case stW != nil:
-			rows, err = t.stmt(stW).QueryContext(t.ctx, args...)
-		case t.tx != nil:
-			rows, err = t.tx.QueryContext(t.ctx, q, args...)
-		default:
-			rows, err = s.durable.QueryContext(t.ctx, q, args...)
+		if st != nil {
+			rows, err = t.stmt(st).QueryContext(t.ctx, args...)
+		} else {
+			rows, err = t.query(q, args...)
 		}
 		if err != nil {
 			return err
@@ -627,7 +540,7 @@ func (s *sqlStore) NextDue(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, fmt.Errorf("ledger: next due: %w", err)
 	}
 	var next int64
-	err := s.st.nextDue.QueryRowContext(ctx).Scan(&next)
+	err := s.st.nextDue.reader.QueryRowContext(ctx).Scan(&next)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, false, nil
 	}
@@ -670,9 +583,9 @@ func (s *sqlStore) attemptRow(a Attempt, o Outcome) (attemptRow, error) {
 	return r, nil
 }
 
-// writeAttempt is RecordAttempt inside a batch: ErrNotFound if the event
-// is absent.
-func (s *sqlStore) writeAttempt(t *fastTx, r *attemptRow) error {
+// writeAttempt is RecordAttempt inside a transaction: ErrNotFound if the
+// event is absent.
+func (s *sqlStore) writeAttempt(t *txn, r *attemptRow) error {
 	a := &r.a
 	// The attempt first, numbered from the event's count, then the event
 	// (a delivered or dead one keeps its last schedule: see
@@ -685,20 +598,17 @@ func (s *sqlStore) writeAttempt(t *fastTx, r *attemptRow) error {
 	return err
 }
 
-// RecordAttempt writes through the committer: in a transaction shared with
-// the other writes waiting at the time, committed with synchronous=NORMAL
-// (no fsync at commit) unless events share it. An attempt record does not
-// need to be on disk when this returns, unlike an event: a crash (of the
-// machine; a crash of the process loses nothing committed) may lose the
-// last attempt records committed before the next fsync of the WAL, and
-// then only those. The event is then still pending, with its previous attempt count
+// RecordAttempt is a write that need not be on disk when it returns,
+// unlike an event: a crash (of the machine; a crash of the process loses
+// nothing committed) may lose the last attempt records, and then only
+// those. The event is then still pending, with its previous attempt count
 // and schedule, and the worker delivers it again, with the same ID and
 // payload: delivery is at least once in any case (the backend deduplicates
 // on the event ID), so a lost record costs one more delivery, never a lost
-// event. The WAL is written in commit order and any later durable commit
-// (RecordEvent, synchronous=FULL) fsyncs it up to its own end, so what
-// survives a crash is a prefix of the commits: an attempt record never
-// survives without what was committed before it.
+// event. On SQLite the WAL is written in commit order and any later
+// durable commit fsyncs it up to its own end, so what survives a crash is
+// a prefix of the commits: an attempt record never survives without what
+// was committed before it.
 func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) error {
 	err := s.checkOpen()
 	var r attemptRow
@@ -706,7 +616,7 @@ func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) erro
 		r, err = s.attemptRow(a, o)
 	}
 	if err == nil {
-		err = s.write(ctx, func(t *fastTx) error { return s.writeAttempt(t, &r) })
+		err = s.e.write(ctx, func(t *txn) error { return s.writeAttempt(t, &r) }, false)
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: record attempt of %s: %w", a.EventID, err)
@@ -717,22 +627,14 @@ func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) erro
 func (s *sqlStore) Replay(ctx context.Context, id string, now time.Time) error {
 	err := s.checkOpen()
 	if err == nil {
-		err = s.writeTx(ctx, syncFull, func(tx *sql.Tx) error {
-			return execOne(ctx, tx.StmtContext(ctx, s.st.replay), ErrNotFound, toNs(now), id)
-		})
+		err = s.e.write(ctx, func(t *txn) error {
+			return execOne(t.ctx, t.stmt(s.st.replay), ErrNotFound, toNs(now), id)
+		}, true)
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: replay event %s: %w", id, err)
 	}
 	return nil
-}
-
-// fastExec runs query (rebound by the caller), a write, on the fast pool
-// under the write mutex.
-func (s *sqlStore) fastExec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.fast.ExecContext(ctx, query, args...)
 }
 
 // ---- leases ----
@@ -745,10 +647,7 @@ func (s *sqlStore) TryLease(ctx context.Context, name, holder string, now time.T
 	if err != nil {
 		return false, fmt.Errorf("ledger: lease %s for %s: %w", name, holder, err)
 	}
-	res, err := s.fastExec(ctx, s.d.rebind(`INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)`+
-		s.d.upsert("name", "holder = excluded.holder, expires_at = excluded.expires_at",
-			"leases.holder = excluded.holder OR leases.expires_at <= ?")),
-		name, holder, toNs(now.Add(ttl)), toNs(now))
+	res, err := s.e.exec(ctx, s.d.rebind(qTryLease(s.d)), name, holder, toNs(now.Add(ttl)), toNs(now))
 	if err != nil {
 		return false, fmt.Errorf("ledger: lease %s for %s: %w", name, holder, err)
 	}
@@ -764,17 +663,8 @@ func (s *sqlStore) TryLease(ctx context.Context, name, holder string, now time.T
 func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		close(s.closing)
-		if s.group || s.groupFast {
-			<-s.done
-		}
-		err := errors.Join(s.st.close(), s.durable.Close())
-		if s.fast != s.durable {
-			err = errors.Join(err, s.fast.Close())
-		}
-		s.closeErr = err
-		if s.closeErr != nil {
-			s.closeErr = fmt.Errorf("ledger: close: %w", s.closeErr)
+		if err := s.e.close(); err != nil {
+			s.closeErr = fmt.Errorf("ledger: close: %w", err)
 		}
 	})
 	return s.closeErr

@@ -51,7 +51,8 @@ const (
 	keysHashes     = 7
 )
 
-// qOrderKeysSince reads the orders past a rowid, in rowid order (SQLite).
+// qOrderKeysSince reads the orders past a rowid, in rowid order (SQLite
+// only: the engine keeps it to itself).
 const qOrderKeysSince = `SELECT rowid, mch_id, out_trade_no FROM orders WHERE rowid > ? ORDER BY rowid LIMIT 1024`
 
 type orderKeys struct {

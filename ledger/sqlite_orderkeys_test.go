@@ -92,7 +92,7 @@ func wantNoOrder(t *testing.T, s *sqlStore, no string) {
 // and reads the database again once the filter is no longer fresh.
 func TestGetOrderKeyFilter(t *testing.T) {
 	s := openTest(t)
-	if s.keys == nil {
+	if s.sqlite().keys == nil {
 		t.Fatal("the SQLite store has no order-key filter")
 	}
 	var nos []string
@@ -101,9 +101,9 @@ func TestGetOrderKeyFilter(t *testing.T) {
 	}
 	putOrders(t, s, nos)
 	// A batch caught up before the last write: the filter is complete.
-	answered := s.keys.answered.Load()
+	answered := s.sqlite().keys.answered.Load()
 	wantNoOrder(t, s, "new-order")
-	if got := s.keys.answered.Load() - answered; got != 1 {
+	if got := s.sqlite().keys.answered.Load() - answered; got != 1 {
 		t.Errorf("the filter answered %d lookups of a new key, want 1", got)
 	}
 	for _, no := range nos {
@@ -114,14 +114,14 @@ func TestGetOrderKeyFilter(t *testing.T) {
 	wantOrder(t, s, "just-now")
 
 	time.Sleep(keysFresh + 20*time.Millisecond)
-	answered = s.keys.answered.Load()
+	answered = s.sqlite().keys.answered.Load()
 	wantNoOrder(t, s, "another-new-order")
-	if got := s.keys.answered.Load() - answered; got != 0 {
+	if got := s.sqlite().keys.answered.Load() - answered; got != 0 {
 		t.Errorf("a stale filter answered %d lookups", got)
 	}
 	// That read's batch caught up: the filter answers again.
 	wantNoOrder(t, s, "yet-another")
-	if got := s.keys.answered.Load() - answered; got != 1 {
+	if got := s.sqlite().keys.answered.Load() - answered; got != 1 {
 		t.Errorf("the refreshed filter answered %d lookups, want 1", got)
 	}
 }
@@ -144,20 +144,20 @@ func TestOrderKeysLoadOnOpen(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		// Each lookup is a batch of the committer, which reads a chunk.
 		wantOrder(t, s, nos[i])
-		if s.keys.checked.Load() != 0 {
+		if s.sqlite().keys.checked.Load() != 0 {
 			t.Fatalf("the filter answers after %d chunks of %d orders", i+1, len(nos))
 		}
 	}
 	wantOrder(t, s, nos[len(nos)-1]) // the fourth chunk: the last 10
-	if s.keys.checked.Load() == 0 {
+	if s.sqlite().keys.checked.Load() == 0 {
 		t.Fatal("the filter is not complete after reading every order")
 	}
-	answered := s.keys.answered.Load()
+	answered := s.sqlite().keys.answered.Load()
 	for _, no := range nos {
 		wantOrder(t, s, no)
 	}
 	wantNoOrder(t, s, "new-order")
-	if got := s.keys.answered.Load() - answered; got < 1 {
+	if got := s.sqlite().keys.answered.Load() - answered; got < 1 {
 		t.Error("the loaded filter answered no lookup")
 	}
 }
@@ -186,7 +186,7 @@ func TestOrderKeysBurstFromOtherWriter(t *testing.T) {
 	a := openAt(t, path, SQLiteOptions{})
 	b := openAt(t, path, SQLiteOptions{})
 	putOrders(t, a, []string{"a1"})
-	if a.keys.checked.Load() == 0 {
+	if a.sqlite().keys.checked.Load() == 0 {
 		t.Fatal("the filter of a is not caught up")
 	}
 	var nos []string
@@ -195,15 +195,15 @@ func TestOrderKeysBurstFromOtherWriter(t *testing.T) {
 	}
 	putOrders(t, b, nos)
 	putOrders(t, a, []string{"a2"}) // a batch of a: reads one chunk of the burst
-	if a.keys.checked.Load() != 0 {
+	if a.sqlite().keys.checked.Load() != 0 {
 		t.Fatal("the filter answers with part of the burst unread")
 	}
 	wantOrder(t, a, nos[len(nos)-1]) // read through the committer, which reads the rest
-	if a.keys.checked.Load() == 0 {
+	if a.sqlite().keys.checked.Load() == 0 {
 		t.Fatal("the filter is not caught up after reading the whole burst")
 	}
 	for _, no := range nos {
-		if !a.keys.mayHold("10000100", no) {
+		if !a.sqlite().keys.mayHold("10000100", no) {
 			t.Fatalf("the filter lost %s", no)
 		}
 	}

@@ -2,20 +2,25 @@ package ledger
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 )
 
-// Prepared statements. The store prepares its frequent statements once, when
-// it opens, instead of letting SQLite compile them again on every call
-// (compiling was 13–18 % of the gateway's CPU under load). A *sql.Stmt of a
-// pool prepares itself on each connection of the pool as it first runs
-// there; inside a transaction, tx.StmtContext reuses the connection's
-// prepared statement.
+// The ledger's queries, written once for every engine with "?"
+// placeholders (see dialect.rebind) in SQL that SQLite and PostgreSQL both
+// understand. The frequent ones are prepared once, when the ledger opens
+// (prepared statements: compiling them was 13–18 % of the gateway's CPU
+// under load); the others run as they are.
 
-// Queries, written once with "?" placeholders (see dialect.rebind).
+const orderCols = `mch_id, out_trade_no, app_id, trade_type, total_fee, content_hash, prepay_id, code_url, mweb_url, state, created_at, expires_at, updated_at, next_check_at, checks`
+
+const eventCols = `id, mch_id, type, out_trade_no, transaction_id, payload, created_at, state, attempts, next_attempt_at, delivered_at, last_status, last_error, last_response`
+
+// eventColsE is eventCols qualified with the table alias e.
+const eventColsE = `e.id, e.mch_id, e.type, e.out_trade_no, e.transaction_id, e.payload, e.created_at, e.state, e.attempts, e.next_attempt_at, e.delivered_at, e.last_status, e.last_error, e.last_response`
+
+const refundCols = `mch_id, out_refund_no, out_trade_no, transaction_id, refund_id, total_fee, refund_fee, state, created_at, updated_at`
+
 const (
 	qGetOrder = `SELECT ` + orderCols + ` FROM orders WHERE mch_id = ? AND out_trade_no = ?`
 	// qOrdersToCheck reads the unpaid orders due for a check (index
@@ -31,6 +36,11 @@ const (
 		next_check_at = ?, checks = ?
 		WHERE mch_id = ? AND out_trade_no = ?`
 	qSetOrderState = `UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?`
+	qScheduleCheck = `UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`
+
+	// qPutRefundHead (with the insert-if-absent clause) records a refund.
+	qPutRefundHead = `INSERT INTO refunds (` + refundCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qGetRefund     = `SELECT ` + refundCols + ` FROM refunds WHERE mch_id = ? AND out_refund_no = ?`
 	// qSetRefundState: parameters state, updated at, refund_id twice ("":
 	// keep the one recorded), mch_id, out_refund_no.
 	qSetRefundState = `UPDATE refunds SET state = ?, updated_at = ?,
@@ -41,6 +51,7 @@ const (
 	qGetEvent     = `SELECT ` + eventCols + ` FROM events WHERE id = ?`
 	qGetAttempts  = `SELECT event_id, attempted_at, duration_ns, status, error, response FROM attempts WHERE event_id = ? ORDER BY n`
 	qEventCreated = `SELECT created_at FROM events WHERE id = ?`
+	qCountEvents  = `SELECT state, COUNT(*) FROM events GROUP BY state`
 	qReplay       = `UPDATE events SET state = '` + EventPending + `', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`
 
 	// qNextDue walks the pending events by due time (index events_due_order)
@@ -62,6 +73,15 @@ const (
 		state = ?, next_attempt_at = CASE WHEN ? = '` + EventPending + `' THEN ? ELSE next_attempt_at END, delivered_at = ?
 		WHERE id = ?`
 )
+
+// qTryLease takes or renews a lease: inserted when free, updated when it
+// is the holder's or has expired; parameters name, holder, expires at,
+// now.
+func qTryLease(d dialect) string {
+	return `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)` +
+		d.upsert("name", "holder = excluded.holder, expires_at = excluded.expires_at",
+			"leases.holder = excluded.holder OR leases.expires_at <= ?")
+}
 
 // firstOfOrder holds for a pending event e when no older (by created_at,
 // then id) event of its order is pending. With the partial index
@@ -102,76 +122,41 @@ func dueQuery(d dialect, n int) string {
 	return b.String()
 }
 
-// stmts are the store's prepared statements, each on the pool that runs it.
+// stmts are the ledger's prepared statements.
 type stmts struct {
-	// fast pool (reads)
-	getOrder, getEvent, getAttempts, eventCreated, nextDue *sql.Stmt
-	due                                                    [len(dueShapes)]*sql.Stmt
-	// durable pool (the writer connection)
-	insertEvent, replay                   *sql.Stmt
-	putOrder, replaceOrder, setOrderState *sql.Stmt
-	setRefundState                        *sql.Stmt
-	getOrderW                             *sql.Stmt
-	dueW                                  [len(dueShapes)]*sql.Stmt
-	attemptEvent, insertAttempt           *sql.Stmt
-	orderKeysSince                        *sql.Stmt // nil without the order-key filter
-
-	all []*sql.Stmt
+	getOrder, putOrder, replaceOrder, setOrderState *stmt
+	setRefundState                                  *stmt
+	insertEvent, replay, getEvent, getAttempts      *stmt
+	eventCreated, nextDue                           *stmt
+	due                                             [len(dueShapes)]*stmt
+	insertAttempt, attemptEvent                     *stmt
 }
 
-// prepare prepares every statement; on an error it closes those prepared.
-func (s *sqlStore) prepare(ctx context.Context) (err error) {
-	st := &s.st
-	defer func() {
-		if err != nil {
-			st.close()
-		}
-	}()
-	p := func(db *sql.DB, dst **sql.Stmt, q string) {
+// prepare prepares every statement on e.
+func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
+	p := func(dst **stmt, q string) {
 		if err != nil {
 			return
 		}
-		var x *sql.Stmt
-		x, err = db.PrepareContext(ctx, s.d.rebind(q))
-		if err != nil {
+		if *dst, err = e.prepare(ctx, d.rebind(q)); err != nil {
 			err = fmt.Errorf("ledger: prepare %.60q: %w", strings.Join(strings.Fields(q), " "), err)
-			return
 		}
-		*dst = x
-		st.all = append(st.all, x)
 	}
-	f, d := s.fast, s.durable
-	p(f, &st.getOrder, qGetOrder)
-	p(f, &st.getEvent, qGetEvent)
-	p(f, &st.getAttempts, qGetAttempts)
-	p(f, &st.eventCreated, qEventCreated)
-	p(f, &st.nextDue, qNextDue)
+	p(&st.getOrder, qGetOrder)
+	p(&st.putOrder, qPutOrderHead+d.insertIgnore("mch_id, out_trade_no"))
+	p(&st.replaceOrder, qReplaceOrder)
+	p(&st.setOrderState, qSetOrderState)
+	p(&st.setRefundState, qSetRefundState)
+	p(&st.insertEvent, qInsertEventHead+d.insertIgnore("id"))
+	p(&st.replay, qReplay)
+	p(&st.getEvent, qGetEvent)
+	p(&st.getAttempts, qGetAttempts)
+	p(&st.eventCreated, qEventCreated)
+	p(&st.nextDue, qNextDue)
 	for i, n := range dueShapes {
-		p(f, &st.due[i], dueQuery(s.d, n))
+		p(&st.due[i], dueQuery(d, n))
 	}
-	p(d, &st.insertEvent, qInsertEventHead+s.d.insertIgnore("id"))
-	p(d, &st.replay, qReplay)
-	p(d, &st.getOrderW, qGetOrder)
-	for i, n := range dueShapes {
-		p(d, &st.dueW[i], dueQuery(s.d, n))
-	}
-	p(d, &st.putOrder, qPutOrderHead+s.d.insertIgnore("mch_id, out_trade_no"))
-	p(d, &st.replaceOrder, qReplaceOrder)
-	p(d, &st.setOrderState, qSetOrderState)
-	p(d, &st.setRefundState, qSetRefundState)
-	p(d, &st.attemptEvent, qAttemptEvent)
-	p(d, &st.insertAttempt, qInsertAttempt)
-	if s.keys != nil {
-		p(d, &st.orderKeysSince, qOrderKeysSince)
-	}
+	p(&st.insertAttempt, qInsertAttempt)
+	p(&st.attemptEvent, qAttemptEvent)
 	return err
-}
-
-func (st *stmts) close() error {
-	var errs []error
-	for _, x := range st.all {
-		errs = append(errs, x.Close())
-	}
-	st.all = nil
-	return errors.Join(errs...)
 }

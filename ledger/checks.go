@@ -41,7 +41,7 @@ func (s *sqlStore) OrdersToCheck(ctx context.Context, now time.Time, limit int) 
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	rows, err := s.fast.QueryContext(ctx, s.d.rebind(qOrdersToCheck), toNs(now), limit)
+	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(qOrdersToCheck), toNs(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: orders to check: %w", err)
 	}
@@ -69,8 +69,7 @@ func (s *sqlStore) ScheduleCheck(ctx context.Context, mchID, outTradeNo string, 
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fastExec(ctx, s.d.rebind(`UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`),
-			toNs(next), checks, mchID, outTradeNo)
+		res, err = s.e.exec(ctx, s.d.rebind(qScheduleCheck), toNs(next), checks, mchID, outTradeNo)
 		if err == nil {
 			err = oneRow(res, ErrNotFound)
 		}
@@ -82,8 +81,6 @@ func (s *sqlStore) ScheduleCheck(ctx context.Context, mchID, outTradeNo string, 
 }
 
 // ---- refunds ----
-
-const refundCols = `mch_id, out_refund_no, out_trade_no, transaction_id, refund_id, total_fee, refund_fee, state, created_at, updated_at`
 
 // PutRefund records a refund; ErrExists (wrapped) when its out_refund_no is
 // recorded already.
@@ -103,7 +100,7 @@ func (s *sqlStore) PutRefund(ctx context.Context, r *Refund) error {
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fastExec(ctx, s.d.rebind(`INSERT INTO refunds (`+refundCols+`) VALUES (`+placeholders(10)+`)`+s.d.insertIgnore("mch_id, out_refund_no")),
+		res, err = s.e.exec(ctx, s.d.rebind(qPutRefundHead+s.d.insertIgnore("mch_id, out_refund_no")),
 			r.MchID, r.OutRefundNo, r.OutTradeNo, r.TransactionID, r.RefundID, r.TotalFee, r.RefundFee, r.State, toNs(r.CreatedAt), toNs(r.UpdatedAt))
 		if err == nil {
 			err = oneRow(res, ErrExists)
@@ -122,7 +119,7 @@ func (s *sqlStore) GetRefund(ctx context.Context, mchID, outRefundNo string) (*R
 	}
 	var r Refund
 	var created, updated int64
-	err := s.fast.QueryRowContext(ctx, s.d.rebind(`SELECT `+refundCols+` FROM refunds WHERE mch_id = ? AND out_refund_no = ?`), mchID, outRefundNo).
+	err := s.e.reader().QueryRowContext(ctx, s.d.rebind(qGetRefund), mchID, outRefundNo).
 		Scan(&r.MchID, &r.OutRefundNo, &r.OutTradeNo, &r.TransactionID, &r.RefundID, &r.TotalFee, &r.RefundFee, &r.State, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
@@ -142,7 +139,7 @@ func (s *sqlStore) SetRefundState(ctx context.Context, mchID, outRefundNo, state
 	err := s.checkOpen()
 	if err == nil {
 		var res sql.Result
-		res, err = s.fastExec(ctx, s.d.rebind(qSetRefundState),
+		res, err = s.e.exec(ctx, s.d.rebind(qSetRefundState),
 			state, toNs(now), refundID, refundID, mchID, outRefundNo)
 		if err == nil {
 			err = oneRow(res, ErrNotFound)

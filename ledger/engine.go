@@ -1,0 +1,116 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+)
+
+// engine is a database as the ledger runs on it: its connections, its
+// transactions and their durability, how concurrent writes share them.
+// The ledger (store.go) says what to run — its queries, scans and
+// migrations are written once, for every engine, with a dialect for what
+// differs — and an engine says how. sqliteEngine (sqlite.go) is the
+// embedded one; a database is added by implementing this interface and
+// opening it in Open.
+type engine interface {
+	// prepare prepares a query (already in the engine's dialect) for the
+	// engine's connections.
+	prepare(ctx context.Context, query string) (*stmt, error)
+
+	// write runs op in a write transaction, which the engine may share
+	// with other callers' writes (group commit). durable: the
+	// transaction is on stable storage when write returns nil (events,
+	// replays); otherwise the engine may commit it without waiting for
+	// the disk (orders, delivery attempts; see RecordAttempt). op's own
+	// answers (ErrExists, ErrNotFound, unwrapped) are returned to its
+	// caller alone; any other error of op's fails the transaction, and
+	// every op in it gets that error and none is stored.
+	write(ctx context.Context, op txOp, durable bool) error
+	// read runs op, which only reads, on a state that includes every
+	// write that returned before read was called. op's errors are its
+	// own.
+	read(ctx context.Context, op txOp) error
+	// exec runs one infrequent write on its own (leases, order checks,
+	// refunds), committed without waiting for the disk.
+	exec(ctx context.Context, query string, args ...any) (sql.Result, error)
+	// reader is the pool for the reads that need no particular state
+	// (listing and counting events, the orders to check, refunds).
+	reader() *sql.DB
+
+	// orderAbsent reports whether the engine knows, without asking the
+	// database, that the ledger holds no such order (SQLite keeps a
+	// filter of the order keys); false when it does not know.
+	orderAbsent(mchID, outTradeNo string) bool
+	// orderWritten tells the engine, inside a write's op, that an order
+	// with this key is in the ledger (inserted, or found there).
+	orderWritten(mchID, outTradeNo string)
+
+	// close stops the engine (writes not yet taken fail with ErrClosed)
+	// and closes its connections.
+	close() error
+}
+
+// txOp is one piece of work of the ledger inside a transaction (or, for a
+// read, on a connection).
+type txOp func(t *txn) error
+
+// ownAnswer reports whether err, returned by an op, is its caller's answer
+// rather than a failure of the transaction.
+func ownAnswer(err error) bool { return err == nil || err == ErrExists || err == ErrNotFound }
+
+// stmt is a prepared statement on each pool of an engine that runs it: an
+// engine with one pool sets both to the same statement.
+type stmt struct {
+	writer *sql.Stmt // on the connection(s) that write
+	reader *sql.Stmt // on the pool for reads
+}
+
+// txn is where an op runs: a transaction, or (tx nil) a connection
+// outside one, on the writer's side or the reader's.
+type txn struct {
+	ctx      context.Context
+	tx       *sql.Tx
+	db       *sql.DB // the pool the txn runs on outside a transaction
+	onReader bool
+	// bound statements of this transaction, by the prepared statement
+	bound map[*sql.Stmt]*sql.Stmt
+}
+
+func newTxn(ctx context.Context, db *sql.DB) *txn {
+	return &txn{ctx: ctx, db: db, bound: map[*sql.Stmt]*sql.Stmt{}}
+}
+
+// stmt is st on this txn's pool, bound to its transaction if any.
+func (t *txn) stmt(st *stmt) *sql.Stmt {
+	s := st.writer
+	if t.onReader {
+		s = st.reader
+	}
+	if t.tx == nil {
+		return s
+	}
+	if b, ok := t.bound[s]; ok {
+		return b
+	}
+	b := t.tx.StmtContext(t.ctx, s)
+	t.bound[s] = b
+	return b
+}
+
+// query runs a query that is not prepared (its shape varies) where the
+// txn runs.
+func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
+	if t.tx != nil {
+		return t.tx.QueryContext(t.ctx, q, args...)
+	}
+	return t.db.QueryContext(t.ctx, q, args...)
+}
+
+// in makes t run in tx until done is called.
+func (t *txn) in(tx *sql.Tx) (done func()) {
+	t.tx = tx
+	return func() {
+		t.tx = nil
+		clear(t.bound)
+	}
+}
