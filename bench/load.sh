@@ -53,6 +53,10 @@
 #       its admin endpoint, into bench/out/profile-*.pprof and *.top.txt
 #   SKIP_BUILD=0  1: reuse the binaries in bench/out/
 #   ONLY=""  a space-separated subset of the variants to run (experiments)
+#   COMPARE_BIN=""  another Caddy binary (e.g. built from an earlier commit):
+#       each gateway variant also runs with it, as <variant>@compare, in the
+#       same interleaved rounds, and the summary gives this build over that
+#       one (req/s, CPU per request) with the per-round paired range
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -75,6 +79,7 @@ NOTIFY_DOCS=${NOTIFY_DOCS:-auto}
 PROFILE=${PROFILE:-0}
 PROFILE_SECONDS=${PROFILE_SECONDS:-10}
 SKIP_BUILD=${SKIP_BUILD:-0}
+COMPARE_BIN=${COMPARE_BIN:-}
 
 API_TOKEN=bench-api-token-0123456789abcdef     # bench.APIToken
 UPSTREAM_SECRET=bench-upstream-secret-0123456789 # bench.UpstreamSecret
@@ -171,6 +176,11 @@ if [[ $SKIP_BUILD != 1 ]]; then
 	go build -o "$OUT/seedorders" ./bench/seedorders
 fi
 for b in caddy fakewechat gennotify seedorders; do [[ -x $OUT/$b ]] || die "bench/out/$b is missing"; done
+if [[ -n $COMPARE_BIN ]]; then
+	[[ -x $COMPARE_BIN ]] || die "COMPARE_BIN $COMPARE_BIN is not an executable"
+	say "compare: each gateway variant also with $COMPARE_BIN (<variant>@compare)"
+fi
+RUN_BIN=$OUT/caddy
 
 echo "writing $NOTIFY_DOCS notifications (+ warm-up and smoke sets)"
 "$OUT/gennotify" -n "$NOTIFY_DOCS" -parts "$THREADS" -prefix L -out "$OUT/notify" >/dev/null
@@ -295,7 +305,7 @@ start_caddy() { # config logfile [seeded]
 		cp "$OUT/seeded/$SEED_FILE" "$RUNDIR/$SEED_FILE"
 	fi
 	XDG_CONFIG_HOME=$RUNDIR/xdg XDG_DATA_HOME=$RUNDIR/xdg \
-		"$OUT/caddy" run --config "$1" --adapter caddyfile >"$2" 2>&1 &
+		"$RUN_BIN" run --config "$1" --adapter caddyfile >"$2" 2>&1 &
 	CADDY_PID=$!
 	wait_http "http://127.0.0.1:$GW_PORT/" && wait_http "http://127.0.0.1:$BASE_PORT/" ||
 		die "Caddy did not start; see $2: $(tail -3 "$2")"
@@ -357,7 +367,9 @@ run_variant() { # name kind config round
 	local name=$1 kind=$2 cfg=$3 round=$4 log wout args line
 	RUN_NO=$((RUN_NO + 1))
 	log=$OUT/logs/$name-$round.caddy.log
-	start_caddy "$cfg" "$log" "$( [[ $name == intake-known ]] && echo seeded)"
+	RUN_BIN=$OUT/caddy
+	[[ $name == *@compare ]] && RUN_BIN=$COMPARE_BIN
+	start_caddy "$cfg" "$log" "$( [[ ${name%@compare} == intake-known ]] && echo seeded)"
 	smoke "$kind" "$RUN_NO" || die "run $name round $round: see $log"
 	local run_id
 	run_id=$(date +%s)$RUN_NO
@@ -378,6 +390,7 @@ run_variant() { # name kind config round
 	local load1
 	load1=$(cut -d' ' -f1 /proc/loadavg)
 	stop_caddy
+	RUN_BIN=$OUT/caddy
 	line=$(grep '^BENCH ' "$wout" | tail -1) || die "no BENCH line in $wout"
 	local logerr
 	# Requests in flight when wrk stops are cancelled ("context canceled"):
@@ -412,8 +425,16 @@ if [[ -n ${ONLY:-} ]]; then
 	((${#kept[@]})) || die "ONLY=$ONLY names none of: ${VARIANTS[*]}"
 	VARIANTS=("${kept[@]}")
 fi
-variant_kind() { case $1 in baseline) echo baseline ;; order*) echo order ;; intake*) echo intake ;; esac; }
-variant_cfg() { case $1 in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; esac; }
+if [[ -n $COMPARE_BIN ]]; then
+	paired_variants=()
+	for v in "${VARIANTS[@]}"; do
+		paired_variants+=("$v")
+		[[ $v == baseline ]] || paired_variants+=("$v@compare")
+	done
+	VARIANTS=("${paired_variants[@]}")
+fi
+variant_kind() { case ${1%@compare} in baseline) echo baseline ;; order*) echo order ;; intake*) echo intake ;; esac; }
+variant_cfg() { case ${1%@compare} in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; esac; }
 echo
 echo "measuring ${VARIANTS[*]}, interleaved, $ROUNDS rounds of $DURATION each"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -474,6 +495,24 @@ if [[ " ${VARIANTS[*]} " == *" order-off "* ]]; then
 		"$(ratio "$(median order 5)" "$(median order-off 5)")" "$(paired order order-off 5)" \
 		"$(ratio "$(median order 9)" "$(median order-off 9)")" "$(ratio "$(median order 10)" "$(median order-off 10)")")"
 fi
+if [[ -n $COMPARE_BIN ]]; then
+	say ""
+	say "This build over $COMPARE_BIN (medians; per-round paired range):"
+	for v in "${VARIANTS[@]}"; do
+		[[ $v == *@compare ]] || [[ $v == baseline ]] && continue
+		say "$(printf '  %-15s req/s %s (%s), CPU/req %s (%s), RSS %s' "$v" \
+			"$(ratio "$(median "$v" 5)" "$(median "$v@compare" 5)")" "$(paired "$v" "$v@compare" 5)" \
+			"$(ratio "$(median "$v" 9)" "$(median "$v@compare" 9)")" "$(paired "$v" "$v@compare" 9)" \
+			"$(ratio "$(median "$v" 10)" "$(median "$v@compare" 10)")")"
+	done
+	for pair in "intake-durable intake-off" "intake-known intake-off"; do
+		read -r a b <<<"$pair"
+		[[ " ${VARIANTS[*]} " == *" $a@compare "* ]] || continue
+		say "$(printf '  %s/%s: this build %s (%s), the compared one %s (%s)' "$a" "$b" \
+			"$(ratio "$(median "$a" 5)" "$(median "$b" 5)")" "$(paired "$a" "$b" 5)" \
+			"$(ratio "$(median "$a@compare" 5)" "$(median "$b@compare" 5)")" "$(paired "$a@compare" "$b@compare" 5)")"
+	done
+fi
 say ""
 say "The fake endpoint's own CPU per request (median µs): $(for v in "${VARIANTS[@]}"; do printf '%s %.1f  ' "$v" "$(median "$v" 12)"; done)"
 
@@ -517,6 +556,7 @@ if [[ $PROFILE == 1 ]]; then
 	echo
 	echo "profiling Caddy for ${PROFILE_SECONDS}s under each load"
 	for v in "${VARIANTS[@]}"; do
+		[[ $v == *@compare ]] && continue
 		kind=$(variant_kind "$v") cfg=$(variant_cfg "$v")
 		start_caddy "$cfg" "$OUT/logs/profile-$v.caddy.log" "$( [[ $v == intake-known ]] && echo seeded)"
 		curl -s --max-time $((PROFILE_SECONDS + 30)) -o "$OUT/profile-$v.pprof" \
@@ -542,6 +582,7 @@ if [[ ${SYSCALLS:-0} == 1 ]]; then
 	echo
 	echo "counting Caddy's system calls for ${PROFILE_SECONDS}s under each load (strace -c)"
 	for v in "${VARIANTS[@]}"; do
+		[[ $v == *@compare ]] && continue
 		kind=$(variant_kind "$v") cfg=$(variant_cfg "$v")
 		start_caddy "$cfg" "$OUT/logs/syscalls-$v.caddy.log" "$( [[ $v == intake-known ]] && echo seeded)"
 		timeout --signal=INT $((PROFILE_SECONDS + 1)) strace -c -f -p "$CADDY_PID" -o "$OUT/syscalls-$v.txt" 2>/dev/null &

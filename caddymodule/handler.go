@@ -100,11 +100,19 @@ func (h *Handler) newRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
 	b := h.BasePath
 	route := func(method, path string, api bool, serve http.HandlerFunc) {
-		if api {
-			serve = h.withToken(serve)
+		notAllowed := h.methodNotAllowed(method, api)
+		exact := func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != method { // a GET pattern also matches HEAD
+				notAllowed.ServeHTTP(w, r)
+				return
+			}
+			serve(w, r)
 		}
-		mux.Handle(method+" "+b+path, serve)
-		mux.Handle(b+path, h.methodNotAllowed(method, api))
+		if api {
+			exact = h.withToken(exact)
+		}
+		mux.Handle(method+" "+b+path, http.HandlerFunc(exact))
+		mux.Handle(b+path, notAllowed)
 	}
 	route(http.MethodPost, "/notify", false, h.serveNotify)
 	route(http.MethodPost, "/notify/refund", false, h.serveRefundNotify)

@@ -267,11 +267,47 @@ func TestOrderErrors(t *testing.T) {
 	}
 
 	t.Run("wrong method", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, g.base+"/wxpay/orders", nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		status, _ := doJSON(t, req)
-		if status != http.StatusMethodNotAllowed {
-			t.Fatalf("GET /wxpay/orders = %d", status)
+		for _, c := range []struct{ method, path, allow string }{
+			{http.MethodGet, "/wxpay/orders", "POST"},
+			{http.MethodPost, "/wxpay/orders/o1", "GET"},
+			{http.MethodHead, "/wxpay/orders/o1", "GET"}, // a GET route does not serve HEAD (it would call WeChat)
+			{http.MethodGet, "/wxpay/orders/o1/close", "POST"},
+			{http.MethodDelete, "/wxpay/refunds", "POST"},
+			{http.MethodHead, "/wxpay/bills/20261201", "GET"},
+			{http.MethodGet, "/wxpay/notify", "POST"},
+		} {
+			req, _ := http.NewRequest(c.method, g.base+c.path, nil)
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != c.allow {
+				t.Errorf("%s %s = %d, Allow %q; want 405, Allow %s", c.method, c.path, resp.StatusCode, resp.Header.Get("Allow"), c.allow)
+			}
+		}
+		if n := len(g.sim.Orders()); n != 0 {
+			t.Fatalf("a refused method reached WeChat (%d orders)", n)
+		}
+	})
+	t.Run("unknown routes", func(t *testing.T) {
+		for _, c := range []struct {
+			path   string
+			token  bool
+			status int
+		}{
+			{"/wxpay/nope", false, 404}, {"/wxpay", false, 404}, {"/wxpay/orders/a/b/c", true, 404},
+			{"/wxpay/orders/a/b/c", false, 401}, {"/wxpay/refunds/r1/x", false, 401},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, g.base+c.path, nil)
+			if c.token {
+				req.Header.Set("Authorization", "Bearer "+testToken)
+			}
+			status, out := doJSON(t, req)
+			if code, _ := errorOf(out); status != c.status || (status == 404 && code != "NOT_FOUND") {
+				t.Errorf("GET %s = %d %v, want %d", c.path, status, out, c.status)
+			}
 		}
 	})
 

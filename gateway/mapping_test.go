@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -77,10 +79,33 @@ func TestPaymentDiscrepancies(t *testing.T) {
 		{"failed payment with another amount", paid(func(p *Payment) { p.Succeeded, p.TotalFee = false, 5 }), map[string]event.Discrepancy{"total_fee": {Order: int64(100), Notification: int64(5)}}},
 		{"success without an amount", paid(func(p *Payment) { p.HasTotalFee, p.TotalFee = false, 0 }), map[string]event.Discrepancy{"total_fee": {Order: int64(100), Notification: ""}}},
 	}
-	for _, tt := range tests {
+	// The ledger makes the same call inside the event's transaction
+	// (paymentChange's expectations): a payment is recorded as it is
+	// exactly when PaymentDiscrepancies finds nothing.
+	st, err := ledger.OpenSQLite(context.Background(), ledger.SQLiteOptions{Path: filepath.Join(t.TempDir(), "ledger.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := PaymentDiscrepancies(order, tt.p); !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("PaymentDiscrepancies = %v, want %v", got, tt.want)
+			}
+			if tt.p.MchID != order.MchID {
+				return // another merchant's order is another key: the ledger does not hold it
+			}
+			ctx := context.Background()
+			no := fmt.Sprintf("o%d", i)
+			o := *order
+			o.OutTradeNo = no
+			if err := st.PutOrder(ctx, &o); err != nil {
+				t.Fatal(err)
+			}
+			_, err := st.RecordEvent(ctx, &ledger.Event{ID: "evt_" + no, MchID: order.MchID, OutTradeNo: no, Type: "t"}, paymentChange(tt.p))
+			var me *ledger.MismatchError
+			if mismatch := errors.As(err, &me); mismatch != (tt.want != nil) || (err != nil && !mismatch) {
+				t.Fatalf("the ledger's verdict: %v; PaymentDiscrepancies: %v", err, tt.want)
 			}
 		})
 	}

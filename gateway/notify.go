@@ -89,52 +89,63 @@ func (s *Service) deliverBeforeReply(ctx context.Context, m *Merchant, n Notific
 // recordPayment cross-checks a verified payment against the order the
 // gateway placed and stores its event durably, with its outbox entry and
 // the order's new state, in one transaction. A payment that disagrees with
-// its order is stored as payment.mismatch, never as a success. A duplicate
-// (same merchant and transaction) stores nothing.
+// its order is stored as payment.mismatch, with both figures, never as a
+// success. A duplicate (same merchant and transaction) stores nothing.
+//
+// The ledger compares the order with the payment's figures inside the
+// event's transaction (one round trip for the usual agreeing payment);
+// when they disagree it stores nothing and hands the order back, and the
+// mismatch event is built from both and recorded instead.
 func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*event.Event, bool, error) {
 	now := s.now()
-	o, err := s.ledger.GetOrder(ctx, m.MchID, p.OutTradeNo)
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-		o = nil // placed outside the gateway: nothing to check it against
-	case err != nil:
+	ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
+	created, err := s.recordEvent(ctx, m, p, ev, paymentChange(p))
+	var me *ledger.MismatchError
+	if !errors.As(err, &me) || me.Order == nil {
+		return ev, created, err
+	}
+	diff := PaymentDiscrepancies(me.Order, p)
+	if len(diff) == 0 {
+		return nil, false, fmt.Errorf("order %s: the ledger saw a disagreement the gateway does not: %w", p.OutTradeNo, err)
+	}
+	ev.MarkMismatch(event.PaymentMismatch, diff)
+	if created, err = s.recordEvent(ctx, m, p, ev, ledger.Change{OrderState: ledger.OrderMismatch}); err != nil {
 		return nil, false, err
 	}
-	ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
-	var change ledger.Change
-	var diff map[string]event.Discrepancy
-	if o != nil {
-		diff = PaymentDiscrepancies(o, p)
-		switch {
-		case len(diff) > 0:
-			ev.MarkMismatch(event.PaymentMismatch, diff)
-			change.OrderState = ledger.OrderMismatch
-		case p.Succeeded:
-			change.OrderState = ledger.OrderPaid
-		default:
-			change.OrderState = ledger.OrderPayError
-		}
+	s.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
+		zap.String("merchant", m.Name), zap.String("out_trade_no", p.OutTradeNo),
+		zap.String("transaction_id", p.TransactionID), zap.Any("mismatch", diff))
+	return ev, created, nil
+}
+
+// paymentChange is what a payment changes in the ledger: its order PAID
+// (or PAYERROR), if the order agrees with it on the figures
+// PaymentDiscrepancies compares (the merchant is the order's key).
+func paymentChange(p *Payment) ledger.Change {
+	state := ledger.OrderPayError
+	if p.Succeeded {
+		state = ledger.OrderPaid
 	}
+	return ledger.Change{OrderState: state, Expect: &ledger.OrderFigures{
+		AppID: p.AppID, TotalFee: p.TotalFee, CheckTotalFee: p.HasTotalFee || p.Succeeded}}
+}
+
+// recordEvent stores a payment's event with change and wakes the outbox
+// when it is new.
+func (s *Service) recordEvent(ctx context.Context, m *Merchant, p *Payment, ev *event.Event, change ledger.Change) (bool, error) {
 	payload, err := ev.Marshal()
 	if err != nil {
-		return nil, false, err
+		return false, err
 	}
+	now := s.now()
 	created, err := s.ledger.RecordEvent(ctx, &ledger.Event{
 		ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID,
 		Payload: payload, CreatedAt: now, NextAttemptAt: now,
 	}, change)
-	if err != nil {
-		return nil, false, err
-	}
-	if len(diff) > 0 {
-		s.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
-			zap.String("merchant", m.Name), zap.String("out_trade_no", p.OutTradeNo),
-			zap.String("transaction_id", p.TransactionID), zap.Any("mismatch", diff))
-	}
 	if created && s.outbox != nil {
 		s.outbox.Notify()
 	}
-	return ev, created, nil
+	return created, err
 }
 
 // PaymentDiscrepancies lists where a payment disagrees with the order the

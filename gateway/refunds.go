@@ -108,33 +108,35 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 }
 
 // recordRefund cross-checks a refund notification against the refund the
-// gateway placed, if it holds it, and stores the event (ev, made a
-// refund.mismatch when the amounts disagree) with the refund's new state
-// in one transaction.
+// gateway placed, if it holds it, and stores the event with the refund's
+// new state in one transaction; when the amounts disagree (the ledger
+// compares them in the transaction and hands the refund back), the event
+// is stored as refund.mismatch instead and the refund is left as it was.
 func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotice, ev *event.Event, now time.Time) (bool, error) {
-	var change ledger.Change
-	known, err := s.ledger.GetRefund(ctx, m.MchID, rn.OutRefundNo)
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-	case err != nil:
-		return false, err
-	default:
-		if diff := RefundDiscrepancies(known, rn); diff != nil {
-			ev.MarkMismatch(event.RefundMismatch, diff)
-			s.logger.Error("refund notification disagrees with the refund placed: forwarded as refund.mismatch",
-				zap.String("out_refund_no", rn.OutRefundNo), zap.Int64("refund_fee_placed", known.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
-		} else {
-			change.Refund = &ledger.RefundUpdate{OutRefundNo: rn.OutRefundNo, State: rn.Status, RefundID: rn.RefundID}
+	record := func(change ledger.Change) (bool, error) {
+		payload, err := ev.Marshal()
+		if err != nil {
+			return false, err
 		}
+		return s.ledger.RecordEvent(ctx, &ledger.Event{
+			ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: rn.OutTradeNo, TransactionID: rn.TransactionID,
+			Payload: payload, CreatedAt: now, NextAttemptAt: now,
+		}, change)
 	}
-	payload, err := ev.Marshal()
-	if err != nil {
-		return false, err
+	created, err := record(ledger.Change{Refund: &ledger.RefundUpdate{
+		OutRefundNo: rn.OutRefundNo, State: rn.Status, RefundID: rn.RefundID, RefundFee: rn.RefundFee}})
+	var me *ledger.MismatchError
+	if !errors.As(err, &me) || me.Refund == nil {
+		return created, err
 	}
-	return s.ledger.RecordEvent(ctx, &ledger.Event{
-		ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: rn.OutTradeNo, TransactionID: rn.TransactionID,
-		Payload: payload, CreatedAt: now, NextAttemptAt: now,
-	}, change)
+	diff := RefundDiscrepancies(me.Refund, rn)
+	if diff == nil {
+		return false, fmt.Errorf("refund %s: the ledger saw a disagreement the gateway does not: %w", rn.OutRefundNo, err)
+	}
+	ev.MarkMismatch(event.RefundMismatch, diff)
+	s.logger.Error("refund notification disagrees with the refund placed: forwarded as refund.mismatch",
+		zap.String("out_refund_no", rn.OutRefundNo), zap.Int64("refund_fee_placed", me.Refund.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
+	return record(ledger.Change{})
 }
 
 // RefundDiscrepancies lists where a refund notification disagrees with the

@@ -117,18 +117,26 @@ func (s *sqlStore) GetRefund(ctx context.Context, mchID, outRefundNo string) (*R
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get refund %s/%s: %w", mchID, outRefundNo, err)
 	}
-	var r Refund
-	var created, updated int64
-	err := s.e.reader().QueryRowContext(ctx, s.d.rebind(qGetRefund), mchID, outRefundNo).
-		Scan(&r.MchID, &r.OutRefundNo, &r.OutTradeNo, &r.TransactionID, &r.RefundID, &r.TotalFee, &r.RefundFee, &r.State, &created, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
-	}
+	r, err := scanRefund(s.e.reader().QueryRowContext(ctx, s.d.rebind(qGetRefund), mchID, outRefundNo))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: get refund %s/%s: %w", mchID, outRefundNo, err)
 	}
-	r.CreatedAt, r.UpdatedAt = fromNs(created), fromNs(updated)
-	return &r, nil
+	return r, nil
+}
+
+// scanRefund reads a refund (ErrNotFound if r has no row).
+func scanRefund(r rowScanner) (*Refund, error) {
+	var rf Refund
+	var created, updated int64
+	err := r.Scan(&rf.MchID, &rf.OutRefundNo, &rf.OutTradeNo, &rf.TransactionID, &rf.RefundID, &rf.TotalFee, &rf.RefundFee, &rf.State, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	rf.CreatedAt, rf.UpdatedAt = fromNs(created), fromNs(updated)
+	return &rf, nil
 }
 
 // SetRefundState updates a refund's state, and its refund_id when given.

@@ -56,7 +56,13 @@ type txOp func(t *txn) error
 
 // ownAnswer reports whether err, returned by an op, is its caller's answer
 // rather than a failure of the transaction.
-func ownAnswer(err error) bool { return err == nil || err == ErrExists || err == ErrNotFound }
+func ownAnswer(err error) bool {
+	if err == nil || err == ErrExists || err == ErrNotFound {
+		return true
+	}
+	_, mismatch := err.(*MismatchError)
+	return mismatch
+}
 
 // stmt is a prepared statement on each pool of an engine that runs it: an
 // engine with one pool sets both to the same statement.
@@ -72,6 +78,11 @@ type txn struct {
 	tx       *sql.Tx
 	db       *sql.DB // the pool the txn runs on outside a transaction
 	onReader bool
+	// absent, when set by the engine, answers for an order key the
+	// ledger surely does not hold as of this transaction (SQLite's
+	// order-key filter, caught up at the start of the committer's
+	// batch); nil: ask the database.
+	absent func(mchID, outTradeNo string) bool
 	// bound statements of this transaction, by the prepared statement
 	bound map[*sql.Stmt]*sql.Stmt
 }

@@ -33,6 +33,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -143,9 +144,24 @@ type Change struct {
 	// (MchID, OutTradeNo), with UpdatedAt the event's CreatedAt, if the
 	// ledger holds that order.
 	OrderState string
+	// Expect, when set, is what the event's order must hold if the ledger
+	// holds it: when it holds other figures, nothing is stored or changed
+	// and RecordEvent returns a *MismatchError with the order, so that the
+	// caller can record what the disagreement calls for instead. An order
+	// the ledger does not hold is no disagreement.
+	Expect *OrderFigures
 	// Refund, when set, updates one of the merchant's refunds, if the
 	// ledger holds it.
 	Refund *RefundUpdate
+}
+
+// OrderFigures are the figures of an order a payment must agree with.
+type OrderFigures struct {
+	AppID string
+	// TotalFee is compared when CheckTotalFee is set (a failed payment
+	// may report no amount).
+	TotalFee      int64
+	CheckTotalFee bool
 }
 
 // RefundUpdate sets a refund's state, and WeChat's refund_id when known.
@@ -153,6 +169,25 @@ type RefundUpdate struct {
 	OutRefundNo string
 	State       string
 	RefundID    string // "" keeps the one recorded
+	// RefundFee, when above zero, is the amount the refund must have if
+	// the ledger holds it: otherwise nothing is stored or changed and
+	// RecordEvent returns a *MismatchError with the refund.
+	RefundFee int64
+}
+
+// MismatchError is RecordEvent's answer when the order or refund the
+// ledger holds disagrees with what the change expected: nothing was
+// stored. It carries the record that disagrees.
+type MismatchError struct {
+	Order  *Order
+	Refund *Refund
+}
+
+func (e *MismatchError) Error() string {
+	if e.Refund != nil {
+		return fmt.Sprintf("ledger: refund %s/%s disagrees with the event", e.Refund.MchID, e.Refund.OutRefundNo)
+	}
+	return fmt.Sprintf("ledger: order %s/%s disagrees with the event", e.Order.MchID, e.Order.OutTradeNo)
 }
 
 // Store is the gateway's durable state.
@@ -171,7 +206,8 @@ type Store interface {
 	// RecordEvent stores an event (State pending, NextAttemptAt =
 	// e.NextAttemptAt or e.CreatedAt) durably — fsynced when it returns nil
 	// — in one transaction with change (see Change), which applies only
-	// when the event is new. It returns created=false and no error when an
+	// when the event is new; when the change's expectations are not met it
+	// stores nothing and returns a *MismatchError (wrapped). It returns created=false and no error when an
 	// event with the same ID exists already: nothing is changed then.
 	// Concurrent calls are group-committed; if their transaction fails, all
 	// of them get the error and none is stored. It writes back into e what

@@ -108,3 +108,94 @@ func TestRecordEventChangesInOneBatch(t *testing.T) {
 		}
 	}
 }
+
+// A change's expectations are checked in the event's transaction: an
+// order or refund that disagrees makes RecordEvent store nothing and hand
+// the record back; one that agrees, or that the ledger does not hold, lets
+// the event and its change through.
+func TestRecordEventExpectations(t *testing.T) {
+	for _, opts := range []SQLiteOptions{{}, {DisableGroupCommit: true}, {DisableGroupCommit: true, noFastGroup: true}} {
+		t.Run(fmt.Sprintf("group=%v,fast=%v", !opts.DisableGroupCommit, !opts.noFastGroup), func(t *testing.T) {
+			ctx := context.Background()
+			s := openTest(t, opts)
+			if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o1", AppID: "wx1", TotalFee: 100, CreatedAt: at(0)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.PutRefund(ctx, &Refund{MchID: "m", OutRefundNo: "r1", OutTradeNo: "o1", TotalFee: 100, RefundFee: 30, CreatedAt: at(0)}); err != nil {
+				t.Fatal(err)
+			}
+			tests := []struct {
+				name   string
+				order  string
+				change Change
+				order2 *Order // the record handed back, if any
+				refund bool
+			}{
+				{"other amount", "o1", Change{OrderState: OrderPaid, Expect: &OrderFigures{AppID: "wx1", TotalFee: 1, CheckTotalFee: true}}, &Order{TotalFee: 100}, false},
+				{"other app id", "o1", Change{OrderState: OrderPaid, Expect: &OrderFigures{AppID: "wx2", TotalFee: 100, CheckTotalFee: true}}, &Order{TotalFee: 100}, false},
+				{"amount not checked", "o1", Change{OrderState: OrderPayError, Expect: &OrderFigures{AppID: "wx1"}}, nil, false},
+				{"order not held", "o9", Change{OrderState: OrderPaid, Expect: &OrderFigures{AppID: "wx9", TotalFee: 5, CheckTotalFee: true}}, nil, false},
+				{"refund of another amount", "o1", Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundSuccess, RefundFee: 31}}, nil, true},
+				{"refund not held", "o1", Change{Refund: &RefundUpdate{OutRefundNo: "r9", State: RefundSuccess, RefundFee: 31}}, nil, false},
+			}
+			for i, tt := range tests {
+				id := fmt.Sprintf("evt_x%d", i)
+				created, err := s.RecordEvent(ctx, ev(id, "m", tt.order, at(10+i)), tt.change)
+				var me *MismatchError
+				mismatch := errors.As(err, &me)
+				switch {
+				case tt.order2 != nil && (!mismatch || me.Order == nil || me.Order.TotalFee != tt.order2.TotalFee || me.Order.AppID != "wx1"):
+					t.Fatalf("%s: %v, want the order handed back", tt.name, err)
+				case tt.refund && (!mismatch || me.Refund == nil || me.Refund.RefundFee != 30):
+					t.Fatalf("%s: %v, want the refund handed back", tt.name, err)
+				case tt.order2 == nil && !tt.refund && (err != nil || !created):
+					t.Fatalf("%s: created %v, %v", tt.name, created, err)
+				}
+				_, _, gerr := s.GetEvent(ctx, id)
+				if stored := gerr == nil; stored == mismatch {
+					t.Fatalf("%s: stored %v after %v", tt.name, stored, err)
+				}
+			}
+			// Nothing a mismatch refused changed anything.
+			if o, _ := s.GetOrder(ctx, "m", "o1"); o.State != OrderPayError {
+				t.Fatalf("order state %s: want PAYERROR, from the one change that agreed", o.State)
+			}
+			if r, _ := s.GetRefund(ctx, "m", "r1"); r.State != RefundProcessing {
+				t.Fatalf("refund state %s after a disagreeing change", r.State)
+			}
+		})
+	}
+}
+
+// The expectations are checked against the orders another process wrote
+// to the same file just before, whether or not the events go through the
+// committer (where the order-key filter, caught up at the start of each
+// batch, may answer for an order the ledger does not hold) or not (where
+// it must not: it may be behind the other process).
+func TestRecordEventSeesOtherWritersOrders(t *testing.T) {
+	for _, opts := range []SQLiteOptions{{}, {DisableGroupCommit: true}} {
+		t.Run(fmt.Sprintf("group=%v", !opts.DisableGroupCommit), func(t *testing.T) {
+			ctx := context.Background()
+			path := testPath(t)
+			a := openAt(t, path, opts)
+			b := openAt(t, path, SQLiteOptions{})
+			for i := range 50 {
+				// A fresh, complete filter in a (its committer caught up just now)…
+				if err := a.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: fmt.Sprintf("a%02d", i), CreatedAt: at(0)}); err != nil {
+					t.Fatal(err)
+				}
+				// …then b's order, which a's filter has not read.
+				no := fmt.Sprintf("b%02d", i)
+				if err := b.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, AppID: "wx1", TotalFee: 5, CreatedAt: at(0)}); err != nil {
+					t.Fatal(err)
+				}
+				_, err := a.RecordEvent(ctx, ev("evt_"+no, "m", no, at(1)), Change{OrderState: OrderPaid,
+					Expect: &OrderFigures{AppID: "wx1", TotalFee: 6, CheckTotalFee: true}})
+				var me *MismatchError
+				if !errors.As(err, &me) || me.Order.TotalFee != 5 {
+					t.Fatalf("payment %d: %v, want b's order handed back", i, err)
+				}
+			}
+		})
+	}
+}

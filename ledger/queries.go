@@ -125,7 +125,7 @@ func dueQuery(d dialect, n int) string {
 // stmts are the ledger's prepared statements.
 type stmts struct {
 	getOrder, putOrder, replaceOrder, setOrderState *stmt
-	setRefundState                                  *stmt
+	setRefundState, getRefund                       *stmt
 	insertEvent, replay, getEvent, getAttempts      *stmt
 	eventCreated, nextDue                           *stmt
 	due                                             [len(dueShapes)]*stmt
@@ -147,6 +147,7 @@ func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
 	p(&st.replaceOrder, qReplaceOrder)
 	p(&st.setOrderState, qSetOrderState)
 	p(&st.setRefundState, qSetRefundState)
+	p(&st.getRefund, qGetRefund)
 	p(&st.insertEvent, qInsertEventHead+d.insertIgnore("id"))
 	p(&st.replay, qReplay)
 	p(&st.getEvent, qGetEvent)

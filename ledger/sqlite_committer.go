@@ -252,7 +252,11 @@ func (e *sqliteEngine) commitBatch(b *batchState, evs, ops []*opReq) {
 		if e.keys != nil {
 			// First, so that the filter takes in what other processes
 			// committed; on an error it stops answering, the batch goes on.
+			// Caught up here, it may answer the batch's ops for an order
+			// the ledger surely does not hold.
 			_ = e.keys.catchUp(ctx, tx.StmtContext(ctx, e.orderKeysSince))
+			b.t.absent = e.keys.absent
+			defer func() { b.t.absent = nil }()
 		}
 		if len(reads) > 0 {
 			_ = b.run(tx, reads, answers) // reads: every error is its caller's answer

@@ -303,9 +303,40 @@ func checkChange(c Change) error {
 	return nil
 }
 
-// insertEvent is RecordEvent inside a transaction: insert the event if its
-// ID is new, and then only, apply the change.
+// checkExpectations reads, inside the event's transaction, the order or
+// refund the change expects figures of, and returns a *MismatchError
+// when the ledger holds one that disagrees.
+func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) error {
+	if x := c.Expect; x != nil && (t.absent == nil || !t.absent(e.MchID, e.OutTradeNo)) {
+		o, err := scanOrder(t.stmt(s.st.getOrder).QueryRowContext(t.ctx, e.MchID, e.OutTradeNo))
+		switch {
+		case err == ErrNotFound:
+		case err != nil:
+			return fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
+		case o.AppID != x.AppID || (x.CheckTotalFee && o.TotalFee != x.TotalFee):
+			return &MismatchError{Order: o}
+		}
+	}
+	if r := c.Refund; r != nil && r.RefundFee > 0 {
+		rf, err := scanRefund(t.stmt(s.st.getRefund).QueryRowContext(t.ctx, e.MchID, r.OutRefundNo))
+		switch {
+		case err == ErrNotFound:
+		case err != nil:
+			return fmt.Errorf("reading refund %s: %w", r.OutRefundNo, err)
+		case rf.RefundFee != r.RefundFee:
+			return &MismatchError{Refund: rf}
+		}
+	}
+	return nil
+}
+
+// insertEvent is RecordEvent inside a transaction: check the change's
+// expectations, insert the event if its ID is new, and then only, apply
+// the change.
 func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) (bool, error) {
+	if err := s.checkExpectations(t, e, c); err != nil {
+		return false, err
+	}
 	res, err := t.stmt(s.st.insertEvent).ExecContext(t.ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
 	if err != nil {
 		return false, err
@@ -341,11 +372,11 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	var created bool
 	if err := s.e.write(ctx, func(t *txn) error {
 		c, err := s.insertEvent(t, e, change)
-		if err != nil {
+		if err != nil && !ownAnswer(err) {
 			return fmt.Errorf("event %s: %w", e.ID, err)
 		}
 		created = c
-		return nil
+		return err
 	}, true); err != nil {
 		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
