@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
@@ -54,8 +55,10 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err)
 	}
 	if created {
-		s.logger.Info("notification stored", zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
-			zap.String("type", ev.Type), zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
+		if ce := s.logger.Check(zapcore.InfoLevel, "notification stored"); ce != nil {
+			ce.Write(zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
+				zap.String("type", ev.Type), zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
+		}
 	} else {
 		s.logger.Info("duplicate notification acknowledged", zap.String("merchant", m.Name), zap.String("event_id", ev.ID))
 	}
@@ -100,16 +103,27 @@ func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*
 	now := s.now()
 	ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
 	created, err := s.recordEvent(ctx, m, p, ev, paymentChange(p))
+	if err != nil {
+		return s.recordMismatch(ctx, m, p, ev, err)
+	}
+	return ev, created, nil
+}
+
+// recordMismatch records, when the ledger refused a payment's event
+// because its order disagrees (err is a *MismatchError), the mismatch
+// event instead; any other err is returned as it is.
+func (s *Service) recordMismatch(ctx context.Context, m *Merchant, p *Payment, ev *event.Event, err error) (*event.Event, bool, error) {
 	var me *ledger.MismatchError
 	if !errors.As(err, &me) || me.Order == nil {
-		return ev, created, err
+		return nil, false, err
 	}
 	diff := PaymentDiscrepancies(me.Order, p)
 	if len(diff) == 0 {
 		return nil, false, fmt.Errorf("order %s: the ledger saw a disagreement the gateway does not: %w", p.OutTradeNo, err)
 	}
 	ev.MarkMismatch(event.PaymentMismatch, diff)
-	if created, err = s.recordEvent(ctx, m, p, ev, ledger.Change{OrderState: ledger.OrderMismatch}); err != nil {
+	created, err := s.recordEvent(ctx, m, p, ev, ledger.Change{OrderState: ledger.OrderMismatch})
+	if err != nil {
 		return nil, false, err
 	}
 	s.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
@@ -126,8 +140,8 @@ func paymentChange(p *Payment) ledger.Change {
 	if p.Succeeded {
 		state = ledger.OrderPaid
 	}
-	return ledger.Change{OrderState: state, Expect: &ledger.OrderFigures{
-		AppID: p.AppID, TotalFee: p.TotalFee, CheckTotalFee: p.HasTotalFee || p.Succeeded}}
+	return ledger.Change{OrderState: state, Expect: ledger.OrderFigures{
+		Check: true, AppID: p.AppID, TotalFee: p.TotalFee, CheckTotalFee: p.HasTotalFee || p.Succeeded}}
 }
 
 // recordEvent stores a payment's event with change and wakes the outbox

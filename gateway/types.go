@@ -196,7 +196,8 @@ type BillRequest struct {
 	Gzip  bool   // the bill gzipped, as WeChat sends it when asked
 }
 
-// Reply is the HTTP answer WeChat expects to a notification.
+// Reply is the HTTP answer WeChat expects to a notification. Body may be
+// shared between replies: it must not be modified.
 type Reply struct {
 	Status      int
 	ContentType string

@@ -83,12 +83,17 @@ type txn struct {
 	// order-key filter, caught up at the start of the committer's
 	// batch); nil: ask the database.
 	absent func(mchID, outTradeNo string) bool
-	// bound statements of this transaction, by the prepared statement
-	bound map[*sql.Stmt]*sql.Stmt
+	// bound statements of this transaction, by the prepared statement:
+	// the first few in an array, the rest (rare) in a map
+	few  [6]boundStmt
+	nfew int
+	more map[*sql.Stmt]*sql.Stmt
 }
 
+type boundStmt struct{ prepared, bound *sql.Stmt }
+
 func newTxn(ctx context.Context, db *sql.DB) *txn {
-	return &txn{ctx: ctx, db: db, bound: map[*sql.Stmt]*sql.Stmt{}}
+	return &txn{ctx: ctx, db: db}
 }
 
 // stmt is st on this txn's pool, bound to its transaction if any.
@@ -100,11 +105,24 @@ func (t *txn) stmt(st *stmt) *sql.Stmt {
 	if t.tx == nil {
 		return s
 	}
-	if b, ok := t.bound[s]; ok {
+	for _, b := range t.few[:t.nfew] {
+		if b.prepared == s {
+			return b.bound
+		}
+	}
+	if b, ok := t.more[s]; ok {
 		return b
 	}
 	b := t.tx.StmtContext(t.ctx, s)
-	t.bound[s] = b
+	if t.nfew < len(t.few) {
+		t.few[t.nfew] = boundStmt{s, b}
+		t.nfew++
+	} else {
+		if t.more == nil {
+			t.more = map[*sql.Stmt]*sql.Stmt{}
+		}
+		t.more[s] = b
+	}
 	return b
 }
 
@@ -117,11 +135,13 @@ func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
 	return t.db.QueryContext(t.ctx, q, args...)
 }
 
-// in makes t run in tx until done is called.
-func (t *txn) in(tx *sql.Tx) (done func()) {
-	t.tx = tx
-	return func() {
-		t.tx = nil
-		clear(t.bound)
-	}
+// enter makes t run in tx, until leave.
+func (t *txn) enter(tx *sql.Tx) { t.tx = tx }
+
+// leave ends t's run in its transaction and forgets its bound statements.
+func (t *txn) leave() {
+	t.tx = nil
+	clear(t.few[:t.nfew])
+	t.nfew = 0
+	clear(t.more)
 }

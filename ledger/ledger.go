@@ -144,12 +144,12 @@ type Change struct {
 	// (MchID, OutTradeNo), with UpdatedAt the event's CreatedAt, if the
 	// ledger holds that order.
 	OrderState string
-	// Expect, when set, is what the event's order must hold if the ledger
-	// holds it: when it holds other figures, nothing is stored or changed
-	// and RecordEvent returns a *MismatchError with the order, so that the
-	// caller can record what the disagreement calls for instead. An order
-	// the ledger does not hold is no disagreement.
-	Expect *OrderFigures
+	// Expect, when its Check is set, is what the event's order must hold
+	// if the ledger holds it: when it holds other figures, nothing is
+	// stored or changed and RecordEvent returns a *MismatchError with the
+	// order, so that the caller can record what the disagreement calls
+	// for instead. An order the ledger does not hold is no disagreement.
+	Expect OrderFigures
 	// Refund, when set, updates one of the merchant's refunds, if the
 	// ledger holds it.
 	Refund *RefundUpdate
@@ -157,6 +157,8 @@ type Change struct {
 
 // OrderFigures are the figures of an order a payment must agree with.
 type OrderFigures struct {
+	// Check turns the comparison on.
+	Check bool
 	AppID string
 	// TotalFee is compared when CheckTotalFee is set (a failed payment
 	// may report no amount).

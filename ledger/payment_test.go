@@ -131,10 +131,10 @@ func TestRecordEventExpectations(t *testing.T) {
 				order2 *Order // the record handed back, if any
 				refund bool
 			}{
-				{"other amount", "o1", Change{OrderState: OrderPaid, Expect: &OrderFigures{AppID: "wx1", TotalFee: 1, CheckTotalFee: true}}, &Order{TotalFee: 100}, false},
-				{"other app id", "o1", Change{OrderState: OrderPaid, Expect: &OrderFigures{AppID: "wx2", TotalFee: 100, CheckTotalFee: true}}, &Order{TotalFee: 100}, false},
-				{"amount not checked", "o1", Change{OrderState: OrderPayError, Expect: &OrderFigures{AppID: "wx1"}}, nil, false},
-				{"order not held", "o9", Change{OrderState: OrderPaid, Expect: &OrderFigures{AppID: "wx9", TotalFee: 5, CheckTotalFee: true}}, nil, false},
+				{"other amount", "o1", Change{OrderState: OrderPaid, Expect: OrderFigures{Check: true, AppID: "wx1", TotalFee: 1, CheckTotalFee: true}}, &Order{TotalFee: 100}, false},
+				{"other app id", "o1", Change{OrderState: OrderPaid, Expect: OrderFigures{Check: true, AppID: "wx2", TotalFee: 100, CheckTotalFee: true}}, &Order{TotalFee: 100}, false},
+				{"amount not checked", "o1", Change{OrderState: OrderPayError, Expect: OrderFigures{Check: true, AppID: "wx1"}}, nil, false},
+				{"order not held", "o9", Change{OrderState: OrderPaid, Expect: OrderFigures{Check: true, AppID: "wx9", TotalFee: 5, CheckTotalFee: true}}, nil, false},
 				{"refund of another amount", "o1", Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundSuccess, RefundFee: 31}}, nil, true},
 				{"refund not held", "o1", Change{Refund: &RefundUpdate{OutRefundNo: "r9", State: RefundSuccess, RefundFee: 31}}, nil, false},
 			}
@@ -190,7 +190,7 @@ func TestRecordEventSeesOtherWritersOrders(t *testing.T) {
 					t.Fatal(err)
 				}
 				_, err := a.RecordEvent(ctx, ev("evt_"+no, "m", no, at(1)), Change{OrderState: OrderPaid,
-					Expect: &OrderFigures{AppID: "wx1", TotalFee: 6, CheckTotalFee: true}})
+					Expect: OrderFigures{Check: true, AppID: "wx1", TotalFee: 6, CheckTotalFee: true}})
 				var me *MismatchError
 				if !errors.As(err, &me) || me.Order.TotalFee != 5 {
 					t.Fatalf("payment %d: %v, want b's order handed back", i, err)

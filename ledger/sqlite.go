@@ -194,6 +194,8 @@ type sqliteEngine struct {
 	closing   chan struct{} // closed by close
 	done      chan struct{} // closed when the committer has returned
 	started   bool          // the committer runs
+	reqPool   sync.Pool     // of *opReq, with their answer channels
+	txnPool   sync.Pool     // of *txn, for the writes that run on their own
 
 	// wmu serialises the engine's write transactions (both pools write the
 	// one file, which has one write lock).
@@ -236,9 +238,9 @@ func (e *sqliteEngine) prepare(ctx context.Context, query string) (*stmt, error)
 func (e *sqliteEngine) write(ctx context.Context, op txOp, durable bool) error {
 	switch {
 	case durable && e.group:
-		return e.submit(ctx, e.reqs, &opReq{ctx: ctx, op: op, resp: make(chan error, 1)})
+		return e.submit(ctx, e.reqs, op, false)
 	case !durable && e.groupFast:
-		return e.submit(ctx, e.wreqs, &opReq{ctx: ctx, op: op, resp: make(chan error, 1)})
+		return e.submit(ctx, e.wreqs, op, false)
 	}
 	// A transaction of its own.
 	level := syncNormal
@@ -247,9 +249,16 @@ func (e *sqliteEngine) write(ctx context.Context, op txOp, durable bool) error {
 	}
 	var answer error
 	err := e.writeTx(ctx, level, func(tx *sql.Tx) error {
-		t := newTxn(ctx, e.durable)
-		defer t.in(tx)()
+		t, _ := e.txnPool.Get().(*txn)
+		if t == nil {
+			t = newTxn(ctx, e.durable)
+		}
+		t.ctx = ctx
+		t.enter(tx)
 		answer = op(t)
+		t.leave()
+		t.ctx = nil
+		e.txnPool.Put(t)
 		if ownAnswer(answer) {
 			return nil
 		}
@@ -273,7 +282,7 @@ func (e *sqliteEngine) read(ctx context.Context, op txOp) error {
 		// commit of another connection (under load: every time), and the
 		// read shares the batch's transaction. It sees every write
 		// submitted before it.
-		return e.submit(ctx, e.wreqs, &opReq{ctx: ctx, op: op, read: true, resp: make(chan error, 1)})
+		return e.submit(ctx, e.wreqs, op, true)
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -38,23 +38,38 @@ type opReq struct {
 	resp chan error // buffered (1): the committer never blocks on it
 }
 
-// submit hands req to the committer on ch and waits for its answer.
-func (e *sqliteEngine) submit(ctx context.Context, ch chan *opReq, req *opReq) error {
+// submit hands op to the committer on ch and waits for its answer. The
+// request (and its answer channel) is reused once its answer has been
+// taken, never while the committer may still answer it.
+func (e *sqliteEngine) submit(ctx context.Context, ch chan *opReq, op txOp, read bool) error {
+	req, _ := e.reqPool.Get().(*opReq)
+	if req == nil {
+		req = &opReq{resp: make(chan error, 1)}
+	}
+	req.ctx, req.op, req.read = ctx, op, read
+	reuse := func() {
+		req.ctx, req.op = nil, nil
+		e.reqPool.Put(req)
+	}
 	// ch is unbuffered: once the send succeeds the committer holds the
 	// request and will answer it, whatever happens next.
 	select {
 	case ch <- req:
 	case <-e.closing:
+		reuse()
 		return ErrClosed
 	case <-ctx.Done():
+		reuse()
 		return ctx.Err()
 	}
 	select {
 	case err := <-req.resp:
+		reuse()
 		return err
 	case <-ctx.Done():
 		// The batch may still commit; a retried notification then finds
-		// the event (created=false) and its delivery goes on.
+		// the event (created=false) and its delivery goes on. The
+		// committer will answer req: it is not reused.
 		return ctx.Err()
 	}
 }
@@ -175,7 +190,8 @@ type batchState struct {
 // run runs ops in tx, their answers into answers; it returns the error
 // that fails the transaction, if any (a read's errors are its own).
 func (b *batchState) run(tx *sql.Tx, ops []*opReq, answers []error) error {
-	defer b.t.in(tx)()
+	b.t.enter(tx)
+	defer b.t.leave()
 	for i, r := range ops {
 		a := r.op(b.t)
 		if !r.read && !ownAnswer(a) {

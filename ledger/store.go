@@ -305,16 +305,19 @@ func checkChange(c Change) error {
 
 // checkExpectations reads, inside the event's transaction, the order or
 // refund the change expects figures of, and returns a *MismatchError
-// when the ledger holds one that disagrees.
-func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) error {
-	if x := c.Expect; x != nil && (t.absent == nil || !t.absent(e.MchID, e.OutTradeNo)) {
+// when the ledger holds one that disagrees. orderAbsent: the ledger surely
+// does not hold the event's order (the engine said so, or it was read).
+func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bool, err error) {
+	orderAbsent = t.absent != nil && t.absent(e.MchID, e.OutTradeNo)
+	if x := &c.Expect; x.Check && !orderAbsent {
 		o, err := scanOrder(t.stmt(s.st.getOrder).QueryRowContext(t.ctx, e.MchID, e.OutTradeNo))
 		switch {
 		case err == ErrNotFound:
+			orderAbsent = true
 		case err != nil:
-			return fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
+			return false, fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
 		case o.AppID != x.AppID || (x.CheckTotalFee && o.TotalFee != x.TotalFee):
-			return &MismatchError{Order: o}
+			return false, &MismatchError{Order: o}
 		}
 	}
 	if r := c.Refund; r != nil && r.RefundFee > 0 {
@@ -322,40 +325,37 @@ func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) error {
 		switch {
 		case err == ErrNotFound:
 		case err != nil:
-			return fmt.Errorf("reading refund %s: %w", r.OutRefundNo, err)
+			return false, fmt.Errorf("reading refund %s: %w", r.OutRefundNo, err)
 		case rf.RefundFee != r.RefundFee:
-			return &MismatchError{Refund: rf}
+			return false, &MismatchError{Refund: rf}
 		}
 	}
-	return nil
+	return orderAbsent, nil
 }
 
 // insertEvent is RecordEvent inside a transaction: check the change's
-// expectations, insert the event if its ID is new, and then only, apply
-// the change.
-func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) (bool, error) {
-	if err := s.checkExpectations(t, e, c); err != nil {
-		return false, err
-	}
-	res, err := t.stmt(s.st.insertEvent).ExecContext(t.ctx, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt))
+// expectations, insert the event if its ID is new (ErrExists, its caller's
+// answer, if not), and then only, apply the change. An order the ledger
+// surely does not hold gets no update.
+func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) error {
+	orderAbsent, err := s.checkExpectations(t, e, c)
 	if err != nil {
-		return false, err
+		return err
 	}
-	n, err := res.RowsAffected()
-	if err != nil || n == 0 {
-		return false, err
+	if err := execOne(t.ctx, t.stmt(s.st.insertEvent), ErrExists, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt)); err != nil {
+		return err
 	}
-	if c.OrderState != "" {
+	if c.OrderState != "" && !orderAbsent {
 		if _, err := t.stmt(s.st.setOrderState).ExecContext(t.ctx, c.OrderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
-			return false, err
+			return err
 		}
 	}
 	if r := c.Refund; r != nil {
 		if _, err := t.stmt(s.st.setRefundState).ExecContext(t.ctx, r.State, toNs(e.CreatedAt), r.RefundID, r.RefundID, e.MchID, r.OutRefundNo); err != nil {
-			return false, err
+			return err
 		}
 	}
-	return true, nil
+	return nil
 }
 
 func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bool, error) {
@@ -368,19 +368,20 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	if err := s.checkOpen(); err != nil {
 		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
-	// created is read only once the engine has answered.
-	var created bool
-	if err := s.e.write(ctx, func(t *txn) error {
-		c, err := s.insertEvent(t, e, change)
-		if err != nil && !ownAnswer(err) {
+	err := s.e.write(ctx, func(t *txn) error {
+		err := s.insertEvent(t, e, change)
+		if !ownAnswer(err) {
 			return fmt.Errorf("event %s: %w", e.ID, err)
 		}
-		created = c
 		return err
-	}, true); err != nil {
-		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
+	}, true)
+	switch err {
+	case nil:
+		return true, nil
+	case ErrExists: // a duplicate: nothing changed
+		return false, nil
 	}
-	return created, nil
+	return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 }
 
 func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, error) {
@@ -395,7 +396,8 @@ func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, 
 	defer func() { _ = tx.Rollback() }()
 	t := newTxn(ctx, nil)
 	t.onReader = true
-	defer t.in(tx)()
+	t.enter(tx)
+	defer t.leave()
 	e, err := scanEvent(t.stmt(s.st.getEvent).QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound

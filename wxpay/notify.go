@@ -39,38 +39,47 @@ type Notification struct {
 // formed; it does not check the merchant or the order, which is the
 // caller's job.
 func VerifyNotification(body []byte, key APIKey) (*Notification, error) {
-	p, err := DecodeXML(body)
+	p, st, err := VerifyNotificationFields(body, key)
 	if err != nil {
 		return nil, err
 	}
+	return &Notification{Params: p, SignType: st}, nil
+}
+
+// VerifyNotificationFields is VerifyNotification for a caller that needs
+// the fields and the sign type only (it allocates no Notification).
+func VerifyNotificationFields(body []byte, key APIKey) (Params, SignType, error) {
+	p, err := DecodeXML(body)
+	if err != nil {
+		return nil, "", err
+	}
 	st, err := DocumentSignType(p)
 	if err != nil {
-		return nil, fmt.Errorf("wxpay: notification: %w", err)
+		return nil, "", fmt.Errorf("wxpay: notification: %w", err)
 	}
 	if err := Verify(p, key, st); err != nil {
-		return nil, fmt.Errorf("wxpay: notification: %w", err)
+		return nil, "", fmt.Errorf("wxpay: notification: %w", err)
 	}
-	n := &Notification{Params: p, SignType: st}
 	if rc := p.Get("return_code"); rc != "SUCCESS" {
-		return nil, fmt.Errorf("wxpay: notification: return_code is %q", rc)
+		return nil, "", fmt.Errorf("wxpay: notification: return_code is %q", rc)
 	}
 	required := []string{"mch_id", "appid", "out_trade_no", "result_code"}
-	if n.Succeeded() {
+	if p.Get("result_code") == "SUCCESS" {
 		required = append(required, "transaction_id", "total_fee")
 	}
 	for _, f := range required {
 		if p.Get(f) == "" {
-			return nil, fmt.Errorf("wxpay: notification: %w", fieldErrorf(f, "is missing"))
+			return nil, "", fmt.Errorf("wxpay: notification: %w", fieldErrorf(f, "is missing"))
 		}
 	}
 	for _, f := range p {
 		if IsAmountField(f.Name) {
 			if _, err := parseAmount(f.Value); err != nil {
-				return nil, fmt.Errorf("wxpay: notification: %w", fieldErrorf(f.Name, "%v", err))
+				return nil, "", fmt.Errorf("wxpay: notification: %w", fieldErrorf(f.Name, "%v", err))
 			}
 		}
 	}
-	return n, nil
+	return p, st, nil
 }
 
 // Get returns the value of a field of the notification.

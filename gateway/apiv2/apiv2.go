@@ -179,11 +179,11 @@ func (p *Protocol) DownloadBill(ctx context.Context, r gateway.BillRequest) (io.
 // ParsePaymentNotification verifies a pay notification's sign over every
 // field it carries, with the merchant's key.
 func (p *Protocol) ParsePaymentNotification(_ http.Header, body []byte) (*gateway.Payment, error) {
-	n, err := wxpay.VerifyNotification(body, p.client.Key)
+	fields, _, err := wxpay.VerifyNotificationFields(body, p.client.Key)
 	if err != nil {
 		return nil, err
 	}
-	return payment(n.Params)
+	return payment(fields)
 }
 
 // payment is a verified pay notification's payment.
@@ -245,12 +245,15 @@ func eventData(data map[string]any, p wxpay.Params) (map[string]any, error) {
 	return data, nil
 }
 
+// successReply is WeChat's SUCCESS document; replies share it, read-only.
+var successReply = []byte(wxpay.NotifyReplySuccess)
+
 // NotifyReply is WeChat's exact SUCCESS document with 200, or a FAIL
 // document with the reason and status (WeChat sends the notification
 // again).
 func (p *Protocol) NotifyReply(status int, reason string) gateway.Reply {
 	if status == http.StatusOK {
-		return gateway.Reply{Status: status, ContentType: "text/xml; charset=utf-8", Body: []byte(wxpay.NotifyReplySuccess)}
+		return gateway.Reply{Status: status, ContentType: "text/xml; charset=utf-8", Body: successReply}
 	}
 	return gateway.Reply{Status: status, ContentType: "text/xml; charset=utf-8", Body: wxpay.NotifyReplyFail(reason)}
 }
