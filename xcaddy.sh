@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds ./caddy: Caddy v2.11.9 with the caddy-wxpay module from this checkout
-# and its simulator (wxpay_simulator), which the demo needs. A production
-# build leaves the simulator out:
-#   xcaddy build v2.11.9 --with github.com/caddy-wxpay/caddy-wxpay
+# and its simulator (wxpay_simulator), which the demo needs; --production
+# leaves the simulator out, as `xcaddy build --with
+# github.com/caddy-wxpay/caddy-wxpay` does.
 #
-#   ./xcaddy.sh                 # writes ./caddy
-#   ./xcaddy.sh --output /usr/local/bin/caddy
+#   ./xcaddy.sh                                      # writes ./caddy, with the simulator
+#   ./xcaddy.sh --production --output /usr/local/bin/caddy
 #
 # Needs Go >= 1.26.8 and the Go module proxy; nothing else is downloaded.
 set -euo pipefail
@@ -23,11 +23,26 @@ export GOPRIVATE="${GOPRIVATE:+$GOPRIVATE,}$MODULE"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
 output=./caddy
-if [ "${1:-}" = "--output" ] && [ -n "${2:-}" ]; then
-	output=$2
-fi
+simulator=(--with "$MODULE/caddymodule/simulator@v0.0.0")
+while [ $# -gt 0 ]; do
+	case $1 in
+	--output)
+		[ -n "${2:-}" ] || { echo "xcaddy.sh: --output needs a path" >&2; exit 2; }
+		output=$2
+		shift 2
+		;;
+	--production)
+		simulator=()
+		shift
+		;;
+	*)
+		echo "xcaddy.sh: unknown option $1 (--output <path>, --production)" >&2
+		exit 2
+		;;
+	esac
+done
 
 exec go run "github.com/caddyserver/xcaddy/cmd/xcaddy@$XCADDY_VERSION" build "$CADDY_VERSION" \
 	--with "$MODULE@v0.0.0=$PWD" \
-	--with "$MODULE/caddymodule/simulator@v0.0.0" \
+	"${simulator[@]}" \
 	--output "$output"

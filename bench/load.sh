@@ -490,7 +490,7 @@ if [[ " ${VARIANTS[*]} " == *" intake-known "* ]]; then
 		"$(ratio "$(median intake-known 5)" "$(median intake-off 5)")" "$(paired intake-known intake-off 5)" \
 		"$(ratio "$(median intake-known 9)" "$(median intake-off 9)")" "$(ratio "$(median intake-known 10)" "$(median intake-off 10)")")"
 fi
-if [[ " ${VARIANTS[*]} " == *" order-off "* ]]; then
+if [[ " ${VARIANTS[*]} " == *" order-off "* && " ${VARIANTS[*]} " == *" order "* ]]; then
 	say "$(printf 'order with/without the ledger: req/s %s (rounds %s), CPU/req %s, RSS %s' \
 		"$(ratio "$(median order 5)" "$(median order-off 5)")" "$(paired order order-off 5)" \
 		"$(ratio "$(median order 9)" "$(median order-off 9)")" "$(ratio "$(median order 10)" "$(median order-off 10)")")"

@@ -3,8 +3,11 @@
 // signature that lets the backend trust them without knowing anything of
 // WeChat Pay's own signatures.
 //
-// A backend written in Go can use Verify; the README shows the same check in
-// PHP, Node and Python.
+// Events are built from the gateway's protocol-neutral data (WeChat's
+// fields under their API v2 names, amounts as integers): the backend's
+// contract is the same whatever API version the merchant uses. A backend
+// written in Go can use Verify; the README shows the same check in PHP,
+// Node and Python.
 package event
 
 import (

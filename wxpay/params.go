@@ -3,8 +3,9 @@
 // an HTTP client for WeChat's endpoints, pay notifications and the client
 // pay parameters handed to mini programs, official accounts and apps.
 //
-// The package has no dependency on Caddy; the caddymodule package builds the
-// gateway on top of it.
+// The package has no dependency on Caddy or on the ledger: package
+// gateway/apiv2 drives it for the gateway (as gateway.Protocol), and
+// APIv3 will be a protocol package of its own beside it.
 package wxpay
 
 import "strings"
