@@ -23,7 +23,7 @@ func init() {
 // adminAPI serves the gateway's operator endpoints on Caddy's admin
 // endpoint (localhost:2019 by default):
 //
-//	GET  /wxpay/events[?state=pending|delivered|dead&mch_id=…&limit=…&before=<id>]
+//	GET  /wxpay/events[?state=pending|delivered|dead|held&mch_id=…&limit=…&before=<id>]
 //	GET  /wxpay/events/<id>           the event, its attempts, the backend's last answer
 //	POST /wxpay/events/<id>/replay    deliver it again (same id, same payload)
 //	GET  /wxpay/delivery              paused or not, events per state, in flight
@@ -150,9 +150,9 @@ func (adminAPI) listEvents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := ledger.ListFilter{State: q.Get("state"), MchID: q.Get("mch_id"), Before: q.Get("before")}
 	switch f.State {
-	case "", ledger.EventPending, ledger.EventDelivered, ledger.EventDead:
+	case "", ledger.EventPending, ledger.EventDelivered, ledger.EventDead, ledger.EventHeld:
 	default:
-		return adminError(http.StatusBadRequest, "state %q: want pending, delivered or dead", f.State)
+		return adminError(http.StatusBadRequest, "state %q: want pending, delivered, dead or held", f.State)
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)

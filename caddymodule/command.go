@@ -16,7 +16,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "wxpay",
-		Usage: "events [--state pending|delivered|dead] | event <id> | replay <id> | status | pause | resume",
+		Usage: "events [--state pending|delivered|dead|held] | event <id> | replay <id> | status | pause | resume",
 		Short: "Operates the WeChat Pay gateway's event delivery",
 		Long: `
 Talks to the running Caddy's admin endpoint (--address, default the one in

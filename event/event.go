@@ -79,13 +79,25 @@ func (e *Event) MarkMismatch(typ string, fields map[string]Discrepancy) {
 	e.Type, e.Data = typ, data
 }
 
-// PaymentID derives the id of a payment's event from the merchant and
-// WeChat's transaction_id, so that a notification WeChat sends again, or
-// sends twice, yields the same id. A failed payment may have no
-// transaction_id; its id derives from the order number instead.
+// PaymentID derives the id of a successful payment's event from the
+// merchant and WeChat's transaction_id, so that a notification WeChat sends
+// again, or sends twice, or a query that finds the payment, yields the same
+// id. (A payment without a transaction_id, which WeChat does not send for a
+// success, falls back to FailedPaymentID's derivation from the order.)
 func PaymentID(mchID, transactionID, outTradeNo string) string {
 	if transactionID != "" {
 		return derive("payment", mchID, transactionID)
+	}
+	return derive("payment-failed", mchID, outTradeNo)
+}
+
+// FailedPaymentID derives the id of a failed payment's event: from the
+// transaction_id when WeChat gave one, else from the order number, and
+// never equal to a success's id, so that a failure can never make the
+// success of the same transaction look like a duplicate.
+func FailedPaymentID(mchID, transactionID, outTradeNo string) string {
+	if transactionID != "" {
+		return derive("payment-failed-tx", mchID, transactionID)
 	}
 	return derive("payment-failed", mchID, outTradeNo)
 }
@@ -104,12 +116,12 @@ func derive(parts ...string) string {
 // the amounts (fen) as integers and without the signature; the event keeps
 // the map as it is.
 func NewPayment(mchID, transactionID, outTradeNo string, succeeded bool, data map[string]any, created time.Time) *Event {
-	typ := PaymentSucceeded
+	typ, id := PaymentSucceeded, PaymentID(mchID, transactionID, outTradeNo)
 	if !succeeded {
-		typ = PaymentFailed
+		typ, id = PaymentFailed, FailedPaymentID(mchID, transactionID, outTradeNo)
 	}
 	return &Event{
-		ID:      PaymentID(mchID, transactionID, outTradeNo),
+		ID:      id,
 		Type:    typ,
 		Created: created.UTC().Format(time.RFC3339),
 		Data:    data,

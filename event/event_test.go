@@ -94,11 +94,17 @@ func TestNewPayment(t *testing.T) {
 	if got.Data["total_fee"] != float64(100) || got.Data["coupon_fee_0"] != float64(10) || got.Data["coupon_count"] != "1" || got.Data["attach"] != "中文" {
 		t.Fatalf("data %v", got.Data)
 	}
-	if ev := NewPayment("10000100", "", "o1", false, data, time.Now()); ev.Type != PaymentFailed || ev.ID != PaymentID("10000100", "", "o1") {
+	if ev := NewPayment("10000100", "", "o1", false, data, time.Now()); ev.Type != PaymentFailed || ev.ID != FailedPaymentID("10000100", "", "o1") {
 		t.Fatalf("failed payment: %s %s", ev.Type, ev.ID)
 	}
-	if PaymentID("m", "", "o1") == PaymentID("m", "o1", "") {
-		t.Fatal("a failed payment's id collides with a transaction's")
+	// A failure that carries the transaction_id of a later success must
+	// not take the success's id (the success would be dropped as its
+	// duplicate).
+	if failed, paid := NewPayment("m", "tx1", "o1", false, data, time.Now()), NewPayment("m", "tx1", "o1", true, data, time.Now()); failed.ID == paid.ID {
+		t.Fatal("a failed payment and the success of its transaction share an id")
+	}
+	if FailedPaymentID("m", "", "o1") == PaymentID("m", "o1", "") || FailedPaymentID("m", "tx1", "") == FailedPaymentID("m", "", "tx1") {
+		t.Fatal("failed payment ids collide")
 	}
 }
 

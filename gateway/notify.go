@@ -41,7 +41,7 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 			fmt.Errorf("notification for appid %q is not one of merchant %s's", p.AppID, m.Name))
 	}
 	if s.ledger == nil {
-		ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, s.now())
+		ev := event.NewPayment(m.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, s.now())
 		if reply, ok := s.deliverBeforeReply(ctx, m, n, ev); !ok {
 			return reply
 		}
@@ -101,10 +101,16 @@ func (s *Service) deliverBeforeReply(ctx context.Context, m *Merchant, n Notific
 // mismatch event is built from both and recorded instead.
 func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*event.Event, bool, error) {
 	now := s.now()
-	ev := event.NewPayment(p.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
-	created, err := s.recordEvent(ctx, m, p, ev, paymentChange(p))
+	// The id is the configured merchant's, whatever an answer echoed.
+	ev := event.NewPayment(m.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
+	created, state, err := s.recordEvent(ctx, m, p, ev, paymentChange(p))
 	if err != nil {
 		return s.recordMismatch(ctx, m, p, ev, err)
+	}
+	if state == ledger.EventHeld {
+		s.logger.Warn("payment failure notified after the order was paid: stored, not delivered",
+			zap.String("merchant", m.Name), zap.String("out_trade_no", p.OutTradeNo),
+			zap.String("transaction_id", p.TransactionID), zap.String("event_id", ev.ID))
 	}
 	return ev, created, nil
 }
@@ -122,7 +128,7 @@ func (s *Service) recordMismatch(ctx context.Context, m *Merchant, p *Payment, e
 		return nil, false, fmt.Errorf("order %s: the ledger saw a disagreement the gateway does not: %w", p.OutTradeNo, err)
 	}
 	ev.MarkMismatch(event.PaymentMismatch, diff)
-	created, err := s.recordEvent(ctx, m, p, ev, ledger.Change{OrderState: ledger.OrderMismatch})
+	created, _, err := s.recordEvent(ctx, m, p, ev, ledger.Change{OrderState: ledger.OrderMismatch})
 	if err != nil {
 		return nil, false, err
 	}
@@ -134,32 +140,35 @@ func (s *Service) recordMismatch(ctx context.Context, m *Merchant, p *Payment, e
 
 // paymentChange is what a payment changes in the ledger: its order PAID
 // (or PAYERROR), if the order agrees with it on the figures
-// PaymentDiscrepancies compares (the merchant is the order's key).
+// PaymentDiscrepancies compares (the merchant is the order's key). A
+// failure notified once the order is settled is held: stored, never
+// delivered, the order left as it is.
 func paymentChange(p *Payment) ledger.Change {
 	state := ledger.OrderPayError
 	if p.Succeeded {
 		state = ledger.OrderPaid
 	}
-	return ledger.Change{OrderState: state, Expect: ledger.OrderFigures{
+	return ledger.Change{OrderState: state, HoldIfSettled: !p.Succeeded, Expect: ledger.OrderFigures{
 		Check: true, AppID: p.AppID, TotalFee: p.TotalFee, CheckTotalFee: p.HasTotalFee || p.Succeeded}}
 }
 
 // recordEvent stores a payment's event with change and wakes the outbox
-// when it is new.
-func (s *Service) recordEvent(ctx context.Context, m *Merchant, p *Payment, ev *event.Event, change ledger.Change) (bool, error) {
+// when it is new; state is the event's state as stored.
+func (s *Service) recordEvent(ctx context.Context, m *Merchant, p *Payment, ev *event.Event, change ledger.Change) (created bool, state string, err error) {
 	payload, err := ev.Marshal()
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	now := s.now()
-	created, err := s.ledger.RecordEvent(ctx, &ledger.Event{
+	le := &ledger.Event{
 		ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID,
 		Payload: payload, CreatedAt: now, NextAttemptAt: now,
-	}, change)
-	if created && s.outbox != nil {
+	}
+	created, err = s.ledger.RecordEvent(ctx, le, change)
+	if created && le.State == ledger.EventPending && s.outbox != nil {
 		s.outbox.Notify()
 	}
-	return created, err
+	return created, le.State, err
 }
 
 // PaymentDiscrepancies lists where a payment disagrees with the order the

@@ -584,3 +584,66 @@ func TestStorageFailureRepliesFail(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A failure notified after the order was paid (WeChat's order of delivery
+// is not guaranteed) is acknowledged and stored, but held: the backend
+// never gets payment.failed after payment.succeeded, and the order stays
+// paid. A failed attempt's id is never the success's.
+func TestLateFailureAfterSuccessIsHeld(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("h1", 100)
+	pay, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("h1", 1)
+	failed := wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "result_code", Value: "FAIL"},
+		{Name: "err_code", Value: "NOTENOUGH"}, {Name: "appid", Value: appID}, {Name: "mch_id", Value: mchID},
+		{Name: "nonce_str", Value: "n"}, {Name: "out_trade_no", Value: "h1"}, {Name: "transaction_id", Value: pay.TransactionID},
+		{Name: "total_fee", Value: "100"}, {Name: "trade_type", Value: "JSAPI"}}
+	sign, _ := wxpay.Sign(failed, apiKey, wxpay.SignTypeMD5)
+	body, _ := wxpay.EncodeXML(append(failed, wxpay.Param{Name: "sign", Value: sign}))
+	if reply := e.svc.AcceptPaymentNotification(ctx, e.merchant, gateway.Notification{Body: body}); reply.Status != http.StatusOK {
+		t.Fatalf("reply %d %s", reply.Status, reply.Body)
+	}
+	held, _, err := e.store.GetEvent(ctx, event.FailedPaymentID(mchID, pay.TransactionID, "h1"))
+	if err != nil || held.State != ledger.EventHeld || held.Type != event.PaymentFailed {
+		t.Fatalf("the late failure: %+v, %v", held, err)
+	}
+	if o, _ := e.store.GetOrder(ctx, mchID, "h1"); o.State != ledger.OrderPaid {
+		t.Fatalf("order state %s after a late failure", o.State)
+	}
+	paid, _, err := e.store.GetEvent(ctx, event.PaymentID(mchID, pay.TransactionID, "h1"))
+	if err != nil || paid.Type != event.PaymentSucceeded || paid.State != ledger.EventPending {
+		t.Fatalf("the success: %+v, %v", paid, err)
+	}
+}
+
+// An order whose payment failed (PAYERROR) is still reconciled: paid later
+// without a notification, the reconciler finds it.
+func TestReconcilerSettlesFailedAttempts(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("pe1", 100)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID, Fail: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("pe1", 1)
+	if o, _ := e.store.GetOrder(ctx, mchID, "pe1"); o.State != ledger.OrderPayError {
+		t.Fatalf("after the failure: %s", o.State)
+	}
+	pay, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID, Lost: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	e.clock.Add(5 * time.Minute)
+	rc.Round(ctx, &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}, time.Minute)
+	if o, _ := e.store.GetOrder(ctx, mchID, "pe1"); o.State != ledger.OrderPaid {
+		t.Fatalf("after the reconciliation: %s", o.State)
+	}
+	if _, _, err := e.store.GetEvent(ctx, event.PaymentID(mchID, pay.TransactionID, "pe1")); err != nil {
+		t.Fatalf("the payment found: %v", err)
+	}
+}

@@ -217,7 +217,7 @@ func TestMigration3(t *testing.T) {
 		`DROP INDEX events_pending_order`, `DROP INDEX events_due_order`,
 		`CREATE INDEX events_due ON events (state, next_attempt_at)`,
 		`CREATE INDEX events_order ON events (mch_id, out_trade_no, created_at)`,
-		`DROP INDEX orders_unpaid_check`, `CREATE INDEX orders_check ON orders (state, next_check_at)`,
+		`DROP INDEX orders_open_check`, `CREATE INDEX orders_check ON orders (state, next_check_at)`,
 		`DELETE FROM schema_migrations WHERE version >= 3`,
 	} {
 		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {
@@ -313,23 +313,24 @@ func TestPreparedAfterSchemaChange(t *testing.T) {
 	}
 }
 
-// Migration 4 replaces orders_check with an index of the unpaid orders,
-// which OrdersToCheck uses (no scan, no sort).
-func TestMigration4(t *testing.T) {
+// Migrations 4 and 5 replace orders_check with an index of the open
+// orders (NOTPAY, and since 5 PAYERROR), which OrdersToCheck uses (no
+// scan, no sort).
+func TestMigrations4And5(t *testing.T) {
 	ctx := context.Background()
 	path := testPath(t)
 	s := openAt(t, path, SQLiteOptions{})
 	// Back to version 3.
 	for _, q := range []string{
-		`DROP INDEX orders_unpaid_check`,
+		`DROP INDEX orders_open_check`,
 		`CREATE INDEX orders_check ON orders (state, next_check_at)`,
-		`DELETE FROM schema_migrations WHERE version = 4`,
+		`DELETE FROM schema_migrations WHERE version >= 4`,
 	} {
 		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i, no := range []string{"due", "later", "paid"} {
+	for i, no := range []string{"due", "later", "paid", "failed"} {
 		if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, CreatedAt: at(0), NextCheckAt: at(10 + 100*i)}); err != nil {
 			t.Fatal(err)
 		}
@@ -337,21 +338,24 @@ func TestMigration4(t *testing.T) {
 	if err := s.SetOrderState(ctx, "m", "paid", OrderPaid, at(1)); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SetOrderState(ctx, "m", "failed", OrderPayError, at(1)); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s2 := openAt(t, path, SQLiteOptions{})
-	if v, err := schemaVersion(ctx, s2.sqlite().fast); err != nil || v != 4 {
+	if v, err := schemaVersion(ctx, s2.sqlite().fast); err != nil || v != len(migrations()) {
 		t.Fatalf("version %d, %v", v, err)
 	}
 	var n int
-	if err := s2.sqlite().fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders_check'`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("orders_check still there (%d, %v)", n, err)
+	if err := s2.sqlite().fast.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name IN ('orders_check', 'orders_unpaid_check')`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("an earlier index is still there (%d, %v)", n, err)
 	}
 	for _, tc := range []struct {
 		now  time.Time
 		want []string
-	}{{at(5), nil}, {at(50), []string{"due"}}, {at(1000), []string{"due", "later"}}} {
+	}{{at(5), nil}, {at(50), []string{"due"}}, {at(1000), []string{"due", "later", "failed"}}} {
 		got, err := s2.OrdersToCheck(ctx, tc.now, 10)
 		if err != nil {
 			t.Fatal(err)
@@ -378,7 +382,7 @@ func TestMigration4(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	if p := strings.Join(plan, "\n"); !strings.Contains(p, "orders_unpaid_check") || strings.Contains(p, "TEMP B-TREE") {
+	if p := strings.Join(plan, "\n"); !strings.Contains(p, "orders_open_check") || strings.Contains(p, "TEMP B-TREE") {
 		t.Errorf("OrdersToCheck plan:\n%s", p)
 	}
 }

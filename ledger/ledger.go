@@ -49,7 +49,10 @@ var (
 	ErrSchemaTooNew = errors.New("ledger: database schema is newer than this build")
 )
 
-// Order states.
+// Order states. A state only moves forward: NOTPAY and PAYERROR (a failed
+// attempt; the order may still be paid) may become anything; CLOSED may
+// still become SUCCESS or MISMATCH (paid at the last moment); SUCCESS and
+// MISMATCH are final. A change that would move an order back is not made.
 const (
 	OrderNotPay   = "NOTPAY"
 	OrderPaid     = "SUCCESS"
@@ -82,6 +85,9 @@ const (
 	EventPending   = "pending" // waiting for (another) delivery attempt
 	EventDelivered = "delivered"
 	EventDead      = "dead" // gave up after the retry max age; kept, replayable
+	// EventHeld: recorded and never delivered (a payment failure notified
+	// after its order was paid); replayable by an operator.
+	EventHeld = "held"
 )
 
 // Event is one event of the outbox, delivered to the backend.
@@ -150,6 +156,12 @@ type Change struct {
 	// order, so that the caller can record what the disagreement calls
 	// for instead. An order the ledger does not hold is no disagreement.
 	Expect OrderFigures
+	// HoldIfSettled stores the event held (EventHeld: recorded, never
+	// delivered, the order left as it is) when the ledger holds the
+	// event's order and it is settled (SUCCESS or MISMATCH): for a failure
+	// notified after the payment. RecordEvent writes EventHeld back into
+	// the event's State then.
+	HoldIfSettled bool
 	// Refund, when set, updates one of the merchant's refunds, if the
 	// ledger holds it.
 	Refund *RefundUpdate
@@ -202,7 +214,9 @@ type Store interface {
 	// expiry); ErrNotFound if absent.
 	ReplaceOrder(ctx context.Context, o *Order) error
 	GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error)
-	// SetOrderState sets an order's state; ErrNotFound if absent.
+	// SetOrderState sets an order's state if that moves it forward (see
+	// the order states; a change backwards is not made, and is no error);
+	// ErrNotFound if absent.
 	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
 
 	// RecordEvent stores an event (State pending, NextAttemptAt =
@@ -222,7 +236,7 @@ type Store interface {
 	GetEvent(ctx context.Context, id string) (*Event, []Attempt, error)
 	// ListEvents returns events newest first.
 	ListEvents(ctx context.Context, f ListFilter) ([]*Event, error)
-	// CountEvents returns the number of events per state (the three known
+	// CountEvents returns the number of events per state (the four known
 	// states are always present).
 	CountEvents(ctx context.Context) (map[string]int, error)
 
@@ -251,8 +265,8 @@ type Store interface {
 	// payload and attempt history unchanged). ErrNotFound if absent.
 	Replay(ctx context.Context, id string, now time.Time) error
 
-	// OrdersToCheck returns up to limit unpaid (NOTPAY) orders whose
-	// NextCheckAt is due at now, earliest first.
+	// OrdersToCheck returns up to limit unpaid (NOTPAY or PAYERROR) orders
+	// whose NextCheckAt is due at now, earliest first.
 	OrdersToCheck(ctx context.Context, now time.Time, limit int) ([]*Order, error)
 	// ScheduleCheck sets an order's NextCheckAt (zero: never again) and
 	// Checks.

@@ -128,8 +128,18 @@ func migrations() []migration {
 			// deletes its entry instead of moving it, and the index stays
 			// as small as the orders waiting for a check.
 			steps: []string{
-				`CREATE INDEX orders_unpaid_check ON orders (next_check_at) WHERE state = '` + OrderNotPay + `' AND next_check_at > 0`,
+				`CREATE INDEX orders_unpaid_check ON orders (next_check_at) WHERE state = 'NOTPAY' AND next_check_at > 0`,
 				`DROP INDEX orders_check`,
+			},
+		},
+		{
+			version: 5,
+			name:    "order checks: failed attempts (PAYERROR) are checked too",
+			// An order whose payment failed may still be paid: the
+			// reconciliation settles it like an unpaid one.
+			steps: []string{
+				`CREATE INDEX orders_open_check ON orders (next_check_at) WHERE ` + openOrders + ` AND next_check_at > 0`,
+				`DROP INDEX orders_unpaid_check`,
 			},
 		},
 	}

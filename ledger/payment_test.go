@@ -199,3 +199,94 @@ func TestRecordEventSeesOtherWritersOrders(t *testing.T) {
 		})
 	}
 }
+
+// An order's state only moves forward, whether set on its own or by an
+// event: SUCCESS and MISMATCH are final, PAYERROR and CLOSED replace only
+// an open order (NOTPAY, PAYERROR), and a change backwards is no error.
+func TestOrderStateOnlyMovesForward(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	states := []string{OrderNotPay, OrderPayError, OrderClosed, OrderPaid, OrderMismatch}
+	forward := map[[2]string]bool{}
+	for _, to := range states {
+		forward[[2]string{OrderNotPay, to}] = true
+		forward[[2]string{OrderPayError, to}] = true
+	}
+	forward[[2]string{OrderClosed, OrderPaid}] = true
+	forward[[2]string{OrderClosed, OrderMismatch}] = true
+	forward[[2]string{OrderClosed, OrderClosed}] = true
+	n := 0
+	for _, from := range states {
+		for _, to := range states {
+			for _, byEvent := range []bool{false, true} {
+				n++
+				no := fmt.Sprintf("o%d", n)
+				if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, State: from, CreatedAt: at(0)}); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				if byEvent {
+					_, err = s.RecordEvent(ctx, ev("evt_"+no, "m", no, at(5)), Change{OrderState: to})
+				} else {
+					err = s.SetOrderState(ctx, "m", no, to, at(5))
+				}
+				if err != nil {
+					t.Fatalf("%s -> %s (event %v): %v", from, to, byEvent, err)
+				}
+				want := from
+				if forward[[2]string{from, to}] {
+					want = to
+				}
+				if o, _ := s.GetOrder(ctx, "m", no); o.State != want {
+					t.Errorf("%s -> %s (event %v): %s, want %s", from, to, byEvent, o.State, want)
+				}
+			}
+		}
+	}
+	if err := s.SetOrderState(ctx, "m", "absent", OrderPaid, at(5)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an absent order: %v", err)
+	}
+}
+
+// A failure notified after its order was settled is recorded held: kept,
+// never due for delivery, the order left as it was.
+func TestHoldIfSettled(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	for no, state := range map[string]string{"paid": OrderPaid, "open": OrderNotPay, "mismatch": OrderMismatch} {
+		if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, State: state, CreatedAt: at(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		order, want string
+	}{{"paid", EventHeld}, {"mismatch", EventHeld}, {"open", EventPending}, {"unknown", EventPending}} {
+		e := ev("evt_f_"+tc.order, "m", tc.order, at(10))
+		created, err := s.RecordEvent(ctx, e, Change{OrderState: OrderPayError, HoldIfSettled: true})
+		if err != nil || !created || e.State != tc.want {
+			t.Fatalf("%s: created %v, state %s, %v; want %s", tc.order, created, e.State, err, tc.want)
+		}
+		got, _, err := s.GetEvent(ctx, e.ID)
+		if err != nil || got.State != tc.want {
+			t.Fatalf("%s: stored %+v, %v", tc.order, got, err)
+		}
+	}
+	if o, _ := s.GetOrder(ctx, "m", "paid"); o.State != OrderPaid {
+		t.Fatalf("a held failure changed the paid order to %s", o.State)
+	}
+	if o, _ := s.GetOrder(ctx, "m", "open"); o.State != OrderPayError {
+		t.Fatalf("a failure of an open order: %s", o.State)
+	}
+	due, err := s.DueEvents(ctx, at(100), 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range due {
+		if e.State != EventPending || e.OutTradeNo == "paid" || e.OutTradeNo == "mismatch" {
+			t.Fatalf("a held event is due: %+v", e)
+		}
+	}
+	if counts, _ := s.CountEvents(ctx); counts[EventHeld] != 2 {
+		t.Fatalf("counts %v", counts)
+	}
+}

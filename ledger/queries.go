@@ -19,15 +19,19 @@ const eventCols = `id, mch_id, type, out_trade_no, transaction_id, payload, crea
 // eventColsE is eventCols qualified with the table alias e.
 const eventColsE = `e.id, e.mch_id, e.type, e.out_trade_no, e.transaction_id, e.payload, e.created_at, e.state, e.attempts, e.next_attempt_at, e.delivered_at, e.last_status, e.last_error, e.last_response`
 
+// openOrders are the orders that may still be paid: the reconciler checks
+// them (index orders_open_check).
+const openOrders = `state IN ('` + OrderNotPay + `', '` + OrderPayError + `')`
+
 const refundCols = `mch_id, out_refund_no, out_trade_no, transaction_id, refund_id, total_fee, refund_fee, state, created_at, updated_at`
 
 const (
 	qGetOrder = `SELECT ` + orderCols + ` FROM orders WHERE mch_id = ? AND out_trade_no = ?`
 	// qOrdersToCheck reads the unpaid orders due for a check (index
-	// orders_unpaid_check: its condition is written out, not bound, for
-	// the planner to see that the index covers the query).
+	// orders_open_check: its condition is written out, not bound, for the
+	// planner to see that the index covers the query).
 	qOrdersToCheck = `SELECT ` + orderCols + ` FROM orders
-		WHERE state = '` + OrderNotPay + `' AND next_check_at > 0 AND next_check_at <= ? ORDER BY next_check_at LIMIT ?`
+		WHERE ` + openOrders + ` AND next_check_at > 0 AND next_check_at <= ? ORDER BY next_check_at LIMIT ?`
 	// qPutOrderHead (with the dialect's insert-if-absent clause) inserts an
 	// order if its key is new (RowsAffected 0 if not).
 	qPutOrderHead = `INSERT INTO orders (` + orderCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -35,7 +39,14 @@ const (
 		prepay_id = ?, code_url = ?, mweb_url = ?, state = ?, created_at = ?, expires_at = ?, updated_at = ?,
 		next_check_at = ?, checks = ?
 		WHERE mch_id = ? AND out_trade_no = ?`
-	qSetOrderState = `UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?`
+	// qSetOrderState moves an order's state forward only: parameters
+	// state, updated at, mch_id, out_trade_no, state again. SUCCESS and
+	// MISMATCH are final; NOTPAY, PAYERROR and CLOSED replace only an
+	// open order.
+	qSetOrderState = `UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?
+		AND state NOT IN ('` + OrderPaid + `', '` + OrderMismatch + `')
+		AND (? NOT IN ('` + OrderNotPay + `', '` + OrderPayError + `', '` + OrderClosed + `') OR ` + openOrders + `)`
+	qOrderExists   = `SELECT 1 FROM orders WHERE mch_id = ? AND out_trade_no = ?`
 	qScheduleCheck = `UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`
 
 	// qPutRefundHead (with the insert-if-absent clause) records a refund.
@@ -46,8 +57,13 @@ const (
 	qSetRefundState = `UPDATE refunds SET state = ?, updated_at = ?,
 		refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?`
 
+	// qInsertEventHead inserts a pending event (with the dialect's
+	// insert-if-absent clause: RowsAffected 0 for a known id);
+	// qInsertHeldEventHead one that is never delivered.
 	qInsertEventHead = `INSERT INTO events (` + eventCols + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, '` + EventPending + `', 0, ?, 0, 0, '', '')`
+	qInsertHeldEventHead = `INSERT INTO events (` + eventCols + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, '` + EventHeld + `', 0, ?, 0, 0, '', '')`
 	qGetEvent     = `SELECT ` + eventCols + ` FROM events WHERE id = ?`
 	qGetAttempts  = `SELECT event_id, attempted_at, duration_ns, status, error, response FROM attempts WHERE event_id = ? ORDER BY n`
 	qEventCreated = `SELECT created_at FROM events WHERE id = ?`
@@ -126,7 +142,8 @@ func dueQuery(d dialect, n int) string {
 type stmts struct {
 	getOrder, putOrder, replaceOrder, setOrderState *stmt
 	setRefundState, getRefund                       *stmt
-	insertEvent, replay, getEvent, getAttempts      *stmt
+	insertEvent, insertHeldEvent, replay            *stmt
+	getEvent, getAttempts, orderExists              *stmt
 	eventCreated, nextDue                           *stmt
 	due                                             [len(dueShapes)]*stmt
 	insertAttempt, attemptEvent                     *stmt
@@ -149,6 +166,8 @@ func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
 	p(&st.setRefundState, qSetRefundState)
 	p(&st.getRefund, qGetRefund)
 	p(&st.insertEvent, qInsertEventHead+d.insertIgnore("id"))
+	p(&st.insertHeldEvent, qInsertHeldEventHead+d.insertIgnore("id"))
+	p(&st.orderExists, qOrderExists)
 	p(&st.replay, qReplay)
 	p(&st.getEvent, qGetEvent)
 	p(&st.getAttempts, qGetAttempts)

@@ -669,7 +669,7 @@ func TestListAndCountEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]int{EventPending: 14, EventDead: 2, EventDelivered: 1}; !reflect.DeepEqual(counts, want) {
+	if want := map[string]int{EventPending: 14, EventDead: 2, EventDelivered: 1, EventHeld: 0}; !reflect.DeepEqual(counts, want) {
 		t.Fatalf("counts %v, want %v", counts, want)
 	}
 

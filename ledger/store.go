@@ -231,7 +231,15 @@ func (s *sqlStore) SetOrderState(ctx context.Context, mchID, outTradeNo, state s
 	if err == nil {
 		nowNs := toNs(now)
 		err = s.e.write(ctx, func(t *txn) error {
-			return execOne(t.ctx, t.stmt(s.st.setOrderState), ErrNotFound, state, nowNs, mchID, outTradeNo)
+			err := execOne(t.ctx, t.stmt(s.st.setOrderState), ErrNotFound, state, nowNs, mchID, outTradeNo, state)
+			if err == ErrNotFound {
+				// Absent, or a change backwards, which is not made.
+				var one int
+				if err := t.stmt(s.st.orderExists).QueryRowContext(t.ctx, mchID, outTradeNo).Scan(&one); err == nil {
+					return nil
+				}
+			}
+			return err
 		}, false)
 	}
 	if err != nil {
@@ -304,20 +312,24 @@ func checkChange(c Change) error {
 }
 
 // checkExpectations reads, inside the event's transaction, the order or
-// refund the change expects figures of, and returns a *MismatchError
-// when the ledger holds one that disagrees. orderAbsent: the ledger surely
-// does not hold the event's order (the engine said so, or it was read).
-func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bool, err error) {
+// refund the change expects figures of (or the order's state, for
+// HoldIfSettled), and returns a *MismatchError when the ledger holds one
+// that disagrees. orderAbsent: the ledger surely does not hold the event's
+// order (the engine said so, or it was read); order: the order read, if
+// any.
+func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bool, order *Order, err error) {
 	orderAbsent = t.absent != nil && t.absent(e.MchID, e.OutTradeNo)
-	if x := &c.Expect; x.Check && !orderAbsent {
+	if x := &c.Expect; (x.Check || c.HoldIfSettled) && !orderAbsent {
 		o, err := scanOrder(t.stmt(s.st.getOrder).QueryRowContext(t.ctx, e.MchID, e.OutTradeNo))
 		switch {
 		case err == ErrNotFound:
 			orderAbsent = true
 		case err != nil:
-			return false, fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
-		case o.AppID != x.AppID || (x.CheckTotalFee && o.TotalFee != x.TotalFee):
-			return false, &MismatchError{Order: o}
+			return false, nil, fmt.Errorf("reading order %s: %w", e.OutTradeNo, err)
+		case x.Check && (o.AppID != x.AppID || (x.CheckTotalFee && o.TotalFee != x.TotalFee)):
+			return false, nil, &MismatchError{Order: o}
+		default:
+			order = o
 		}
 	}
 	if r := c.Refund; r != nil && r.RefundFee > 0 {
@@ -325,12 +337,12 @@ func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bo
 		switch {
 		case err == ErrNotFound:
 		case err != nil:
-			return false, fmt.Errorf("reading refund %s: %w", r.OutRefundNo, err)
+			return false, nil, fmt.Errorf("reading refund %s: %w", r.OutRefundNo, err)
 		case rf.RefundFee != r.RefundFee:
-			return false, &MismatchError{Refund: rf}
+			return false, nil, &MismatchError{Refund: rf}
 		}
 	}
-	return orderAbsent, nil
+	return orderAbsent, order, nil
 }
 
 // insertEvent is RecordEvent inside a transaction: check the change's
@@ -338,15 +350,24 @@ func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bo
 // answer, if not), and then only, apply the change. An order the ledger
 // surely does not hold gets no update.
 func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) error {
-	orderAbsent, err := s.checkExpectations(t, e, c)
+	orderAbsent, order, err := s.checkExpectations(t, e, c)
 	if err != nil {
 		return err
 	}
-	if err := execOne(t.ctx, t.stmt(s.st.insertEvent), ErrExists, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt)); err != nil {
+	insert := s.st.insertEvent
+	held := c.HoldIfSettled && order != nil && (order.State == OrderPaid || order.State == OrderMismatch)
+	if held {
+		insert = s.st.insertHeldEvent
+	}
+	if err := execOne(t.ctx, t.stmt(insert), ErrExists, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt)); err != nil {
 		return err
 	}
+	if held {
+		e.State = EventHeld
+		return nil
+	}
 	if c.OrderState != "" && !orderAbsent {
-		if _, err := t.stmt(s.st.setOrderState).ExecContext(t.ctx, c.OrderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo); err != nil {
+		if _, err := t.stmt(s.st.setOrderState).ExecContext(t.ctx, c.OrderState, toNs(e.CreatedAt), e.MchID, e.OutTradeNo, c.OrderState); err != nil {
 			return err
 		}
 	}
@@ -484,7 +505,7 @@ func (s *sqlStore) CountEvents(ctx context.Context) (map[string]int, error) {
 		return nil, fmt.Errorf("ledger: count events: %w", err)
 	}
 	defer rows.Close()
-	counts := map[string]int{EventPending: 0, EventDelivered: 0, EventDead: 0}
+	counts := map[string]int{EventPending: 0, EventDelivered: 0, EventDead: 0, EventHeld: 0}
 	for rows.Next() {
 		var state string
 		var n int

@@ -102,6 +102,12 @@ func (p *Protocol) QueryOrder(ctx context.Context, appID, outTradeNo string) (*g
 		if out.Payment, err = payment(n); err != nil {
 			return nil, callError(&wxpay.ResponseError{Op: "orderquery", Err: err})
 		}
+		// The client refuses an answer for another mch_id; one that
+		// omits it is this merchant's.
+		if out.Payment.MchID == "" {
+			out.Payment.MchID = p.client.MchID
+			out.Payment.Data["mch_id"] = p.client.MchID
+		}
 	}
 	return out, nil
 }

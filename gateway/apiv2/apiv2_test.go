@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -155,5 +156,42 @@ func TestValidateOrder(t *testing.T) {
 	}
 	if _, err := p.Prepay(context.Background(), o); gateway.ErrorFor(err).Code != "WECHAT_UNREACHABLE" {
 		t.Fatalf("WeChat unreachable: %v", err)
+	}
+}
+
+// A query's payment is the configured merchant's: an answer for another
+// mch_id is refused (it could give one payment two event ids), and one
+// that omits it gets the merchant's.
+func TestQueriedPaymentMerchant(t *testing.T) {
+	const key = wxpay.APIKey("192006250b4c09247ec02edce69f6a2d")
+	answer := func(mch string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			p := wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "result_code", Value: "SUCCESS"},
+				{Name: "appid", Value: "wx1"}, {Name: "nonce_str", Value: "n"}, {Name: "out_trade_no", Value: "o1"},
+				{Name: "trade_state", Value: "SUCCESS"}, {Name: "transaction_id", Value: "4200"}, {Name: "total_fee", Value: "100"}}
+			if mch != "" {
+				p = append(p, wxpay.Param{Name: "mch_id", Value: mch})
+			}
+			sign, _ := wxpay.Sign(p, key, wxpay.SignTypeMD5)
+			doc, _ := wxpay.EncodeXML(append(p, wxpay.Param{Name: "sign", Value: sign}))
+			_, _ = w.Write(doc)
+		}
+	}
+	for _, tc := range []struct {
+		mch  string
+		kind gateway.CallErrorKind
+		ok   bool
+	}{{"10000100", 0, true}, {"", 0, true}, {"10000999", gateway.BadReply, false}} {
+		srv := httptest.NewServer(answer(tc.mch))
+		p := New(&wxpay.Client{MchID: "10000100", Key: key, Endpoint: srv.URL, FailoverEndpoint: ""})
+		q, err := p.QueryOrder(context.Background(), "wx1", "o1")
+		srv.Close()
+		var ce *gateway.CallError
+		switch {
+		case tc.ok && (err != nil || q.Payment == nil || q.Payment.MchID != "10000100" || q.Payment.Data["mch_id"] != "10000100"):
+			t.Fatalf("answer with mch_id %q: %+v, %v", tc.mch, q, err)
+		case !tc.ok && (!errors.As(err, &ce) || ce.Kind != tc.kind):
+			t.Fatalf("answer for another merchant: %v", err)
+		}
 	}
 }
