@@ -60,10 +60,26 @@ type Discrepancy struct {
 
 // Event is what the backend receives.
 type Event struct {
-	ID      string         `json:"id"`
-	Type    string         `json:"type"`
-	Created string         `json:"created"` // RFC 3339, when the gateway created the event
-	Data    map[string]any `json:"data"`
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Created string `json:"created"` // RFC 3339, when the gateway created the event
+	// OrderChecked, on payment events, says whether the payment was
+	// checked against an order the gateway placed (amount, app id,
+	// merchant): false for an order the gateway did not place or keeps no
+	// record of (ack upstream).
+	OrderChecked *bool          `json:"order_checked,omitempty"`
+	Data         map[string]any `json:"data"`
+}
+
+var checkedTrue, checkedFalse = true, false
+
+// SetOrderChecked sets OrderChecked (to values the events share, read-only).
+func (e *Event) SetOrderChecked(checked bool) {
+	if checked {
+		e.OrderChecked = &checkedTrue
+	} else {
+		e.OrderChecked = &checkedFalse
+	}
 }
 
 // MarkMismatch turns the event into one of the mismatch types
@@ -114,17 +130,18 @@ func derive(parts ...string) string {
 // NewPayment builds the event of a payment, notified or found by a query.
 // data is what WeChat reported, under WeChat's API v2 field names, with
 // the amounts (fen) as integers and without the signature; the event keeps
-// the map as it is.
+// the map as it is. OrderChecked starts false.
 func NewPayment(mchID, transactionID, outTradeNo string, succeeded bool, data map[string]any, created time.Time) *Event {
 	typ, id := PaymentSucceeded, PaymentID(mchID, transactionID, outTradeNo)
 	if !succeeded {
 		typ, id = PaymentFailed, FailedPaymentID(mchID, transactionID, outTradeNo)
 	}
 	return &Event{
-		ID:      id,
-		Type:    typ,
-		Created: created.UTC().Format(time.RFC3339),
-		Data:    data,
+		ID:           id,
+		Type:         typ,
+		Created:      created.UTC().Format(time.RFC3339),
+		OrderChecked: &checkedFalse,
+		Data:         data,
 	}
 }
 

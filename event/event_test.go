@@ -83,13 +83,15 @@ func TestNewPayment(t *testing.T) {
 	b, _ := ev.Marshal()
 	var got struct {
 		ID, Type, Created string
+		OrderChecked      *bool `json:"order_checked"`
 		Data              map[string]any
 	}
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Type != PaymentSucceeded || got.ID != PaymentID("10000100", "tx1", "o1") || got.Created != "1970-01-01T00:00:00Z" {
-		t.Fatalf("event %+v", got)
+	if got.Type != PaymentSucceeded || got.ID != PaymentID("10000100", "tx1", "o1") || got.Created != "1970-01-01T00:00:00Z" ||
+		got.OrderChecked == nil || *got.OrderChecked {
+		t.Fatalf("event %+v: want order_checked false until set", got)
 	}
 	if got.Data["total_fee"] != float64(100) || got.Data["coupon_fee_0"] != float64(10) || got.Data["coupon_count"] != "1" || got.Data["attach"] != "中文" {
 		t.Fatalf("data %v", got.Data)
@@ -111,9 +113,10 @@ func TestNewPayment(t *testing.T) {
 func TestMarkMismatch(t *testing.T) {
 	data := map[string]any{"total_fee": int64(1)}
 	ev := NewPayment("m", "tx", "o", true, data, time.Unix(0, 0))
+	ev.SetOrderChecked(true)
 	ev.MarkMismatch(PaymentMismatch, map[string]Discrepancy{"total_fee": {Order: int64(100), Notification: int64(1)}})
 	b, _ := ev.Marshal()
-	want := `{"id":"` + PaymentID("m", "tx", "o") + `","type":"payment.mismatch","created":"1970-01-01T00:00:00Z","data":{"mismatch":{"total_fee":{"order":100,"notification":1}},"total_fee":1}}`
+	want := `{"id":"` + PaymentID("m", "tx", "o") + `","type":"payment.mismatch","created":"1970-01-01T00:00:00Z","order_checked":true,"data":{"mismatch":{"total_fee":{"order":100,"notification":1}},"total_fee":1}}`
 	if string(b) != want {
 		t.Fatalf("mismatch event\n%s\nwant\n%s", b, want)
 	}
@@ -130,7 +133,7 @@ func TestNewRefund(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Type != typ || ev.ID != RefundID("10000100", "r1", status) || ev.Data["refund_fee"] != int64(30) || ev.Data["mch_id"] != "10000100" {
+		if ev.Type != typ || ev.ID != RefundID("10000100", "r1", status) || ev.Data["refund_fee"] != int64(30) || ev.Data["mch_id"] != "10000100" || ev.OrderChecked != nil {
 			t.Errorf("%s: %+v", status, ev)
 		}
 	}

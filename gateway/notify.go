@@ -98,12 +98,38 @@ func (s *Service) deliverBeforeReply(ctx context.Context, m *Merchant, n Notific
 // The ledger compares the order with the payment's figures inside the
 // event's transaction (one round trip for the usual agreeing payment);
 // when they disagree it stores nothing and hands the order back, and the
-// mismatch event is built from both and recorded instead.
+// mismatch event is built from both and recorded instead. The event says
+// whether the payment was checked against an order (order_checked); the
+// ledger's filter predicts it, and the ledger refuses an event whose
+// prediction is wrong, which is then built the other way.
 func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*event.Event, bool, error) {
 	now := s.now()
 	// The id is the configured merchant's, whatever an answer echoed.
 	ev := event.NewPayment(m.MchID, p.TransactionID, p.OutTradeNo, p.Succeeded, p.Data, now)
-	created, state, err := s.recordEvent(ctx, m, p, ev, paymentChange(p))
+	change := paymentChange(p)
+	held := s.ledger.MayHoldOrder(m.MchID, p.OutTradeNo)
+	var (
+		created bool
+		state   string
+		err     error
+	)
+	for range 3 { // a wrong prediction costs one more try
+		ev.SetOrderChecked(held)
+		change.Presence = ledger.PresenceNotHeld
+		if held {
+			change.Presence = ledger.PresenceHeld
+		}
+		created, state, err = s.recordEvent(ctx, m, p, ev, change)
+		switch {
+		case errors.Is(err, ledger.ErrOrderNotHeld):
+			held = false
+			continue
+		case errors.Is(err, ledger.ErrOrderHeld):
+			held = true
+			continue
+		}
+		break
+	}
 	if err != nil {
 		return s.recordMismatch(ctx, m, p, ev, err)
 	}
@@ -127,6 +153,7 @@ func (s *Service) recordMismatch(ctx context.Context, m *Merchant, p *Payment, e
 	if len(diff) == 0 {
 		return nil, false, fmt.Errorf("order %s: the ledger saw a disagreement the gateway does not: %w", p.OutTradeNo, err)
 	}
+	ev.SetOrderChecked(true)
 	ev.MarkMismatch(event.PaymentMismatch, diff)
 	created, _, err := s.recordEvent(ctx, m, p, ev, ledger.Change{OrderState: ledger.OrderMismatch})
 	if err != nil {

@@ -32,8 +32,14 @@ var Beijing = time.FixedZone("CST", 8*60*60)
 // the same out_trade_no with the same content within the prepay_id's life
 // gets the recorded prepay_id and freshly signed pay parameters without a
 // call to WeChat; with other content, or once paid, it is refused as
-// WeChat would refuse it. clientIP is the default spbill_create_ip. The
-// order is recorded before its answer is returned.
+// WeChat would refuse it. clientIP is the default spbill_create_ip.
+//
+// With a ledger, a new order is recorded before WeChat is asked, so that
+// no order WeChat knows is missing from the ledger (its notification is
+// then always checked, and the reconciler sees it), and its prepay_id
+// after: an order that cannot be recorded is not placed, and one whose
+// prepay_id cannot be recorded is answered 503 without it (asked again, it
+// is placed again: WeChat answers the same order the same way).
 func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
 	o, err := m.newOrder(req, clientIP)
 	if err != nil {
@@ -43,14 +49,30 @@ func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest
 	hash := contentHash(o)
 	var known *ledger.Order
 	if s.ledger != nil {
-		ko, err := s.ledger.GetOrder(ctx, m.MchID, o.OutTradeNo)
+		known, err = s.ledger.GetOrder(ctx, m.MchID, o.OutTradeNo)
 		switch {
-		case err == nil:
-			known = ko
-		case !errors.Is(err, ledger.ErrNotFound):
-			// The ledger is an optimisation here: WeChat itself
-			// refuses a reused number. Go on without it.
-			s.logger.Error("reading the order ledger", zap.String("out_trade_no", o.OutTradeNo), zap.Error(err))
+		case errors.Is(err, ledger.ErrNotFound):
+			known = nil
+			lo := &ledger.Order{
+				MchID: m.MchID, OutTradeNo: o.OutTradeNo, AppID: o.AppID, TradeType: o.TradeType,
+				TotalFee: o.TotalFee, ContentHash: hash, State: ledger.OrderNotPay,
+				CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
+			}
+			if s.reconcileDelay > 0 {
+				lo.NextCheckAt = now.Add(s.reconcileDelay)
+			}
+			switch err := s.ledger.PutOrder(ctx, lo); {
+			case errors.Is(err, ledger.ErrExists):
+				// Placed at the same moment by another request: answer
+				// as the order recorded.
+				if known, err = s.ledger.GetOrder(ctx, m.MchID, o.OutTradeNo); err != nil {
+					return nil, storageError("the order could not be read back", err)
+				}
+			case err != nil:
+				return nil, storageError("the order could not be recorded, so it was not placed", err)
+			}
+		case err != nil:
+			return nil, storageError("the order ledger could not be read, so the order was not placed", err)
 		}
 	}
 	if known != nil {
@@ -68,26 +90,30 @@ func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest
 		return nil, err
 	}
 	if s.ledger != nil {
-		lo := &ledger.Order{
-			MchID: m.MchID, OutTradeNo: o.OutTradeNo, AppID: o.AppID, TradeType: o.TradeType,
-			TotalFee: o.TotalFee, ContentHash: hash, PrepayID: p.PrepayID, CodeURL: p.CodeURL,
-			MWebURL: p.MWebURL, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
-		}
-		if s.reconcileDelay > 0 {
-			lo.NextCheckAt = now.Add(s.reconcileDelay)
-		}
-		if known != nil {
-			err = s.ledger.ReplaceOrder(ctx, lo)
+		if known != nil && known.PrepayID != "" {
+			// A new prepay_id for an order recorded with an expired one:
+			// it lives from now on.
+			lo := *known
+			lo.PrepayID, lo.CodeURL, lo.MWebURL = p.PrepayID, p.CodeURL, p.MWebURL
+			lo.CreatedAt, lo.ExpiresAt, lo.UpdatedAt = now, expiry(o, now), now
+			lo.NextCheckAt, lo.Checks = time.Time{}, 0
+			if s.reconcileDelay > 0 {
+				lo.NextCheckAt = now.Add(s.reconcileDelay)
+			}
+			err = s.ledger.ReplaceOrder(ctx, &lo)
 		} else {
-			err = s.ledger.PutOrder(ctx, lo)
+			err = s.ledger.SetOrderPrepay(ctx, m.MchID, o.OutTradeNo, p.PrepayID, p.CodeURL, p.MWebURL, now)
 		}
-		if err != nil && !errors.Is(err, ledger.ErrExists) {
-			// WeChat has the order; only the cross-check of its
-			// notification is lost. Do not fail the payment for it.
-			s.logger.Error("recording an order", zap.String("out_trade_no", o.OutTradeNo), zap.Error(err))
+		if err != nil {
+			return nil, storageError("WeChat has the order, but its prepay_id could not be recorded; place it again", err)
 		}
 	}
 	return orderResponse(m, o, p, now)
+}
+
+// storageError is the 503 of a request the ledger could not serve.
+func storageError(message string, err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "STORAGE_UNAVAILABLE", Message: message, Err: err}
 }
 
 // newOrder fills in the merchant's defaults and validates the order.

@@ -6,11 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -646,4 +649,123 @@ func TestReconcilerSettlesFailedAttempts(t *testing.T) {
 	if _, _, err := e.store.GetEvent(ctx, event.PaymentID(mchID, pay.TransactionID, "pe1")); err != nil {
 		t.Fatalf("the payment found: %v", err)
 	}
+}
+
+// A new order is recorded before WeChat is asked: one that cannot be
+// recorded is not placed (WeChat never sees it), and one WeChat did not
+// answer is still in the ledger for the reconciler.
+func TestOrderRecordedBeforeWeChat(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	e.sim.FailNext(wxpaysim.APIUnifiedOrder, 1, "SYSTEMERROR")
+	if _, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "b1", TotalFee: 100, Body: "书",
+		TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "127.0.0.1"); gateway.ErrorFor(err).Code != "SYSTEMERROR" {
+		t.Fatalf("WeChat's refusal: %v", err)
+	}
+	if o, err := e.store.GetOrder(ctx, mchID, "b1"); err != nil || o.State != ledger.OrderNotPay || o.PrepayID != "" || o.NextCheckAt.IsZero() {
+		t.Fatalf("the order WeChat refused: %+v, %v", o, err)
+	}
+	// Asked again, it is placed and its prepay_id recorded.
+	resp := e.place("b1", 100)
+	if o, _ := e.store.GetOrder(ctx, mchID, "b1"); o.PrepayID != resp.PrepayID {
+		t.Fatalf("the order placed again: %+v", o)
+	}
+
+	// The ledger closed: the order is refused before WeChat is asked.
+	before := len(e.sim.Orders())
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "b2", TotalFee: 100, Body: "b",
+		TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "127.0.0.1")
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusServiceUnavailable || ge.Code != "STORAGE_UNAVAILABLE" {
+		t.Fatalf("with the ledger closed: %v", err)
+	}
+	if n := len(e.sim.Orders()); n != before {
+		t.Fatalf("WeChat saw an order the ledger could not record")
+	}
+}
+
+// failingPrepay is the real ledger, failing to record prepay_ids.
+type failingPrepay struct{ ledger.Store }
+
+func (failingPrepay) SetOrderPrepay(context.Context, string, string, string, string, string, time.Time) error {
+	return errors.New("disk full")
+}
+
+// A prepay_id that cannot be recorded is not handed out (503): nobody can
+// pay an order the ledger does not know the prepay_id of.
+func TestPrepayNotRecordedNotHandedOut(t *testing.T) {
+	e := newEnv(t, true, nil)
+	svc := gateway.New(gateway.Config{Ledger: failingPrepay{e.store}, Now: e.clock.Now})
+	resp, err := svc.PlaceOrder(context.Background(), e.merchant, &gateway.OrderRequest{OutTradeNo: "c1", TotalFee: 100, Body: "b",
+		TradeType: gateway.TradeTypeNative, ProductID: "p"}, "127.0.0.1")
+	if ge := gateway.ErrorFor(err); resp != nil || ge.Status != http.StatusServiceUnavailable || strings.Contains(ge.Message, "weixin://") {
+		t.Fatalf("a prepay_id not recorded: %+v, %v", resp, err)
+	}
+	if o, err := e.store.GetOrder(context.Background(), mchID, "c1"); err != nil || o.PrepayID != "" {
+		t.Fatalf("the order: %+v, %v", o, err)
+	}
+}
+
+// mispredicting is the real ledger with its order-key prediction wrong
+// every time: the ledger refuses each wrongly labelled event, and the
+// gateway records it labelled right.
+type mispredicting struct{ ledger.Store }
+
+func (m mispredicting) MayHoldOrder(mchID, outTradeNo string) bool {
+	_, err := m.Store.GetOrder(context.Background(), mchID, outTradeNo)
+	return err != nil
+}
+
+// Every payment event says whether it was checked against an order the
+// gateway placed: true for the gateway's orders, false for one placed
+// elsewhere and without a ledger, whatever the ledger's filter predicted.
+func TestOrderChecked(t *testing.T) {
+	for _, name := range []string{"ledger", "wrong predictions"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, true, nil)
+			if name == "wrong predictions" {
+				e.svc = gateway.New(gateway.Config{Ledger: mispredicting{e.store}, Now: e.clock.Now})
+			}
+			ctx := context.Background()
+			resp := e.place("k1", 100)
+			if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+				t.Fatal(err)
+			}
+			e.waitAcked("k1", 1)
+			// An order placed outside the gateway.
+			body := signedPayment(t, "outside1", 100, "4200000000000000000000000777")
+			if reply := e.svc.AcceptPaymentNotification(ctx, e.merchant, gateway.Notification{Body: body}); reply.Status != http.StatusOK {
+				t.Fatalf("reply %d %s", reply.Status, reply.Body)
+			}
+			for no, want := range map[string]bool{"k1": true, "outside1": false} {
+				evs := e.eventsOf(no)
+				var p struct {
+					OrderChecked *bool `json:"order_checked"`
+				}
+				if len(evs) != 1 || json.Unmarshal(evs[0].Payload, &p) != nil || p.OrderChecked == nil || *p.OrderChecked != want {
+					t.Fatalf("%s: events %d, order_checked %v, want %v", no, len(evs), p.OrderChecked, want)
+				}
+			}
+		})
+	}
+}
+
+// signedPayment is a success notification for the demo merchant.
+func signedPayment(t *testing.T, no string, fee int64, tx string) []byte {
+	t.Helper()
+	p := wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "result_code", Value: "SUCCESS"},
+		{Name: "appid", Value: appID}, {Name: "mch_id", Value: mchID}, {Name: "nonce_str", Value: "n"},
+		{Name: "out_trade_no", Value: no}, {Name: "transaction_id", Value: tx},
+		{Name: "total_fee", Value: strconv.FormatInt(fee, 10)}, {Name: "trade_type", Value: "JSAPI"}}
+	sign, err := wxpay.Sign(p, apiKey, wxpay.SignTypeMD5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := wxpay.EncodeXML(append(p, wxpay.Param{Name: "sign", Value: sign}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
 }

@@ -57,7 +57,7 @@ type txOp func(t *txn) error
 // ownAnswer reports whether err, returned by an op, is its caller's answer
 // rather than a failure of the transaction.
 func ownAnswer(err error) bool {
-	if err == nil || err == ErrExists || err == ErrNotFound {
+	if err == nil || err == ErrExists || err == ErrNotFound || err == ErrOrderHeld || err == ErrOrderNotHeld {
 		return true
 	}
 	_, mismatch := err.(*MismatchError)

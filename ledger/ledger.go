@@ -44,6 +44,10 @@ var (
 	ErrExists = errors.New("ledger: already exists")
 	// ErrClosed: the store is closed (or closing).
 	ErrClosed = errors.New("ledger: closed")
+	// ErrOrderHeld and ErrOrderNotHeld: RecordEvent stored nothing because
+	// the event's order is held, or not, against the change's Presence.
+	ErrOrderHeld    = errors.New("ledger: the event's order is held")
+	ErrOrderNotHeld = errors.New("ledger: the event's order is not held")
 	// ErrSchemaTooNew: the database was written by a newer version of the
 	// gateway, with a schema this build does not know.
 	ErrSchemaTooNew = errors.New("ledger: database schema is newer than this build")
@@ -156,6 +160,12 @@ type Change struct {
 	// order, so that the caller can record what the disagreement calls
 	// for instead. An order the ledger does not hold is no disagreement.
 	Expect OrderFigures
+	// Presence, when not PresenceAny, is what the event's payload says
+	// of its order: that the ledger holds it (PresenceHeld) or not
+	// (PresenceNotHeld). When that is not so, nothing is stored and
+	// RecordEvent returns ErrOrderNotHeld or ErrOrderHeld (wrapped), so
+	// that the caller can build the payload that says what is.
+	Presence Presence
 	// HoldIfSettled stores the event held (EventHeld: recorded, never
 	// delivered, the order left as it is) when the ledger holds the
 	// event's order and it is settled (SUCCESS or MISMATCH): for a failure
@@ -166,6 +176,16 @@ type Change struct {
 	// ledger holds it.
 	Refund *RefundUpdate
 }
+
+// Presence is what a change requires of the ledger holding the event's
+// order.
+type Presence int
+
+const (
+	PresenceAny Presence = iota
+	PresenceHeld
+	PresenceNotHeld
+)
 
 // OrderFigures are the figures of an order a payment must agree with.
 type OrderFigures struct {
@@ -213,6 +233,14 @@ type Store interface {
 	// ReplaceOrder overwrites an existing order (e.g. a new prepay_id after
 	// expiry); ErrNotFound if absent.
 	ReplaceOrder(ctx context.Context, o *Order) error
+	// SetOrderPrepay records what WeChat answered an order (its
+	// prepay_id, code_url, mweb_url); ErrNotFound if absent.
+	SetOrderPrepay(ctx context.Context, mchID, outTradeNo, prepayID, codeURL, mwebURL string, now time.Time) error
+	// MayHoldOrder reports whether the ledger may hold an order, without
+	// waiting for the database: false when it surely does not (an
+	// engine's filter of the order keys said so), true otherwise. For
+	// predictions only: RecordEvent's Presence is what makes them safe.
+	MayHoldOrder(mchID, outTradeNo string) bool
 	GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error)
 	// SetOrderState sets an order's state if that moves it forward (see
 	// the order states; a change backwards is not made, and is no error);

@@ -255,7 +255,14 @@ func (e *sqliteEngine) write(ctx context.Context, op txOp, durable bool) error {
 		}
 		t.ctx = ctx
 		t.enter(tx)
+		if e.keys != nil {
+			// As the committer does: caught up inside this transaction,
+			// the filter may answer its op.
+			_ = e.keys.catchUp(ctx, t.stmt(&stmt{writer: e.orderKeysSince}))
+			t.absent = e.keys.absent
+		}
 		answer = op(t)
+		t.absent = nil
 		t.leave()
 		t.ctx = nil
 		e.txnPool.Put(t)

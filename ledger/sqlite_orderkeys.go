@@ -62,8 +62,9 @@ type orderKeys struct {
 	mu     sync.RWMutex
 	layers []*bloomLayer
 
-	// watermark is the highest orders rowid added. Committer goroutine
-	// only.
+	// watermark is the highest orders rowid added. Read and written under
+	// the engine's write mutex only (the committer's batches, the writes
+	// that run on their own).
 	watermark int64
 
 	// checked is when (since epoch, ns) the last catch-up that read to the
@@ -133,7 +134,7 @@ func (k *orderKeys) absent(mchID, outTradeNo string) bool {
 
 // catchUp adds the orders past the watermark, at most keysChunk of them,
 // read with st (qOrderKeysSince, bound to the batch's transaction or on
-// the writer connection). Committer goroutine only. On an error the
+// the writer connection), under the engine's write mutex. On an error the
 // filter stops answering until a catch-up succeeds.
 func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) error {
 	// Freshness counts from before the read: what it reads is the table as

@@ -183,6 +183,27 @@ func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
 	return nil
 }
 
+func (s *sqlStore) SetOrderPrepay(ctx context.Context, mchID, outTradeNo, prepayID, codeURL, mwebURL string, now time.Time) error {
+	if now.IsZero() {
+		now = s.now().UTC()
+	}
+	err := s.checkOpen()
+	if err == nil {
+		nowNs := toNs(now)
+		err = s.e.write(ctx, func(t *txn) error {
+			return execOne(t.ctx, t.stmt(s.st.setOrderPrepay), ErrNotFound, prepayID, codeURL, mwebURL, nowNs, mchID, outTradeNo)
+		}, false)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: set order %s/%s prepay_id: %w", mchID, outTradeNo, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) MayHoldOrder(mchID, outTradeNo string) bool {
+	return !s.e.orderAbsent(mchID, outTradeNo)
+}
+
 func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
@@ -319,7 +340,7 @@ func checkChange(c Change) error {
 // any.
 func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bool, order *Order, err error) {
 	orderAbsent = t.absent != nil && t.absent(e.MchID, e.OutTradeNo)
-	if x := &c.Expect; (x.Check || c.HoldIfSettled) && !orderAbsent {
+	if x := &c.Expect; (x.Check || c.HoldIfSettled || c.Presence != PresenceAny) && !orderAbsent {
 		o, err := scanOrder(t.stmt(s.st.getOrder).QueryRowContext(t.ctx, e.MchID, e.OutTradeNo))
 		switch {
 		case err == ErrNotFound:
@@ -331,6 +352,12 @@ func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bo
 		default:
 			order = o
 		}
+	}
+	switch {
+	case c.Presence == PresenceHeld && orderAbsent:
+		return false, nil, ErrOrderNotHeld
+	case c.Presence == PresenceNotHeld && !orderAbsent:
+		return false, nil, ErrOrderHeld
 	}
 	if r := c.Refund; r != nil && r.RefundFee > 0 {
 		rf, err := scanRefund(t.stmt(s.st.getRefund).QueryRowContext(t.ctx, e.MchID, r.OutRefundNo))
