@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -121,28 +120,22 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 	if err != nil || eu.Host == "" || (eu.Scheme != "https" && eu.Scheme != "http") {
 		return nil, nil, fmt.Errorf("endpoint %q is not an http(s) URL", endpoint)
 	}
-	if eu.Scheme == "http" && !isLoopback(eu.Hostname()) {
+	if eu.Scheme == "http" && !gateway.IsLoopback(eu.Hostname()) {
 		return nil, nil, fmt.Errorf("endpoint %q: plain http is allowed on loopback addresses only", endpoint)
 	}
-	weChatHost := strings.HasSuffix(eu.Hostname(), ".weixin.qq.com")
-
-	m.NotifyURL = strings.TrimSpace(repl.ReplaceAll(cfg.NotifyURL, ""))
-	nu, err := url.Parse(m.NotifyURL)
 	switch {
-	case m.NotifyURL == "":
-		return nil, nil, errors.New("notify_url is required")
-	case err != nil || nu.Host == "" || !nu.IsAbs():
-		return nil, nil, fmt.Errorf("notify_url %q is not an absolute URL", m.NotifyURL)
-	case nu.RawQuery != "" || nu.ForceQuery:
-		return nil, nil, fmt.Errorf("notify_url %q has a query string, which WeChat drops", m.NotifyURL)
-	case nu.Scheme == "https":
-	case nu.Scheme != "http":
-		return nil, nil, fmt.Errorf("notify_url %q must be https", m.NotifyURL)
 	case !cfg.InsecureNotifyURL:
-		return nil, nil, fmt.Errorf("notify_url %q must be https (insecure_notify_url allows http on a loopback address or with a simulator endpoint)", m.NotifyURL)
-	case !isLoopback(nu.Hostname()) && weChatHost:
-		return nil, nil, fmt.Errorf("notify_url %q: insecure_notify_url allows http only on a loopback address or with a simulator endpoint", m.NotifyURL)
+		m.HTTPNotify = gateway.HTTPNotifyNever
+	case wxpay.IsWeChatHost(eu.Hostname()):
+		m.HTTPNotify = gateway.HTTPNotifyLoopback
 	default:
+		m.HTTPNotify = gateway.HTTPNotifyAny
+	}
+	m.NotifyURL = strings.TrimSpace(repl.ReplaceAll(cfg.NotifyURL, ""))
+	if err := gateway.CheckNotifyURL("notify_url", m.NotifyURL, m.HTTPNotify); err != nil {
+		return nil, nil, err
+	}
+	if strings.HasPrefix(m.NotifyURL, "http:") {
 		logger.Warn("plain http notify_url allowed by insecure_notify_url: for tests and demos only",
 			zap.String("merchant", name), zap.String("notify_url", m.NotifyURL))
 	}
@@ -157,8 +150,8 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 	m.RefundNotifyURL = strings.TrimSpace(repl.ReplaceAll(cfg.RefundNotifyURL, ""))
 	if m.RefundNotifyURL == "" {
 		m.RefundNotifyURL = strings.TrimSuffix(m.NotifyURL, "/") + "/refund"
-	} else if u, err := url.Parse(m.RefundNotifyURL); err != nil || u.Host == "" || u.RawQuery != "" || (u.Scheme != "https" && !(u.Scheme == "http" && cfg.InsecureNotifyURL)) {
-		return nil, nil, fmt.Errorf("refund_notify_url %q must be an https URL without a query string", m.RefundNotifyURL)
+	} else if err := gateway.CheckNotifyURL("refund_notify_url", m.RefundNotifyURL, m.HTTPNotify); err != nil {
+		return nil, nil, err
 	}
 
 	failover := strings.TrimSpace(repl.ReplaceAll(cfg.FailoverEndpoint, ""))
@@ -168,7 +161,7 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 	case "off":
 		failover = ""
 	default:
-		if fu, err := url.Parse(failover); err != nil || fu.Host == "" || (fu.Scheme != "https" && !(fu.Scheme == "http" && isLoopback(fu.Hostname()))) {
+		if fu, err := url.Parse(failover); err != nil || fu.Host == "" || (fu.Scheme != "https" && !(fu.Scheme == "http" && gateway.IsLoopback(fu.Hostname()))) {
 			return nil, nil, fmt.Errorf("failover_endpoint %q is not an https URL (or http on loopback)", failover)
 		}
 	}
@@ -234,15 +227,6 @@ func loadClientCert(certFile, keyFile, mchID string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("client_cert %s with client_key %s: %w", certFile, keyFile, err)
 	}
 	return cert, nil
-}
-
-// isLoopback reports whether host names this machine.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 func emptyFrom(raw string) string {

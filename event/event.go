@@ -52,9 +52,11 @@ const (
 )
 
 // Discrepancy is one field on which a notification and what the gateway
-// recorded (the order, or the refund) disagree.
+// knows disagree: the order or refund it recorded (Order), or what WeChat
+// answered a query about it (Queried).
 type Discrepancy struct {
-	Order        any `json:"order"`
+	Order        any `json:"order,omitempty"`
+	Queried      any `json:"queried,omitempty"`
 	Notification any `json:"notification"`
 }
 

@@ -256,3 +256,70 @@ func TestDecodeRequests(t *testing.T) {
 		t.Fatalf("a refund without refund_fee: %v", err)
 	}
 }
+
+// A refund notification against WeChat's refund query: each fact the
+// query contradicts is listed with both values.
+func TestRefundQueryDiscrepancies(t *testing.T) {
+	q := &RefundQueryResponse{OutTradeNo: "o1", Refunds: []RefundEntry{
+		{OutRefundNo: "r0", RefundID: "5000", RefundFee: 10, RefundStatus: "SUCCESS"},
+		{OutRefundNo: "r1", RefundID: "5001", RefundFee: 30, RefundStatus: "SUCCESS"},
+	}}
+	agree := RefundNotice{OutRefundNo: "r1", RefundID: "5001", OutTradeNo: "o1", RefundFee: 30, Status: "SUCCESS"}
+	tests := []struct {
+		name   string
+		change func(n *RefundNotice)
+		want   map[string]event.Discrepancy
+	}{
+		{"agrees", nil, nil},
+		{"another refund_id", func(n *RefundNotice) { n.RefundID = "5009" }, map[string]event.Discrepancy{"refund_id": {Queried: "5001", Notification: "5009"}}},
+		{"another order", func(n *RefundNotice) { n.OutTradeNo = "o2" }, map[string]event.Discrepancy{"out_trade_no": {Queried: "o1", Notification: "o2"}}},
+		{"another amount", func(n *RefundNotice) { n.RefundFee = 31 }, map[string]event.Discrepancy{"refund_fee": {Queried: int64(30), Notification: int64(31)}}},
+		{"another status", func(n *RefundNotice) { n.Status = "REFUNDCLOSE" }, map[string]event.Discrepancy{"refund_status": {Queried: "SUCCESS", Notification: "REFUNDCLOSE"}}},
+		{"a refund the query does not list", func(n *RefundNotice) { n.OutRefundNo = "r9" }, map[string]event.Discrepancy{"out_refund_no": {Queried: "", Notification: "r9"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := agree
+			if tt.change != nil {
+				tt.change(&n)
+			}
+			if got := RefundQueryDiscrepancies(q, q.Entry(n.OutRefundNo), &n); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("RefundQueryDiscrepancies = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// The notify URL rule, the same for notify_url, refund_notify_url and a
+// refund's own notify_url.
+func TestCheckNotifyURL(t *testing.T) {
+	tests := []struct {
+		url    string
+		policy HTTPNotify
+		says   string // "" when accepted
+	}{
+		{"https://pay.example.com/wxpay/notify", HTTPNotifyNever, ""},
+		{"http://pay.example.com/wxpay/notify", HTTPNotifyNever, "must be https"},
+		{"http://127.0.0.1:8080/wxpay/notify", HTTPNotifyLoopback, ""},
+		{"http://LOCALHOST.:8080/wxpay/notify", HTTPNotifyLoopback, ""},
+		{"http://pay.example.com/wxpay/notify", HTTPNotifyLoopback, "only on a loopback address"},
+		{"http://pay.example.com/wxpay/notify", HTTPNotifyAny, ""},
+		{"https://pay.example.com/notify?a=1", HTTPNotifyNever, "query string"},
+		{"https://pay.example.com/notify?", HTTPNotifyNever, "query string"},
+		{"/wxpay/notify", HTTPNotifyAny, "not an absolute URL"},
+		{"ftp://pay.example.com/notify", HTTPNotifyAny, "must be https"},
+		{"", HTTPNotifyAny, "is required"},
+	}
+	for _, tt := range tests {
+		err := CheckNotifyURL("notify_url", tt.url, tt.policy)
+		if (tt.says == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.says)) {
+			t.Errorf("CheckNotifyURL(%q, %d) = %v, want %q", tt.url, tt.policy, err, tt.says)
+		}
+	}
+	for host, want := range map[string]bool{"localhost": true, "LocalHost": true, "localhost.": true, "127.0.0.2": true, "::1": true,
+		"localhost.example.com": false, "10.0.0.1": false, "": false} {
+		if IsLoopback(host) != want {
+			t.Errorf("IsLoopback(%q) = %v", host, !want)
+		}
+	}
+}

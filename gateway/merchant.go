@@ -19,6 +19,9 @@ type Merchant struct {
 	// RefundNotifyURL is where WeChat sends refund notifications, unless a
 	// refund names its own.
 	RefundNotifyURL string
+	// HTTPNotify says when a notify URL may be plain http (a refund's own
+	// is checked with it too).
+	HTTPNotify HTTPNotify
 	// API speaks WeChat Pay's protocol for this merchant.
 	API Protocol
 }

@@ -34,12 +34,13 @@ var Beijing = time.FixedZone("CST", 8*60*60)
 // call to WeChat; with other content, or once paid, it is refused as
 // WeChat would refuse it. clientIP is the default spbill_create_ip.
 //
-// With a ledger, a new order is recorded before WeChat is asked, so that
-// no order WeChat knows is missing from the ledger (its notification is
-// then always checked, and the reconciler sees it), and its prepay_id
-// after: an order that cannot be recorded is not placed, and one whose
-// prepay_id cannot be recorded is answered 503 without it (asked again, it
-// is placed again: WeChat answers the same order the same way).
+// With a ledger, no pay parameters (prepay_id, code_url, mweb_url) are
+// handed out before the order is recorded with them: an order that cannot
+// be recorded is answered 503 without them, so that no order anyone can pay
+// is missing from the ledger (its notification is always checked against
+// it, and the reconciliation sees it). WeChat then knows an order nobody
+// can pay; asked again with the same content, it answers the same order,
+// which is then recorded.
 func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
 	o, err := m.newOrder(req, clientIP)
 	if err != nil {
@@ -53,24 +54,6 @@ func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest
 		switch {
 		case errors.Is(err, ledger.ErrNotFound):
 			known = nil
-			lo := &ledger.Order{
-				MchID: m.MchID, OutTradeNo: o.OutTradeNo, AppID: o.AppID, TradeType: o.TradeType,
-				TotalFee: o.TotalFee, ContentHash: hash, State: ledger.OrderNotPay,
-				CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
-			}
-			if s.reconcileDelay > 0 {
-				lo.NextCheckAt = now.Add(s.reconcileDelay)
-			}
-			switch err := s.ledger.PutOrder(ctx, lo); {
-			case errors.Is(err, ledger.ErrExists):
-				// Placed at the same moment by another request: answer
-				// as the order recorded.
-				if known, err = s.ledger.GetOrder(ctx, m.MchID, o.OutTradeNo); err != nil {
-					return nil, storageError("the order could not be read back", err)
-				}
-			case err != nil:
-				return nil, storageError("the order could not be recorded, so it was not placed", err)
-			}
 		case err != nil:
 			return nil, storageError("the order ledger could not be read, so the order was not placed", err)
 		}
@@ -90,22 +73,22 @@ func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest
 		return nil, err
 	}
 	if s.ledger != nil {
-		if known != nil && known.PrepayID != "" {
-			// A new prepay_id for an order recorded with an expired one:
-			// it lives from now on.
-			lo := *known
-			lo.PrepayID, lo.CodeURL, lo.MWebURL = p.PrepayID, p.CodeURL, p.MWebURL
-			lo.CreatedAt, lo.ExpiresAt, lo.UpdatedAt = now, expiry(o, now), now
-			lo.NextCheckAt, lo.Checks = time.Time{}, 0
-			if s.reconcileDelay > 0 {
-				lo.NextCheckAt = now.Add(s.reconcileDelay)
-			}
-			err = s.ledger.ReplaceOrder(ctx, &lo)
-		} else {
-			err = s.ledger.SetOrderPrepay(ctx, m.MchID, o.OutTradeNo, p.PrepayID, p.CodeURL, p.MWebURL, now)
+		lo := &ledger.Order{
+			MchID: m.MchID, OutTradeNo: o.OutTradeNo, AppID: o.AppID, TradeType: o.TradeType,
+			TotalFee: o.TotalFee, ContentHash: hash, PrepayID: p.PrepayID, CodeURL: p.CodeURL,
+			MWebURL: p.MWebURL, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
 		}
-		if err != nil {
-			return nil, storageError("WeChat has the order, but its prepay_id could not be recorded; place it again", err)
+		if s.reconcileDelay > 0 {
+			lo.NextCheckAt = now.Add(s.reconcileDelay)
+		}
+		if known != nil {
+			lo.State = known.State
+			err = s.ledger.ReplaceOrder(ctx, lo)
+		} else {
+			err = s.ledger.PutOrder(ctx, lo)
+		}
+		if err != nil && !errors.Is(err, ledger.ErrExists) {
+			return nil, storageError("the order could not be recorded, so its pay parameters are not handed out; place it again", err)
 		}
 	}
 	return orderResponse(m, o, p, now)

@@ -31,6 +31,8 @@ func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (
 	}
 	if r.NotifyURL == "" {
 		r.NotifyURL = m.RefundNotifyURL
+	} else if err := CheckNotifyURL("notify_url", r.NotifyURL, m.HTTPNotify); err != nil {
+		return nil, BadRequest("%v", err)
 	}
 	if err := m.API.ValidateRefund(&r); err != nil {
 		return nil, err
@@ -72,9 +74,17 @@ func (s *Service) QueryRefund(ctx context.Context, m *Merchant, outRefundNo, app
 
 // AcceptRefundNotification takes one of WeChat's refund notifications for
 // merchant m as AcceptPaymentNotification takes a payment's: verify
-// (decrypt), check the merchant, cross-check the amount against the refund
-// placed (a disagreement is stored as refund.mismatch and changes nothing),
-// store the event with the refund's new state, then reply.
+// (decrypt), check the merchant, confirm it with WeChat's refund query,
+// cross-check the amount against the refund placed (a disagreement with
+// either is stored as refund.mismatch and changes nothing), store the event
+// with the refund's new state, then reply.
+//
+// API v2's refund notification is encrypted but not signed (AES-ECB: blocks
+// of observed notifications can be spliced) and its outer mch_id and appid
+// are not authenticated: its facts are believed only once WeChat's answer
+// to a signed query confirms them. A query that cannot be made, or that
+// finds the refund still under way, is answered with a refusal so that
+// WeChat notifies again; nothing is stored.
 func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n Notification) Reply {
 	rn, err := m.API.ParseRefundNotification(n.Header, n.Body)
 	if err != nil {
@@ -85,16 +95,36 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 			fmt.Errorf("refund notification for mch_id %q appid %q reached merchant %s", rn.MchID, rn.AppID, m.Name))
 	}
 	now := s.now()
-	ev, err := event.NewRefund(rn.MchID, rn.RefundID, rn.Status, rn.Data, now)
+	ev, err := event.NewRefund(m.MchID, rn.RefundID, rn.Status, rn.Data, now)
 	if err != nil {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
+	}
+	q, err := m.API.QueryRefund(ctx, rn.AppID, rn.OutRefundNo)
+	switch {
+	case callErrorKind(err) == NotFound:
+		// WeChat knows no such refund: a forged or spliced notification.
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "the refund is unknown to WeChat", err)
+	case err != nil:
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "the refund could not be confirmed with WeChat", err)
+	}
+	entry := q.Entry(rn.OutRefundNo)
+	if entry != nil && entry.RefundStatus == RefundStatusProcessing {
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "the refund is still under way at WeChat",
+			fmt.Errorf("refund %s notified %s, WeChat's query says PROCESSING", rn.OutRefundNo, rn.Status))
+	}
+	confirmed := true
+	if diff := RefundQueryDiscrepancies(q, entry, rn); diff != nil {
+		confirmed = false
+		ev.MarkMismatch(event.RefundMismatch, diff)
+		s.logger.Error("refund notification disagrees with WeChat's refund query: forwarded as refund.mismatch",
+			zap.String("merchant", m.Name), zap.String("out_refund_no", rn.OutRefundNo), zap.Any("mismatch", diff))
 	}
 	if s.ledger == nil {
 		if reply, ok := s.deliverBeforeReply(ctx, m, n, ev); !ok {
 			return reply
 		}
 	} else {
-		created, err := s.recordRefund(ctx, m, rn, ev, now)
+		created, err := s.recordRefund(ctx, m, rn, ev, now, confirmed)
 		if err != nil {
 			return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err)
 		}
@@ -112,7 +142,9 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 // new state in one transaction; when the amounts disagree (the ledger
 // compares them in the transaction and hands the refund back), the event
 // is stored as refund.mismatch instead and the refund is left as it was.
-func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotice, ev *event.Event, now time.Time) (bool, error) {
+// A notification WeChat's query did not confirm (confirmed false: ev is a
+// refund.mismatch already) changes no refund.
+func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotice, ev *event.Event, now time.Time, confirmed bool) (bool, error) {
 	record := func(change ledger.Change) (bool, error) {
 		payload, err := ev.Marshal()
 		if err != nil {
@@ -122,6 +154,9 @@ func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotic
 			ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: rn.OutTradeNo, TransactionID: rn.TransactionID,
 			Payload: payload, CreatedAt: now, NextAttemptAt: now,
 		}, change)
+	}
+	if !confirmed {
+		return record(ledger.Change{})
 	}
 	created, err := record(ledger.Change{Refund: &ledger.RefundUpdate{
 		OutRefundNo: rn.OutRefundNo, State: rn.Status, RefundID: rn.RefundID, RefundFee: rn.RefundFee}})
@@ -137,6 +172,37 @@ func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotic
 	s.logger.Error("refund notification disagrees with the refund placed: forwarded as refund.mismatch",
 		zap.String("out_refund_no", rn.OutRefundNo), zap.Int64("refund_fee_placed", me.Refund.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
 	return record(ledger.Change{})
+}
+
+// RefundQueryDiscrepancies lists where a refund notification disagrees with
+// WeChat's answer to the refund query (q, and entry, the refund of q named
+// by the notification's out_refund_no, nil when q has none): the refund
+// itself, its refund_id, order, amount and status. It is nil when they
+// agree.
+func RefundQueryDiscrepancies(q *RefundQueryResponse, entry *RefundEntry, n *RefundNotice) map[string]event.Discrepancy {
+	if entry == nil {
+		return map[string]event.Discrepancy{"out_refund_no": {Queried: "", Notification: n.OutRefundNo}}
+	}
+	var diff map[string]event.Discrepancy
+	add := func(field string, queried, notified any) {
+		if diff == nil {
+			diff = map[string]event.Discrepancy{}
+		}
+		diff[field] = event.Discrepancy{Queried: queried, Notification: notified}
+	}
+	if entry.RefundID != n.RefundID {
+		add("refund_id", entry.RefundID, n.RefundID)
+	}
+	if q.OutTradeNo != "" && q.OutTradeNo != n.OutTradeNo {
+		add("out_trade_no", q.OutTradeNo, n.OutTradeNo)
+	}
+	if entry.RefundFee != n.RefundFee {
+		add("refund_fee", entry.RefundFee, n.RefundFee)
+	}
+	if entry.RefundStatus != n.Status {
+		add("refund_status", entry.RefundStatus, n.Status)
+	}
+	return diff
 }
 
 // RefundDiscrepancies lists where a refund notification disagrees with the

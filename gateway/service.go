@@ -16,7 +16,6 @@ type Ledger interface {
 	GetOrder(ctx context.Context, mchID, outTradeNo string) (*ledger.Order, error)
 	PutOrder(ctx context.Context, o *ledger.Order) error
 	ReplaceOrder(ctx context.Context, o *ledger.Order) error
-	SetOrderPrepay(ctx context.Context, mchID, outTradeNo, prepayID, codeURL, mwebURL string, now time.Time) error
 	MayHoldOrder(mchID, outTradeNo string) bool
 	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
 	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error

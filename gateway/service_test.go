@@ -651,62 +651,37 @@ func TestReconcilerSettlesFailedAttempts(t *testing.T) {
 	}
 }
 
-// A new order is recorded before WeChat is asked: one that cannot be
-// recorded is not placed (WeChat never sees it), and one WeChat did not
-// answer is still in the ledger for the reconciler.
-func TestOrderRecordedBeforeWeChat(t *testing.T) {
+// failingPut is the real ledger, failing to record orders.
+type failingPut struct{ ledger.Store }
+
+func (failingPut) PutOrder(context.Context, *ledger.Order) error { return errors.New("disk full") }
+
+// No pay parameters are handed out for an order the ledger could not
+// record (503): nobody can pay an order the ledger does not know. Asked
+// again, WeChat answers the same order, which is then recorded.
+func TestOrderNotRecordedNotHandedOut(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
-	e.sim.FailNext(wxpaysim.APIUnifiedOrder, 1, "SYSTEMERROR")
-	if _, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "b1", TotalFee: 100, Body: "书",
-		TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "127.0.0.1"); gateway.ErrorFor(err).Code != "SYSTEMERROR" {
-		t.Fatalf("WeChat's refusal: %v", err)
+	req := &gateway.OrderRequest{OutTradeNo: "c1", TotalFee: 100, Body: "b", TradeType: gateway.TradeTypeNative, ProductID: "p"}
+	failing := gateway.New(gateway.Config{Ledger: failingPut{e.store}, Now: e.clock.Now})
+	resp, err := failing.PlaceOrder(ctx, e.merchant, req, "127.0.0.1")
+	if ge := gateway.ErrorFor(err); resp != nil || ge.Status != http.StatusServiceUnavailable || ge.Code != "STORAGE_UNAVAILABLE" {
+		t.Fatalf("an order not recorded: %+v, %v", resp, err)
 	}
-	if o, err := e.store.GetOrder(ctx, mchID, "b1"); err != nil || o.State != ledger.OrderNotPay || o.PrepayID != "" || o.NextCheckAt.IsZero() {
-		t.Fatalf("the order WeChat refused: %+v, %v", o, err)
+	so, ok := e.sim.Order(mchID, "c1")
+	if !ok || strings.Contains(ge(err), so.CodeURL) {
+		t.Fatalf("WeChat's order %+v; the answer: %v", so, err)
 	}
-	// Asked again, it is placed and its prepay_id recorded.
-	resp := e.place("b1", 100)
-	if o, _ := e.store.GetOrder(ctx, mchID, "b1"); o.PrepayID != resp.PrepayID {
-		t.Fatalf("the order placed again: %+v", o)
+	resp, err = e.svc.PlaceOrder(ctx, e.merchant, req, "127.0.0.1")
+	if err != nil || resp.CodeURL != so.CodeURL {
+		t.Fatalf("asked again: %+v, %v", resp, err)
 	}
-
-	// The ledger closed: the order is refused before WeChat is asked.
-	before := len(e.sim.Orders())
-	if err := e.store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	_, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "b2", TotalFee: 100, Body: "b",
-		TradeType: gateway.TradeTypeJSAPI, OpenID: openID}, "127.0.0.1")
-	if ge := gateway.ErrorFor(err); ge.Status != http.StatusServiceUnavailable || ge.Code != "STORAGE_UNAVAILABLE" {
-		t.Fatalf("with the ledger closed: %v", err)
-	}
-	if n := len(e.sim.Orders()); n != before {
-		t.Fatalf("WeChat saw an order the ledger could not record")
+	if o, err := e.store.GetOrder(ctx, mchID, "c1"); err != nil || o.PrepayID != so.PrepayID {
+		t.Fatalf("the order recorded: %+v, %v", o, err)
 	}
 }
 
-// failingPrepay is the real ledger, failing to record prepay_ids.
-type failingPrepay struct{ ledger.Store }
-
-func (failingPrepay) SetOrderPrepay(context.Context, string, string, string, string, string, time.Time) error {
-	return errors.New("disk full")
-}
-
-// A prepay_id that cannot be recorded is not handed out (503): nobody can
-// pay an order the ledger does not know the prepay_id of.
-func TestPrepayNotRecordedNotHandedOut(t *testing.T) {
-	e := newEnv(t, true, nil)
-	svc := gateway.New(gateway.Config{Ledger: failingPrepay{e.store}, Now: e.clock.Now})
-	resp, err := svc.PlaceOrder(context.Background(), e.merchant, &gateway.OrderRequest{OutTradeNo: "c1", TotalFee: 100, Body: "b",
-		TradeType: gateway.TradeTypeNative, ProductID: "p"}, "127.0.0.1")
-	if ge := gateway.ErrorFor(err); resp != nil || ge.Status != http.StatusServiceUnavailable || strings.Contains(ge.Message, "weixin://") {
-		t.Fatalf("a prepay_id not recorded: %+v, %v", resp, err)
-	}
-	if o, err := e.store.GetOrder(context.Background(), mchID, "c1"); err != nil || o.PrepayID != "" {
-		t.Fatalf("the order: %+v, %v", o, err)
-	}
-}
+func ge(err error) string { return gateway.ErrorFor(err).Message }
 
 // mispredicting is the real ledger with its order-key prediction wrong
 // every time: the ledger refuses each wrongly labelled event, and the
@@ -768,4 +743,90 @@ func signedPayment(t *testing.T, no string, fee int64, tx string) []byte {
 		t.Fatal(err)
 	}
 	return body
+}
+
+// refundNotification is an encrypted refund notification for the demo
+// merchant.
+func refundNotification(t *testing.T, info wxpay.Params) []byte {
+	t.Helper()
+	reqInfo, err := wxpay.EncryptRefundInfo(info, apiKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := wxpay.EncodeXML(wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "appid", Value: appID},
+		{Name: "mch_id", Value: mchID}, {Name: "nonce_str", Value: "n"}, {Name: "req_info", Value: reqInfo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// A refund notification is believed only once WeChat's refund query
+// confirms it: a refund WeChat does not know is refused, a query that
+// fails is answered FAIL (WeChat retries) with nothing stored, and facts
+// the query contradicts are forwarded as refund.mismatch, the refund left
+// as it was.
+func TestRefundNotificationConfirmedByQuery(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("rq1", 1000)
+	pay, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("rq1", 1)
+	// A refund WeChat never made: refused, nothing stored.
+	forged := refundNotification(t, wxpay.Params{{Name: "out_refund_no", Value: "nope1"}, {Name: "refund_id", Value: "50000000000000000001"},
+		{Name: "transaction_id", Value: pay.TransactionID}, {Name: "out_trade_no", Value: "rq1"}, {Name: "total_fee", Value: "1000"},
+		{Name: "refund_fee", Value: "1000"}, {Name: "settlement_refund_fee", Value: "1000"}, {Name: "refund_status", Value: "SUCCESS"}})
+	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: forged}); reply.Status != http.StatusBadRequest {
+		t.Fatalf("a refund WeChat does not know: %d %s", reply.Status, reply.Body)
+	}
+	rr, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rq1", OutRefundNo: "rf-q1", TotalFee: 1000, RefundFee: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if r, _ := e.store.GetRefund(ctx, mchID, "rf-q1"); r.State == ledger.RefundSuccess {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refund's notification never settled it")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	info := func(fee, status string) []byte {
+		return refundNotification(t, wxpay.Params{{Name: "out_refund_no", Value: "rf-q1"}, {Name: "refund_id", Value: rr.RefundID},
+			{Name: "transaction_id", Value: pay.TransactionID}, {Name: "out_trade_no", Value: "rq1"}, {Name: "total_fee", Value: "1000"},
+			{Name: "refund_fee", Value: fee}, {Name: "settlement_refund_fee", Value: fee}, {Name: "refund_status", Value: status}})
+	}
+	before := len(e.eventsOf("rq1"))
+	// The query fails: FAIL, nothing stored.
+	e.sim.FailNext(wxpaysim.APIRefundQuery, 1, "SYSTEMERROR")
+	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: info("200", "CHANGE")}); reply.Status != http.StatusServiceUnavailable {
+		t.Fatalf("a failed query: %d %s", reply.Status, reply.Body)
+	}
+	if n := len(e.eventsOf("rq1")); n != before {
+		t.Fatalf("a notification not confirmed was stored (%d events, %d before)", n, before)
+	}
+	// The query contradicts the status (a spliced req_info, say): mismatch.
+	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: info("200", "CHANGE")}); reply.Status != http.StatusOK {
+		t.Fatalf("a contradicted notification: %d %s", reply.Status, reply.Body)
+	}
+	ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, rr.RefundID, "CHANGE"))
+	if err != nil || ev.Type != event.RefundMismatch {
+		t.Fatalf("the contradicted notification's event: %+v, %v", ev, err)
+	}
+	var p struct {
+		Data struct {
+			Mismatch map[string]event.Discrepancy
+		}
+	}
+	if err := json.Unmarshal(ev.Payload, &p); err != nil || p.Data.Mismatch["refund_status"].Queried != "SUCCESS" || p.Data.Mismatch["refund_status"].Notification != "CHANGE" {
+		t.Fatalf("mismatch %+v, %v", p.Data.Mismatch, err)
+	}
+	if r, _ := e.store.GetRefund(ctx, mchID, "rf-q1"); r.State != ledger.RefundSuccess {
+		t.Fatalf("a contradicted notification changed the refund to %s", r.State)
+	}
 }

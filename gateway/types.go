@@ -155,6 +155,16 @@ type RefundQueryResponse struct {
 	Refunds       []RefundEntry `json:"refunds"`
 }
 
+// Entry is the refund of q numbered outRefundNo, nil when q has none.
+func (q *RefundQueryResponse) Entry(outRefundNo string) *RefundEntry {
+	for i := range q.Refunds {
+		if q.Refunds[i].OutRefundNo == outRefundNo {
+			return &q.Refunds[i]
+		}
+	}
+	return nil
+}
+
 // RefundEntry is one refund of an order.
 type RefundEntry struct {
 	OutRefundNo  string `json:"out_refund_no"`

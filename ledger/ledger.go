@@ -233,9 +233,6 @@ type Store interface {
 	// ReplaceOrder overwrites an existing order (e.g. a new prepay_id after
 	// expiry); ErrNotFound if absent.
 	ReplaceOrder(ctx context.Context, o *Order) error
-	// SetOrderPrepay records what WeChat answered an order (its
-	// prepay_id, code_url, mweb_url); ErrNotFound if absent.
-	SetOrderPrepay(ctx context.Context, mchID, outTradeNo, prepayID, codeURL, mwebURL string, now time.Time) error
 	// MayHoldOrder reports whether the ledger may hold an order, without
 	// waiting for the database: false when it surely does not (an
 	// engine's filter of the order keys said so), true otherwise. For

@@ -46,9 +46,8 @@ const (
 	qSetOrderState = `UPDATE orders SET state = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?
 		AND state NOT IN ('` + OrderPaid + `', '` + OrderMismatch + `')
 		AND (? NOT IN ('` + OrderNotPay + `', '` + OrderPayError + `', '` + OrderClosed + `') OR ` + openOrders + `)`
-	qOrderExists    = `SELECT 1 FROM orders WHERE mch_id = ? AND out_trade_no = ?`
-	qScheduleCheck  = `UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`
-	qSetOrderPrepay = `UPDATE orders SET prepay_id = ?, code_url = ?, mweb_url = ?, updated_at = ? WHERE mch_id = ? AND out_trade_no = ?`
+	qOrderExists   = `SELECT 1 FROM orders WHERE mch_id = ? AND out_trade_no = ?`
+	qScheduleCheck = `UPDATE orders SET next_check_at = ?, checks = ? WHERE mch_id = ? AND out_trade_no = ?`
 
 	// qPutRefundHead (with the insert-if-absent clause) records a refund.
 	qPutRefundHead = `INSERT INTO refunds (` + refundCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -142,7 +141,6 @@ func dueQuery(d dialect, n int) string {
 // stmts are the ledger's prepared statements.
 type stmts struct {
 	getOrder, putOrder, replaceOrder, setOrderState *stmt
-	setOrderPrepay                                  *stmt
 	setRefundState, getRefund                       *stmt
 	insertEvent, insertHeldEvent, replay            *stmt
 	getEvent, getAttempts, orderExists              *stmt
@@ -165,7 +163,6 @@ func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
 	p(&st.putOrder, qPutOrderHead+d.insertIgnore("mch_id, out_trade_no"))
 	p(&st.replaceOrder, qReplaceOrder)
 	p(&st.setOrderState, qSetOrderState)
-	p(&st.setOrderPrepay, qSetOrderPrepay)
 	p(&st.setRefundState, qSetRefundState)
 	p(&st.getRefund, qGetRefund)
 	p(&st.insertEvent, qInsertEventHead+d.insertIgnore("id"))

@@ -183,23 +183,6 @@ func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
 	return nil
 }
 
-func (s *sqlStore) SetOrderPrepay(ctx context.Context, mchID, outTradeNo, prepayID, codeURL, mwebURL string, now time.Time) error {
-	if now.IsZero() {
-		now = s.now().UTC()
-	}
-	err := s.checkOpen()
-	if err == nil {
-		nowNs := toNs(now)
-		err = s.e.write(ctx, func(t *txn) error {
-			return execOne(t.ctx, t.stmt(s.st.setOrderPrepay), ErrNotFound, prepayID, codeURL, mwebURL, nowNs, mchID, outTradeNo)
-		}, false)
-	}
-	if err != nil {
-		return fmt.Errorf("ledger: set order %s/%s prepay_id: %w", mchID, outTradeNo, err)
-	}
-	return nil
-}
-
 func (s *sqlStore) MayHoldOrder(mchID, outTradeNo string) bool {
 	return !s.e.orderAbsent(mchID, outTradeNo)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -14,14 +15,33 @@ const DisasterRecoveryEndpoint = "https://api2.mch.weixin.qq.com"
 
 // DefaultFailoverEndpoint returns the failover twin of endpoint:
 // DisasterRecoveryEndpoint for WeChat's own host (DefaultEndpoint, or "" which
-// means it), and "" — no failover — for any other endpoint, such as a
+// means it; the host compared in any case, with or without the root's
+// trailing dot), and "" — no failover — for any other endpoint, such as a
 // simulator or a regional host, whose twin this package cannot know.
 func DefaultFailoverEndpoint(endpoint string) string {
 	e := strings.TrimSuffix(endpoint, "/")
-	if e == "" || strings.EqualFold(e, DefaultEndpoint) {
+	if e == "" {
+		return DisasterRecoveryEndpoint
+	}
+	u, err := url.Parse(e)
+	if err == nil && strings.EqualFold(u.Scheme, "https") && u.Port() == "" && (u.Path == "" || u.Path == "/") &&
+		canonicalHost(u.Hostname()) == "api.mch.weixin.qq.com" {
 		return DisasterRecoveryEndpoint
 	}
 	return ""
+}
+
+// IsWeChatHost reports whether host is WeChat's (weixin.qq.com or a host
+// under it: api.mch.weixin.qq.com, api2.…, the regional apihk.…, apius.…),
+// compared in any case and with or without the root's trailing dot.
+func IsWeChatHost(host string) bool {
+	h := canonicalHost(host)
+	return h == "weixin.qq.com" || strings.HasSuffix(h, ".weixin.qq.com")
+}
+
+// canonicalHost is host in lower case without the root's trailing dot.
+func canonicalHost(host string) string {
+	return strings.ToLower(strings.TrimSuffix(host, "."))
 }
 
 // callMode says whether a call may be repeated.

@@ -404,3 +404,29 @@ func TestFailoverRefundSystemError(t *testing.T) {
 		}
 	}
 }
+
+// WeChat's hosts are recognised in any case and with the root's trailing
+// dot, for the failover twin and for the notify URL rule.
+func TestWeChatHosts(t *testing.T) {
+	for host, want := range map[string]bool{
+		"api.mch.weixin.qq.com": true, "API.MCH.WEIXIN.QQ.COM": true, "api.mch.weixin.qq.com.": true,
+		"api2.mch.weixin.qq.com": true, "apihk.mch.weixin.qq.com": true, "pay.weixin.qq.com": true,
+		"weixin.qq.com.example.com": false, "evilweixin.qq.com": false, "127.0.0.1": false, "": false,
+	} {
+		if IsWeChatHost(host) != want {
+			t.Errorf("IsWeChatHost(%q) = %v", host, !want)
+		}
+	}
+	for endpoint, want := range map[string]string{
+		"":                                DisasterRecoveryEndpoint,
+		"https://api.mch.weixin.qq.com":   DisasterRecoveryEndpoint,
+		"https://API.MCH.WEIXIN.QQ.COM/":  DisasterRecoveryEndpoint,
+		"https://api.mch.weixin.qq.com.":  DisasterRecoveryEndpoint,
+		"https://apihk.mch.weixin.qq.com": "",
+		"http://127.0.0.1:8081":           "",
+	} {
+		if got := DefaultFailoverEndpoint(endpoint); got != want {
+			t.Errorf("DefaultFailoverEndpoint(%q) = %q, want %q", endpoint, got, want)
+		}
+	}
+}
