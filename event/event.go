@@ -25,8 +25,10 @@ import (
 
 // Headers of an event delivery.
 const (
-	// HeaderID carries the event id: the same for every retry and for
-	// every duplicate of one payment, so that the backend can deduplicate.
+	// HeaderID carries a copy of the body's id, for the backend's logs and
+	// routing. It is outside the signature: deduplicate on the body's id,
+	// which the signature covers (a captured delivery sent again with
+	// another Wxpay-Event-Id still verifies).
 	HeaderID = "Wxpay-Event-Id"
 	// HeaderTimestamp carries the Unix seconds when the attempt was sent.
 	HeaderTimestamp = "Wxpay-Timestamp"
@@ -214,18 +216,26 @@ var (
 	ErrStale        = errors.New("event: timestamp outside the tolerance")
 )
 
+// DefaultTolerance is how far a delivery's timestamp may be from now when
+// Verify is given no tolerance.
+const DefaultTolerance = 5 * time.Minute
+
 // Verify checks a delivery as a backend receives it: the signature over the
 // raw body, compared in constant time, and a timestamp within tolerance of
-// now (replays of old deliveries are refused; 0 disables the check).
+// now (DefaultTolerance when tolerance is not above zero: the check cannot
+// be turned off), so that old deliveries cannot be replayed. Deduplicate a
+// verified delivery on its body's id, never on the Wxpay-Event-Id header,
+// which the signature does not cover.
 func Verify(secret []byte, h http.Header, body []byte, tolerance time.Duration, now time.Time) error {
 	ts, err := strconv.ParseInt(h.Get(HeaderTimestamp), 10, 64)
 	if err != nil {
 		return fmt.Errorf("event: bad %s header", HeaderTimestamp)
 	}
-	if tolerance > 0 {
-		if d := now.Sub(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
-			return ErrStale
-		}
+	if tolerance <= 0 {
+		tolerance = DefaultTolerance
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
+		return ErrStale
 	}
 	want := Sign(secret, ts, body)
 	// The header may carry several comma-separated signatures (secret

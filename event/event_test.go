@@ -71,6 +71,20 @@ func TestVerify(t *testing.T) {
 	if err := Verify([]byte("other-secret-0123456"), h, body, 0, now); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("another secret: %v", err)
 	}
+	// No tolerance given is the default window, never none.
+	if err := Verify([]byte(secret), h, body, 0, now.Add(DefaultTolerance+time.Second)); !errors.Is(err, ErrStale) {
+		t.Fatalf("a stale delivery with tolerance 0: %v", err)
+	}
+	if err := Verify([]byte(secret), h, body, -1, now.Add(-DefaultTolerance+time.Second)); err != nil {
+		t.Fatalf("a fresh delivery with a negative tolerance: %v", err)
+	}
+	// The id header is outside the signature: the body's id is the one to
+	// trust.
+	replayed := h.Clone()
+	replayed.Set(HeaderID, "evt_forged")
+	if err := Verify([]byte(secret), replayed, body, 0, now); err != nil {
+		t.Fatalf("a replay with another id header: %v (it verifies: dedupe on the body's id)", err)
+	}
 }
 
 func TestNewPayment(t *testing.T) {
