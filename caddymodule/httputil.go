@@ -28,8 +28,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError answers {"error": {"code": "...", "message": "..."}} with the
-// error's status; its cause is never shown.
+// error's status; its cause is never shown. A 503 says when to try again.
 func writeError(w http.ResponseWriter, e *gateway.Error) {
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	writeJSON(w, e.Status, map[string]any{"error": map[string]string{"code": e.Code, "message": e.Message}})
 }
 

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
 )
 
@@ -298,5 +300,142 @@ func TestCrashMidBurst(t *testing.T) {
 	})
 	if bytes.Contains(out, []byte(testKey)) {
 		t.Fatal("the status shows the key")
+	}
+}
+
+// TestRequestsDuringStart: orders and notifications already arriving while
+// a real Caddy process starts (its HTTP server may listen before the wxpay
+// app has opened its ledger) are served after the ledger is open: none is
+// answered from a half-started gateway, every order answered 200 is in the
+// ledger, every notification answered SUCCESS is delivered, and a 503 says
+// when to retry.
+func TestRequestsDuringStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a caddy process")
+	}
+	bin := caddyBinary(t)
+	dir := t.TempDir()
+	backend := newBackend(t)
+	sim := wxpaysim.New(wxpaysim.Config{Merchants: []wxpaysim.Merchant{{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID}}}})
+	simSrv := httptest.NewServer(sim)
+	defer func() { sim.Close(); simSrv.Close() }()
+	gw := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	ledgerPath := filepath.Join(dir, "ledger.db")
+	cfgFile := filepath.Join(dir, "Caddyfile")
+	cfg := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+	wxpay {
+		merchant default {
+			mch_id      %s
+			app_id      %s
+			api_key     %s
+			notify_url  %s/wxpay/notify
+			insecure_notify_url
+			endpoint    %s
+		}
+		upstream %s {
+			secret %s
+		}
+		api_token %s
+		storage sqlite %s
+	}
+}
+%s {
+	wxpay
+}
+`, filepath.Join(dir, "data"), testMchID, testAppID, testKey, gw, simSrv.URL, backend.URL, testSecret, testToken, ledgerPath, gw)
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "caddy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+
+	// The clients start first, and keep trying until the port answers.
+	const workers = 8
+	type answer struct {
+		kind, no string
+		status   int
+		body     string
+		retry    string
+	}
+	answers := make(chan answer, 1000)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			client := &http.Client{Timeout: 20 * time.Second}
+			for i := 0; i < 10; i++ {
+				kind, no := "order", fmt.Sprintf("start%d-%d", w, i)
+				var req *http.Request
+				if i%2 == 1 {
+					kind = "notify"
+					doc := signedDoc(t, wxpay.Params{{Name: "return_code", Value: "SUCCESS"}, {Name: "result_code", Value: "SUCCESS"},
+						{Name: "appid", Value: testAppID}, {Name: "mch_id", Value: testMchID}, {Name: "nonce_str", Value: "n"},
+						{Name: "out_trade_no", Value: no}, {Name: "transaction_id", Value: fmt.Sprintf("42000000000000000000%02d%02d", w, i)},
+						{Name: "total_fee", Value: "100"}, {Name: "trade_type", Value: "APP"}}, testKey, wxpay.SignTypeMD5)
+					req, _ = http.NewRequest(http.MethodPost, gw+"/wxpay/notify", bytes.NewReader(doc))
+				} else {
+					js, _ := json.Marshal(map[string]any{"out_trade_no": no, "total_fee": 100, "body": "b", "trade_type": "APP"})
+					req, _ = http.NewRequest(http.MethodPost, gw+"/wxpay/orders", bytes.NewReader(js))
+					req.Header.Set("Authorization", "Bearer "+testToken)
+				}
+				for {
+					resp, err := client.Do(req.Clone(context.Background()))
+					if err != nil { // not listening yet
+						time.Sleep(2 * time.Millisecond)
+						if req.GetBody != nil {
+							req.Body, _ = req.GetBody()
+						}
+						continue
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					answers <- answer{kind, no, resp.StatusCode, string(b), resp.Header.Get("Retry-After")}
+					break
+				}
+			}
+		})
+	}
+	proc := &caddyProcess{t: t, bin: bin, config: cfgFile, log: logFile,
+		env: []string{"XDG_DATA_HOME=" + filepath.Join(dir, "xdg-data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "xdg-config")}}
+	proc.start(gw + "/")
+	wg.Wait()
+	close(answers)
+	var orders []string
+	notified := 0
+	for a := range answers {
+		switch {
+		case a.status == http.StatusServiceUnavailable && a.retry == "":
+			t.Errorf("%s %s: 503 without Retry-After", a.kind, a.no)
+		case a.kind == "order" && a.status == 200:
+			orders = append(orders, a.no)
+		case a.kind == "notify" && a.status == 200 && a.body == wxpay.NotifyReplySuccess:
+			notified++
+		case a.status != http.StatusServiceUnavailable:
+			t.Errorf("%s %s: %d %s", a.kind, a.no, a.status, a.body)
+		}
+	}
+	waitFor(t, "the notifications' events", 10*time.Second, func() bool { return len(backend.got()) >= notified })
+	proc.stop()
+	if logs, _ := os.ReadFile(logFile.Name()); bytes.Contains(logs, []byte("panic")) {
+		t.Fatalf("the gateway panicked:\n%s", logs)
+	}
+	st, err := ledger.OpenSQLite(context.Background(), ledger.SQLiteOptions{Path: ledgerPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, no := range orders {
+		if o, err := st.GetOrder(context.Background(), testMchID, no); err != nil || o.PrepayID == "" {
+			t.Errorf("order %s answered 200 is not in the ledger: %+v, %v", no, o, err)
+		}
+	}
+	t.Logf("%d orders and %d notifications served during and after the start", len(orders), notified)
+	if len(orders) == 0 || notified == 0 {
+		t.Fatal("nothing was served")
 	}
 }
