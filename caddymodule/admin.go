@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,6 +27,10 @@ func init() {
 //	GET  /wxpay/events[?state=pending|delivered|dead|held&mch_id=…&limit=…&before=<id>]
 //	GET  /wxpay/events/<id>           the event, its attempts, the backend's last answer
 //	POST /wxpay/events/<id>/replay    deliver it again (same id, same payload)
+//
+// The POST routes require Content-Type: application/json (the body may be
+// empty), as Caddy's /load does, so that a browser page cannot trigger them
+// cross-site.
 //	GET  /wxpay/delivery              paused or not, events per state, in flight
 //	POST /wxpay/delivery/pause
 //	POST /wxpay/delivery/resume
@@ -47,6 +52,17 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/wxpay/delivery", Handler: caddy.AdminHandlerFunc(a.delivery)},
 		{Pattern: "/wxpay/delivery/", Handler: caddy.AdminHandlerFunc(a.delivery)},
 	}
+}
+
+// requireJSON refuses a state-changing request that is not
+// Content-Type: application/json, as Caddy's own /load does: a page in a
+// browser on the host cannot send that cross-site without a CORS
+// preflight, which the admin endpoint does not grant.
+func requireJSON(r *http.Request) error {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return adminError(http.StatusUnsupportedMediaType, "unacceptable content-type %q: 'application/json' required (the body may be empty)", r.Header.Get("Content-Type"))
+	}
+	return nil
 }
 
 // adminError is an admin API answer with status, in Caddy's admin error
@@ -197,6 +213,9 @@ func (adminAPI) event(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeAdminJSON(w, v)
 	case action == "replay" && r.Method == http.MethodPost:
+		if err := requireJSON(r); err != nil {
+			return err
+		}
 		err := h.events.Replay(r.Context(), id, h.app.now())
 		if errors.Is(err, ledger.ErrNotFound) {
 			return adminError(http.StatusNotFound, "no event %s", id)
@@ -220,8 +239,14 @@ func (adminAPI) delivery(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case r.URL.Path == "/wxpay/delivery" && r.Method == http.MethodGet:
 	case r.URL.Path == "/wxpay/delivery/pause" && r.Method == http.MethodPost:
+		if err := requireJSON(r); err != nil {
+			return err
+		}
 		h.worker.Pause()
 	case r.URL.Path == "/wxpay/delivery/resume" && r.Method == http.MethodPost:
+		if err := requireJSON(r); err != nil {
+			return err
+		}
 		h.worker.Resume()
 	default:
 		return adminError(http.StatusNotFound, "use GET /wxpay/delivery, POST /wxpay/delivery/pause or /resume")
@@ -230,11 +255,18 @@ func (adminAPI) delivery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return adminError(http.StatusInternalServerError, "counting events: %v", err)
 	}
-	return writeAdminJSON(w, map[string]any{
-		"paused":    h.worker.Paused(),
-		"in_flight": h.worker.InFlight(),
-		"events":    counts,
-	})
+	status := map[string]any{
+		"paused":     h.worker.Paused(),
+		"delivering": false,
+		"in_flight":  h.worker.InFlight(),
+		"events":     counts,
+	}
+	sending, why := h.worker.Sending()
+	status["delivering"] = sending && !h.worker.Paused()
+	if !sending {
+		status["not_delivering"] = why
+	}
+	return writeAdminJSON(w, status)
 }
 
 // Interface guards

@@ -168,8 +168,13 @@ func (a *App) Start() error {
 			return fmt.Errorf("wxpay: %w", err)
 		}
 		a.ledger = h
+		// The worker, shared with the configuration this one replaces,
+		// always sends with this configuration's upstream: with none,
+		// events wait in the outbox.
 		if a.webhook != nil {
 			h.worker.SetSender(a.webhook, a.policy)
+		} else {
+			h.worker.ClearSender("the running configuration has no upstream: events wait in the ledger")
 		}
 		h.worker.Start()
 		cfg.Ledger, cfg.Outbox = h.store, h.worker

@@ -86,7 +86,11 @@ func cmdWxpay(fl caddycmd.Flags) (int, error) {
 	default:
 		return caddy1(fmt.Errorf("unknown wxpay command %q (events, event, replay, status, pause, resume)", args[0]))
 	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, path, nil, nil)
+	var headers http.Header
+	if method == http.MethodPost {
+		headers = http.Header{"Content-Type": {"application/json"}}
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, path, headers, nil)
 	if err != nil {
 		return caddy1(err)
 	}

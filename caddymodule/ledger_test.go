@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,9 @@ func (g *gateway) placeAndPay(t *testing.T, outTradeNo string, fee int, opts wxp
 func (g *gateway) adminDo(t *testing.T, method, path string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, g.admin+path, nil)
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json") // as caddy wxpay sends it
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -103,6 +107,27 @@ func TestStoredAckThenDeliveryWithRetries(t *testing.T) {
 	waitFor(t, "the replay", 5*time.Second, func() bool { return len(g.backend.got()) == 3 })
 	if r := g.backend.got()[2]; r.Header.Get("Wxpay-Event-Id") != id || !bytes.Equal(r.Body, got[0].Body) {
 		t.Fatal("the replay changed the event")
+	}
+
+	// A state-changing request shaped as a cross-site page can send it
+	// (no JSON content type) is refused, and changes nothing.
+	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
+		req, _ := http.NewRequest(http.MethodPost, g.admin+"/wxpay/delivery/pause", strings.NewReader(""))
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		req.Header.Set("Origin", "http://attacker.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Fatalf("a pause with Content-Type %q was taken: %d", ct, resp.StatusCode)
+		}
+	}
+	if _, body := g.adminDo(t, http.MethodGet, "/wxpay/delivery"); !bytes.Contains(body, []byte(`"paused": false`)) {
+		t.Fatalf("a refused pause paused delivery: %s", body)
 	}
 
 	// Pause holds deliveries back; resume lets them go.
@@ -245,4 +270,52 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A reload to a configuration without an upstream stops the shared worker
+// from delivering with the old one: events wait in the ledger, the status
+// says why, and a configuration with an upstream again delivers them.
+func TestReloadWithoutUpstream(t *testing.T) {
+	g := startGateway(t, gatewayOptions{admin: true})
+	var mu sync.Mutex
+	down := true
+	g.backend.setStatus(func(int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	g.placeAndPay(t, "noup1", 15, wxpaysim.PayOptions{})
+	waitFor(t, "a failed delivery", 5*time.Second, func() bool { return len(g.backend.got()) >= 1 })
+
+	noUpstream := regexp.MustCompile(`(?s)\n\t\tupstream [^\n]*\{.*?\n\t\t\}`).ReplaceAllString(g.cfg, "")
+	noUpstream = strings.Replace(noUpstream, "\twxpay\n\twxpay hmac {\n\t\tbase_path /hmac\n\t}\n", "\twxpay_checkout\n", 1)
+	if noUpstream == g.cfg || strings.Contains(noUpstream, "upstream ") {
+		t.Fatalf("could not remove the upstream:\n%s", noUpstream)
+	}
+	loadCaddyfile(t, noUpstream)
+	seen := len(g.backend.got())
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	time.Sleep(2500 * time.Millisecond) // past the first retry's backoff
+	if n := len(g.backend.got()); n != seen {
+		t.Fatalf("delivered with the old configuration's upstream after a reload without one (%d attempts, %d before)", n, seen)
+	}
+	status, body := g.adminDo(t, http.MethodGet, "/wxpay/delivery")
+	if status != 200 || !bytes.Contains(body, []byte(`"delivering": false`)) || !bytes.Contains(body, []byte(`no upstream`)) {
+		t.Fatalf("status without an upstream: %d %s", status, body)
+	}
+
+	loadCaddyfile(t, g.cfg)
+	waitFor(t, "delivery with an upstream again", 10*time.Second, func() bool {
+		for _, r := range g.backend.got()[seen:] {
+			if strings.Contains(string(r.Body), `"noup1"`) {
+				return true
+			}
+		}
+		return false
+	})
 }

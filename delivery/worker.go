@@ -110,9 +110,10 @@ func (c *Config) setDefaults() {
 
 // Worker delivers a ledger's outbox.
 type Worker struct {
-	cfg    Config
-	sender atomic.Pointer[senderBox]
-	paused atomic.Bool
+	cfg      Config
+	sender   atomic.Pointer[senderBox]
+	noSender atomic.Pointer[string] // why there is no sender, after ClearSender
+	paused   atomic.Bool
 
 	wake chan struct{}
 
@@ -154,6 +155,25 @@ func (w *Worker) SetSender(s Sender, p Policy) {
 	p.setDefaults()
 	w.sender.Store(&senderBox{s: s, p: p})
 	w.Notify()
+}
+
+// ClearSender stops deliveries until the next SetSender (a configuration
+// with no upstream): events wait in the outbox; attempts in flight finish.
+// why says so in Sending.
+func (w *Worker) ClearSender(why string) {
+	w.sender.Store(nil)
+	w.noSender.Store(&why)
+}
+
+// Sending reports whether the worker has a sender, and if not, why.
+func (w *Worker) Sending() (bool, string) {
+	if w.sender.Load() != nil {
+		return true, ""
+	}
+	if why := w.noSender.Load(); why != nil {
+		return false, *why
+	}
+	return false, "no upstream has been set yet"
 }
 
 // Start runs the dispatcher. It is a no-op when already started.
