@@ -27,13 +27,13 @@ func init() {
 //	GET  /wxpay/events[?state=pending|delivered|dead|held&mch_id=…&limit=…&before=<id>]
 //	GET  /wxpay/events/<id>           the event, its attempts, the backend's last answer
 //	POST /wxpay/events/<id>/replay    deliver it again (same id, same payload)
+//	GET  /wxpay/delivery              paused or not, delivering or not (and why), events per state, in flight
+//	POST /wxpay/delivery/pause
+//	POST /wxpay/delivery/resume
 //
 // The POST routes require Content-Type: application/json (the body may be
 // empty), as Caddy's /load does, so that a browser page cannot trigger them
 // cross-site.
-//	GET  /wxpay/delivery              paused or not, events per state, in flight
-//	POST /wxpay/delivery/pause
-//	POST /wxpay/delivery/resume
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.

@@ -125,3 +125,56 @@ http://127.0.0.1:%d {
 		}
 	})
 }
+
+// The simulator signs only with keys given to it, and never with a key a
+// merchant uses with WeChat itself (on a staging gateway that shares a
+// production key, it would mint notifications production accepts).
+func TestSimulatorRefusesRealKeys(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(endpoint, simMerchant string) string {
+		return fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+	wxpay {
+		merchant shop {
+			mch_id      1900000109
+			app_id      wxd930ea5d5a258f4f
+			api_key     {env.WXPAY_TEST_REAL_KEY}
+			notify_url  https://pay.example.com/wxpay/notify
+			%s
+		}
+		storage sqlite %s
+	}
+}
+http://127.0.0.1:%d {
+	wxpay_simulator {
+		%s
+	}
+}
+`, filepath.Join(dir, "data"), endpoint, filepath.Join(dir, "ledger.db"), freePort(t), simMerchant)
+	}
+	const real = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+	t.Setenv("WXPAY_TEST_REAL_KEY", real)
+	tests := []struct {
+		name, endpoint, merchant, says string
+	}{
+		{"no merchant lines", "", "time_scale 1", "no merchants"},
+		{"the key of a merchant on WeChat's default host", "", "merchant 1900000109 " + real + " wxd930ea5d5a258f4f", "never sign with a real key"},
+		{"the key of a merchant on WeChat's host, spelt otherwise", "endpoint https://API.MCH.WEIXIN.QQ.COM.", "merchant 1 {env.WXPAY_TEST_REAL_KEY} wx1", "never sign with a real key"},
+		{"the same key for a merchant on a simulator", "endpoint http://127.0.0.1:9", "merchant 1900000109 " + real + " wxd930ea5d5a258f4f", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tryLoadCaddyfile(cfg(tt.endpoint, tt.merchant))
+			if err == nil {
+				_ = caddy.Stop()
+			}
+			if (tt.says == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.says)) {
+				t.Fatalf("err = %v, want %q", err, tt.says)
+			}
+			if err != nil && strings.Contains(err.Error(), real) {
+				t.Fatalf("the error reveals the key: %v", err)
+			}
+		})
+	}
+}

@@ -8,13 +8,17 @@
 package simulator
 
 import (
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -49,15 +53,25 @@ func init() {
 // stand-in backend at /backend/events that verifies the events the gateway
 // delivers and lists them (GET). Other requests go to the next handler.
 //
-// Never mount it on a production site: it pays any order it is asked to.
+// Never mount it on a production site: it pays any order it is asked to,
+// and signs notifications with the keys it is given. It signs only with
+// keys given to it explicitly (merchant lines), refuses to start with a key
+// that a wxpay merchant uses to talk to WeChat itself, serves loopback
+// clients only unless allow_remote is set, and keeps bounded state.
 type Simulator struct {
 	// Multiplies WeChat's notification retry schedule (15s, 15s, 30s,
 	// 3m…): 0.001 turns seconds into milliseconds. Default: 1.
 	TimeScale float64 `json:"time_scale,omitempty"`
 
-	// The merchants the simulator knows. Default: every merchant of the
-	// wxpay app, with the same mch_id, key and app ids.
+	// The merchants the simulator knows, with their keys (give the demo's
+	// or a test's, never a real one). Required: the simulator never takes
+	// the wxpay app's keys by itself.
 	Merchants []SimulatedMerchant `json:"merchants,omitempty"`
+
+	// Serves clients that are not on a loopback address too. Default:
+	// loopback clients only (anyone who reaches the simulator can have it
+	// sign notifications with its merchants' keys).
+	AllowRemote bool `json:"allow_remote,omitempty"`
 
 	// A PEM file of the CA that issues merchants' API client certificates:
 	// refunds (/secapi/) are accepted only over TLS with a client
@@ -122,31 +136,22 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 		}
 		merchants = append(merchants, wxpaysim.Merchant{MchID: m.MchID, Key: key, AppIDs: m.AppIDs})
 	}
+	if len(merchants) == 0 {
+		return errors.New("wxpay_simulator: no merchants: list the merchants it simulates (merchant <mch_id> <api_key> <app_id>...); it never takes the wxpay app's keys by itself")
+	}
 	var secret []byte
 	appIface, err := ctx.AppIfConfigured("wxpay")
 	switch {
 	case err == nil:
 		app := appIface.(*caddymodule.App)
-		if len(s.Merchants) == 0 {
-			// The gateway's own merchants, their placeholders resolved
-			// as the gateway resolves them.
-			for _, name := range slices.Sorted(maps.Keys(app.Merchants)) {
-				m := app.Merchants[name]
-				merchants = append(merchants, wxpaysim.Merchant{
-					MchID:  strings.TrimSpace(repl.ReplaceAll(m.MchID, "")),
-					Key:    wxpay.APIKey(strings.TrimSpace(repl.ReplaceAll(m.APIKey, ""))),
-					AppIDs: m.ResolveAppIDs(repl),
-				})
-			}
+		if err := refuseRealKeys(app, merchants, repl); err != nil {
+			return err
 		}
 		if app.Upstream != nil {
 			secret = []byte(strings.TrimSpace(repl.ReplaceAll(app.Upstream.Secret, "")))
 		}
 	case !errors.Is(err, caddy.ErrNotConfigured):
 		return fmt.Errorf("wxpay_simulator: %w", err)
-	}
-	if len(merchants) == 0 {
-		return fmt.Errorf("wxpay_simulator: no merchants: configure the wxpay app or list merchants")
 	}
 	var clientCAs *x509.CertPool
 	if s.ClientCA != "" {
@@ -187,6 +192,30 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// refuseRealKeys refuses a simulator key that a merchant of the wxpay app
+// uses with WeChat's own hosts: a simulator that signed with it would mint
+// notifications WeChat's real merchant would accept.
+func refuseRealKeys(app *caddymodule.App, sim []wxpaysim.Merchant, repl *caddy.Replacer) error {
+	for _, name := range slices.Sorted(maps.Keys(app.Merchants)) {
+		m := app.Merchants[name]
+		endpoint := strings.TrimSpace(repl.ReplaceAll(m.Endpoint, ""))
+		if endpoint == "" {
+			endpoint = wxpay.DefaultEndpoint
+		}
+		u, err := url.Parse(endpoint)
+		if err != nil || !wxpay.IsWeChatHost(u.Hostname()) {
+			continue
+		}
+		real := []byte(strings.TrimSpace(repl.ReplaceAll(m.APIKey, "")))
+		for _, sm := range sim {
+			if len(real) > 0 && subtle.ConstantTimeCompare(real, []byte(sm.Key)) == 1 {
+				return fmt.Errorf("wxpay_simulator: merchant %s's api_key is merchant %s's, which talks to WeChat itself: a simulator must never sign with a real key", sm.MchID, name)
+			}
+		}
+	}
+	return nil
+}
+
 // Cleanup gives the shared simulator back; the last user stops it.
 func (s *Simulator) Cleanup() error {
 	if s.sim != nil {
@@ -199,15 +228,31 @@ func (s *Simulator) Cleanup() error {
 // ServeHTTP serves the simulator's routes and the stand-in backend.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	p := r.URL.Path
-	switch {
-	case strings.HasPrefix(p, "/pay/"), strings.HasPrefix(p, "/sim/"), strings.HasPrefix(p, "/secapi/"):
-		s.sim.ServeHTTP(w, r)
-		return nil
-	case p == "/backend/events":
-		s.backend.ServeHTTP(w, r)
+	ours := strings.HasPrefix(p, "/pay/") || strings.HasPrefix(p, "/sim/") || strings.HasPrefix(p, "/secapi/") || p == "/backend/events"
+	if !ours {
+		return next.ServeHTTP(w, r)
+	}
+	if !s.AllowRemote && !loopbackPeer(r) {
+		http.Error(w, "wxpay_simulator serves loopback clients only (allow_remote)", http.StatusForbidden)
 		return nil
 	}
-	return next.ServeHTTP(w, r)
+	if p == "/backend/events" {
+		s.backend.ServeHTTP(w, r)
+	} else {
+		s.sim.ServeHTTP(w, r)
+	}
+	return nil
+}
+
+// loopbackPeer reports whether the connection's peer is on a loopback
+// address (the TCP peer, not a forwarded header).
+func loopbackPeer(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // demoBackend is the demo's stand-in for the merchant's backend: it
@@ -287,14 +332,15 @@ func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // directive:
 //
 //	wxpay_simulator {
-//		time_scale <factor>
 //		merchant   <mch_id> <api_key> <app_id> [<app_id>...]
+//		time_scale <factor>
 //		client_ca  <ca.pem>
 //		name       <name>
+//		allow_remote
 //	}
 //
-// Each option is the field of the same name; merchant may be repeated.
-// Without merchant lines the simulator knows the wxpay app's merchants.
+// Each option is the field of the same name; merchant is required and may
+// be repeated.
 func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -320,6 +366,11 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&s.Name) {
 				return d.ArgErr()
 			}
+		case "allow_remote":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			s.AllowRemote = true
 		case "merchant":
 			args := d.RemainingArgs()
 			if len(args) < 3 {

@@ -59,11 +59,19 @@ func (s *Simulator) FailNext(api string, n int, errCode string) {
 		delete(s.fails, api)
 		return
 	}
-	s.fails[api] = append(s.fails[api], failFault{remaining: n, errCode: errCode})
+	s.fails[api] = keepLast(append(s.fails[api], failFault{remaining: n, errCode: errCode}), s.limits.Faults)
+}
+
+// keepLast drops the oldest entries of q past limit.
+func keepLast[T any](q []T, limit int) []T {
+	if over := len(q) - limit; over > 0 {
+		return append(q[:0], q[over:]...)
+	}
+	return q
 }
 
 // DelayNext makes the next n calls of api (see FailNext) wait d (real
-// time: TimeScale does not apply) before answering, or until the request's
+// time: TimeScale does not apply; at most Limits.Delay) before answering, or until the request's
 // context ends or the simulator closes, for timeout tests. The call is
 // processed before the wait, as when WeChat's answer is lost on the way:
 // an order it places or a refund it accepts exists even if the caller gave
@@ -81,7 +89,8 @@ func (s *Simulator) DelayNext(api string, n int, d time.Duration) {
 		delete(s.delays, api)
 		return
 	}
-	s.delays[api] = append(s.delays[api], delayFault{remaining: n, delay: d})
+	d = min(d, s.limits.Delay)
+	s.delays[api] = keepLast(append(s.delays[api], delayFault{remaining: n, delay: d}), s.limits.Faults)
 }
 
 // takeFail consumes one queued failure of api, returning its err_code.

@@ -207,6 +207,16 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	if !ok { // merchants are never removed; this is a bug if it happens
 		return nil, fmt.Errorf("wxpaysim: pay %s: merchant unknown", what)
 	}
+	copies := 1
+	switch {
+	case opts.Duplicate:
+		copies = 2
+	case opts.Lost:
+		copies = 0
+	}
+	if s.pendingFullLocked(copies) {
+		return nil, fmt.Errorf("wxpaysim: pay %s: %d notifications on their retry schedule: %w", what, s.pending, ErrLimit)
+	}
 
 	txID := s.newTransactionIDLocked()
 	fee := o.TotalFee
@@ -229,13 +239,6 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	} else {
 		o.State = StateSuccess
 	}
-	copies := 1
-	switch {
-	case opts.Duplicate:
-		copies = 2
-	case opts.Lost:
-		copies = 0
-	}
 	for range copies {
 		s.notifyLocked(o, body)
 	}
@@ -252,9 +255,26 @@ func (s *Simulator) notifyLocked(o *order, body []byte) {
 	n := &notification{rec: NotificationRecord{
 		Kind: KindPayment, MchID: o.MchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID, URL: o.NotifyURL, Body: body,
 	}}
-	s.notifications = append(s.notifications, n)
+	s.keepNotificationLocked(n)
+	s.pending++
 	s.wg.Add(1)
 	go s.deliver(n)
+}
+
+// keepNotificationLocked lists n among the notifications, dropping the
+// oldest record past the limit (its delivery goes on).
+func (s *Simulator) keepNotificationLocked(n *notification) {
+	s.notifications = append(s.notifications, n)
+	if over := len(s.notifications) - s.limits.Notifications; over > 0 {
+		clear(s.notifications[:over])
+		s.notifications = append(s.notifications[:0], s.notifications[over:]...)
+	}
+}
+
+// pendingFullLocked reports whether another notification (copies of it)
+// would exceed the limit of notifications on their retry schedule.
+func (s *Simulator) pendingFullLocked(copies int) bool {
+	return s.pending+copies > s.limits.Pending
 }
 
 // SendNotification sends the notification of an order's last payment
@@ -278,6 +298,9 @@ func (s *Simulator) SendNotification(ctx context.Context, mchID, outTradeNo stri
 	}
 	if o.notifyBody == nil {
 		return fmt.Errorf("wxpaysim: send notification of order %s of mch_id %s: %w", outTradeNo, mchID, ErrNotPaid)
+	}
+	if s.pendingFullLocked(1) {
+		return fmt.Errorf("wxpaysim: send notification of order %s of mch_id %s: %w", outTradeNo, mchID, ErrLimit)
 	}
 	s.notifyLocked(o, o.notifyBody)
 	s.logf("wxpaysim: order %s of mch_id %s: notifying %s again", outTradeNo, mchID, o.NotifyURL)
@@ -383,6 +406,11 @@ func notificationBody(o *order, m Merchant, txID string, fee int64, opts PayOpti
 // out or the simulator closes.
 func (s *Simulator) deliver(n *notification) {
 	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		s.pending--
+		s.mu.Unlock()
+	}()
 	schedule := RetrySchedule()
 	for i := 0; ; i++ {
 		if s.attempt(n) || s.ctx.Err() != nil {

@@ -208,6 +208,8 @@ func (s *Simulator) createRefund(c *apiCall, rr refundRequest) (fields wxpay.Par
 		return nil, "ERROR", DesFullyRefunded, false
 	case o.refunded+rr.refundFee > o.TotalFee:
 		return nil, "INVALID_REQUEST", DesRefundFeeTooHigh, false
+	case len(s.refundList) >= s.limits.Refunds:
+		return nil, "SYSTEMERROR", "wxpaysim: limit reached", false
 	}
 	rf := &refund{
 		Refund: Refund{
@@ -290,7 +292,8 @@ func (s *Simulator) settleRefund(rf *refund) {
 		Kind: KindRefund, MchID: rf.MchID, OutTradeNo: rf.OutTradeNo, TransactionID: rf.TransactionID,
 		OutRefundNo: rf.OutRefundNo, URL: rf.NotifyURL, Body: body,
 	}}
-	s.notifications = append(s.notifications, n)
+	s.keepNotificationLocked(n)
+	s.pending++ // a refund's outcome is notified whatever the limit: it was accepted
 	s.wg.Add(1)
 	go s.deliver(n)
 }

@@ -89,6 +89,8 @@ var (
 	ErrClosed = errors.New("wxpaysim: simulator closed")
 	// ErrNotPaid means the order has no payment to notify.
 	ErrNotPaid = errors.New("wxpaysim: order not paid")
+	// ErrLimit means the simulator holds as much as its Limits allow.
+	ErrLimit = errors.New("wxpaysim: limit reached")
 )
 
 // RetrySchedule returns the delays between WeChat's attempts to deliver a
@@ -142,6 +144,54 @@ type Config struct {
 	// server verified) and its subject CommonName is the request's mch_id,
 	// as on WeChat's apiclient_cert.pem.
 	ClientCAs *x509.CertPool
+	// Limits bound what the simulator keeps, so that a simulator left
+	// running cannot be made to grow without end. Zero fields take
+	// DefaultLimits' values.
+	Limits Limits
+}
+
+// Limits bound a simulator's state.
+type Limits struct {
+	// Orders and Refunds it keeps; past them unifiedorder and refund
+	// answer SYSTEMERROR ("wxpaysim: limit reached").
+	Orders, Refunds int
+	// Notifications is how many notification records Notifications
+	// lists (the oldest are dropped, their deliveries go on).
+	Notifications int
+	// Pending is how many notifications may be on their retry schedule
+	// at once; past it Pay and SendNotification fail with ErrLimit.
+	Pending int
+	// Faults is how many FailNext and DelayNext entries may wait per API
+	// (the oldest are dropped); Delay is the longest DelayNext (longer is
+	// cut to it).
+	Faults int
+	Delay  time.Duration
+}
+
+// DefaultLimits are the limits of a zero Limits.
+var DefaultLimits = Limits{Orders: 100000, Refunds: 100000, Notifications: 10000, Pending: 1000, Faults: 1000, Delay: time.Minute}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.Orders <= 0 {
+		l.Orders = d.Orders
+	}
+	if l.Refunds <= 0 {
+		l.Refunds = d.Refunds
+	}
+	if l.Notifications <= 0 {
+		l.Notifications = d.Notifications
+	}
+	if l.Pending <= 0 {
+		l.Pending = d.Pending
+	}
+	if l.Faults <= 0 {
+		l.Faults = d.Faults
+	}
+	if l.Delay <= 0 {
+		l.Delay = d.Delay
+	}
+	return l
 }
 
 // Simulator is a simulated WeChat Pay API v2 server. Create it with New and
@@ -153,6 +203,7 @@ type Simulator struct {
 	logFn     func(format string, args ...any)
 	now       func() time.Time
 	clientCAs *x509.CertPool
+	limits    Limits
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -168,7 +219,8 @@ type Simulator struct {
 	refunds       map[refundKey]*refund
 	refundList    []*refund // in creation order
 	byRefundID    map[string]*refund
-	notifications []*notification // in start order
+	notifications []*notification // in start order, the last limits.Notifications
+	pending       int             // notifications on their retry schedule
 	fails         map[string][]failFault
 	delays        map[string][]delayFault
 }
@@ -183,6 +235,7 @@ func New(cfg Config) *Simulator {
 		logFn:      cfg.Logf,
 		now:        cfg.Now,
 		clientCAs:  cfg.ClientCAs,
+		limits:     cfg.Limits.withDefaults(),
 		merchants:  make(map[string]Merchant),
 		orders:     make(map[orderKey]*order),
 		byPrepay:   make(map[string]*order),

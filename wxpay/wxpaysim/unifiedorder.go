@@ -228,6 +228,10 @@ func (s *Simulator) placeOrder(m Merchant, st wxpay.SignType, req wxpay.Params, 
 			return nil, "OUT_TRADE_NO_USED"
 		}
 	}
+	if len(s.orderList) >= s.limits.Orders {
+		s.logf("wxpaysim: unifiedorder: %d orders, the limit: refused", len(s.orderList))
+		return nil, "SYSTEMERROR"
+	}
 	fee, _ := parseFee(req.Get("total_fee")) // validated
 	o := &order{Order: Order{
 		MchID:      m.MchID,
