@@ -185,10 +185,10 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 func logError(logger *zap.Logger, merchant string, e *gateway.Error) {
 	fields := []zap.Field{
 		zap.String("merchant", merchant), zap.Int("status", e.Status),
-		zap.String("code", e.Code), zap.String("message", e.Message),
+		zap.String("code", e.Code), zap.String("message", gateway.LogText(e.Message)),
 	}
 	if e.Err != nil {
-		fields = append(fields, zap.Error(e.Err))
+		fields = append(fields, gateway.LogError(e.Err))
 	}
 	if e.Status >= 500 {
 		logger.Error("request failed", fields...)

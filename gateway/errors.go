@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
 )
 
 // Error is the gateway's answer to a caller that it could not serve: an
@@ -121,4 +125,31 @@ func ErrorFor(err error) *Error {
 		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_REPLY", Message: "WeChat Pay's answer could not be used", Err: err}
 	}
 	return &Error{Status: http.StatusBadGateway, Code: ce.Code, Message: ce.Message, Err: err}
+}
+
+// maxLogged bounds what of a text that may come from a request (an error
+// quoting it, a message) goes into one log field.
+const maxLogged = 512
+
+// LogText is s as a log field may carry it: at most maxLogged bytes, cut at
+// a character boundary, with how much was cut. A notification or request
+// may carry up to 64 KiB of an attacker's text, which errors can quote.
+func LogText(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	n := maxLogged
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…(" + strconv.Itoa(len(s)-n) + " more bytes)"
+}
+
+// LogError is zap.Error for an error that may quote a request: its text
+// through LogText.
+func LogError(err error) zap.Field {
+	if err == nil {
+		return zap.Skip()
+	}
+	return zap.String("error", LogText(err.Error()))
 }

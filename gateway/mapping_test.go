@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
@@ -322,4 +326,40 @@ func TestCheckNotifyURL(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v", host, !want)
 		}
 	}
+}
+
+// A notification may carry 64 KiB of an attacker's text, which an error
+// can quote: what reaches the log is bounded.
+func TestRefusalLogIsBounded(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	s := New(Config{Logger: zap.New(core)})
+	m := &Merchant{Name: "default", MchID: "10000100", AppIDs: []string{"wx1"}, API: refusingProtocol{}}
+	huge := `<?xml version="1.0" encoding="` + strings.Repeat("Ａ", 20000) + `"?><xml></xml>`
+	reply := s.AcceptPaymentNotification(context.Background(), m, Notification{Body: []byte(huge)})
+	if reply.Status != http.StatusBadRequest {
+		t.Fatalf("reply %d", reply.Status)
+	}
+	entries := logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("%d log entries", len(entries))
+	}
+	logged, _ := entries[0].ContextMap()["error"].(string)
+	if len(logged) > 600 || !strings.Contains(logged, "more bytes") || !utf8.ValidString(logged) {
+		t.Fatalf("logged error of %d bytes: %.100q…", len(logged), logged)
+	}
+	if LogText("short") != "short" {
+		t.Fatal("a short text was changed")
+	}
+}
+
+// refusingProtocol refuses every notification with an error quoting it
+// whole, as a decoder quoting a malformed declaration would.
+type refusingProtocol struct{ Protocol }
+
+func (refusingProtocol) ParsePaymentNotification(_ http.Header, body []byte) (*Payment, error) {
+	return nil, fmt.Errorf("malformed: %q", body)
+}
+
+func (refusingProtocol) NotifyReply(status int, reason string) Reply {
+	return Reply{Status: status, Body: []byte(reason)}
 }

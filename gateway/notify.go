@@ -70,7 +70,7 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, reason string, err error) Reply {
 	fields := []zap.Field{zap.String("merchant", m.Name), zap.String("remote_ip", n.RemoteIP), zap.String("reason", reason)}
 	if err != nil {
-		fields = append(fields, zap.Error(err))
+		fields = append(fields, LogError(err))
 	}
 	s.logger.Warn("notification refused; WeChat will retry", fields...)
 	return m.API.NotifyReply(status, reason)

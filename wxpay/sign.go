@@ -34,15 +34,24 @@ func ParseSignType(s string) (SignType, error) {
 }
 
 // APIKey is a merchant's API v2 key (the 32 characters set under 账户设置 →
-// API安全). Its String and GoString methods never print it, so that a key
-// formatted by mistake into a log or an error stays secret.
+// API安全). It never prints itself: formatted (fmt), encoded (JSON, text)
+// or logged (zap, which uses these) by mistake, it reads [REDACTED], so that
+// a key that slips into a log, an error or a dump stays secret. Convert it
+// to a string explicitly where the key itself is needed.
 type APIKey string
 
+// redacted is what an APIKey shows of itself.
+const redacted = "[REDACTED]"
+
 // String hides the key.
-func (APIKey) String() string { return "[REDACTED]" }
+func (APIKey) String() string { return redacted }
 
 // GoString hides the key.
 func (APIKey) GoString() string { return "wxpay.APIKey([REDACTED])" }
+
+// MarshalText hides the key from encoders (encoding/json, zap's reflection,
+// YAML…).
+func (APIKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
 // Validate checks the key's shape without revealing it: WeChat's keys are
 // exactly 32 ASCII letters and digits.

@@ -1,6 +1,8 @@
 package wxpay
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -8,6 +10,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 const officialKey APIKey = "192006250b4c09247ec02edce69f6a2d"
@@ -363,4 +368,31 @@ func signedFields(p Params) Params {
 		}
 	}
 	return q
+}
+
+// A key that slips into a log, an error or a dump reads [REDACTED]: fmt,
+// encoding/json (also inside a Client) and zap.
+func TestAPIKeyNeverShows(t *testing.T) {
+	const key = APIKey("192006250b4c09247ec02edce69f6a2d")
+	c := &Client{MchID: "10000100", Key: key}
+	js, err := json.Marshal(struct {
+		MchID string
+		Key   APIKey
+		Keys  map[string]APIKey
+	}{"10000100", key, map[string]APIKey{"a": key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&buf), zap.DebugLevel))
+	logger.Info("dump", zap.Any("key", key), zap.Stringer("k", key), zap.Reflect("r", struct{ K APIKey }{key}))
+	_ = logger.Sync()
+	for what, out := range map[string]string{
+		"fmt %v": fmt.Sprintf("%v", c), "fmt %+v": fmt.Sprintf("%+v", c), "fmt %#v": fmt.Sprintf("%#v", c.Key), "fmt.Sprint": fmt.Sprint(key), "fmt %q": fmt.Sprintf("%q", key),
+		"json": string(js), "zap": buf.String(),
+	} {
+		if strings.Contains(out, string(key)) || !strings.Contains(out, "REDACTED") {
+			t.Errorf("%s shows the key (or no redaction): %s", what, out)
+		}
+	}
 }
