@@ -34,13 +34,17 @@ var Beijing = time.FixedZone("CST", 8*60*60)
 // call to WeChat; with other content, or once paid, it is refused as
 // WeChat would refuse it. clientIP is the default spbill_create_ip.
 //
-// With a ledger, no pay parameters (prepay_id, code_url, mweb_url) are
-// handed out before the order is recorded with them: an order that cannot
-// be recorded is answered 503 without them, so that no order anyone can pay
-// is missing from the ledger (its notification is always checked against
-// it, and the reconciliation sees it). WeChat then knows an order nobody
-// can pay; asked again with the same content, it answers the same order,
-// which is then recorded.
+// With a ledger, the order is recorded before WeChat is asked to create
+// it, so that no order WeChat knows is missing from the ledger: its
+// notification is always checked against it, and reconciliation sees it.
+// An order that cannot be recorded is answered 503 and WeChat is not
+// asked. When WeChat refuses the order (it then does not know it), the
+// record is removed again, so that the number can be placed with
+// corrected content; when the call's effect is unknown (no answer, an
+// answer that fails verification), the record stays, and reconciliation
+// asks WeChat about it. What WeChat answered (prepay_id, code_url,
+// mweb_url) is recorded before the pay parameters are handed out; if that
+// record fails, the caller gets 503 without them.
 func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
 	o, err := m.newOrder(req, clientIP)
 	if err != nil {
@@ -48,50 +52,96 @@ func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest
 	}
 	now := s.now()
 	hash := contentHash(o)
-	var known *ledger.Order
+	var lo *ledger.Order // the order as recorded for this placement
+	fresh := false       // lo was recorded by this placement
 	if s.ledger != nil {
-		known, err = s.ledger.GetOrder(ctx, m.MchID, o.OutTradeNo)
-		switch {
-		case errors.Is(err, ledger.ErrNotFound):
-			known = nil
-		case err != nil:
-			return nil, storageError("the order ledger could not be read, so the order was not placed", err)
-		}
-	}
-	if known != nil {
-		switch {
-		case known.State == ledger.OrderPaid:
-			return nil, &Error{Status: http.StatusConflict, Code: "ORDERPAID", Message: "the order is already paid"}
-		case known.ContentHash != hash:
-			return nil, &Error{Status: http.StatusConflict, Code: "OUT_TRADE_NO_USED", Message: "out_trade_no was used for an order with other content"}
-		case known.State == ledger.OrderNotPay && known.PrepayID != "" && now.Add(reuseMargin).Before(known.ExpiresAt):
-			return orderResponse(m, o, &Prepay{PrepayID: known.PrepayID, CodeURL: known.CodeURL, MWebURL: known.MWebURL}, now)
-		}
-	}
-	p, err := m.API.Prepay(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	if s.ledger != nil {
-		lo := &ledger.Order{
+		lo = &ledger.Order{
 			MchID: m.MchID, OutTradeNo: o.OutTradeNo, AppID: o.AppID, TradeType: o.TradeType,
-			TotalFee: o.TotalFee, ContentHash: hash, PrepayID: p.PrepayID, CodeURL: p.CodeURL,
-			MWebURL: p.MWebURL, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
+			TotalFee: o.TotalFee, ContentHash: hash, State: ledger.OrderNotPay,
+			CreatedAt: now, ExpiresAt: expiry(o, now), UpdatedAt: now,
 		}
 		if s.reconcileDelay > 0 {
 			lo.NextCheckAt = now.Add(s.reconcileDelay)
 		}
-		if known != nil {
-			lo.State = known.State
-			err = s.ledger.ReplaceOrder(ctx, lo)
-		} else {
-			err = s.ledger.PutOrder(ctx, lo)
+		var known *ledger.Order
+		if known, fresh, err = s.recordPlacement(ctx, lo); err != nil {
+			return nil, err
 		}
-		if err != nil && !errors.Is(err, ledger.ErrExists) {
-			return nil, storageError("the order could not be recorded, so its pay parameters are not handed out; place it again", err)
+		if known != nil {
+			switch {
+			case known.State == ledger.OrderPaid:
+				return nil, &Error{Status: http.StatusConflict, Code: "ORDERPAID", Message: "the order is already paid"}
+			case known.ContentHash != hash:
+				return nil, &Error{Status: http.StatusConflict, Code: "OUT_TRADE_NO_USED", Message: "out_trade_no was used for an order with other content"}
+			case known.State == ledger.OrderNotPay && known.PrepayID != "" && now.Add(reuseMargin).Before(known.ExpiresAt):
+				return orderResponse(m, o, &Prepay{PrepayID: known.PrepayID, CodeURL: known.CodeURL, MWebURL: known.MWebURL}, now)
+			}
+		}
+	}
+	p, err := m.API.Prepay(ctx, o)
+	if err != nil {
+		if fresh && wechatRefused(err) {
+			if ferr := s.ledger.ForgetOrder(ctx, m.MchID, o.OutTradeNo, hash); ferr != nil {
+				s.logger.Error("removing the record of an order WeChat refused", zap.String("out_trade_no", o.OutTradeNo), LogError(ferr))
+			}
+		}
+		return nil, err
+	}
+	if s.ledger != nil {
+		lo.PrepayID, lo.CodeURL, lo.MWebURL = p.PrepayID, p.CodeURL, p.MWebURL
+		if err := s.ledger.RecordPrepay(ctx, lo); err != nil {
+			return nil, storageError("WeChat's answer to the order could not be recorded, so its pay parameters are not handed out; place it again", err)
 		}
 	}
 	return orderResponse(m, o, p, now)
+}
+
+// recordPlacement records lo before WeChat is asked to create it, unless
+// the ledger holds its number already: then it answers the order recorded
+// (known), and fresh is false.
+func (s *Service) recordPlacement(ctx context.Context, lo *ledger.Order) (known *ledger.Order, fresh bool, err error) {
+	for range 2 {
+		if s.ledger.MayHoldOrder(lo.MchID, lo.OutTradeNo) {
+			known, err = s.ledger.GetOrder(ctx, lo.MchID, lo.OutTradeNo)
+			switch {
+			case err == nil:
+				return known, false, nil
+			case !errors.Is(err, ledger.ErrNotFound):
+				return nil, false, storageError("the order ledger could not be read, so the order was not placed", err)
+			}
+		}
+		switch err = s.ledger.PutOrder(ctx, lo); {
+		case err == nil:
+			return nil, true, nil
+		case !errors.Is(err, ledger.ErrExists):
+			return nil, false, storageError("the order could not be recorded, so it was not placed; place it again", err)
+		}
+		// Recorded meanwhile by a concurrent placement (or forgotten
+		// between the two steps): read it again.
+	}
+	return nil, false, storageError("the order's record changed while it was placed; place it again", err)
+}
+
+// wechatRefused reports whether err is WeChat's answer that it did not
+// create the order: a business error, a conflict with an order it knows
+// under that number (placed elsewhere or earlier), or a rate limit. Not a
+// call whose effect is unknown (timeout, unreachable, an answer that
+// failed verification or could not be used).
+func wechatRefused(err error) bool {
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		// Refused before WeChat was asked (validation).
+		var ge *Error
+		return errors.As(err, &ge)
+	}
+	switch ce.Kind {
+	case Refused:
+		// WeChat's own failure: the effect is unknown.
+		return ce.Code != CodeSystemError
+	case Conflict, NotFound, RateLimited:
+		return true
+	}
+	return false
 }
 
 // storageError is the 503 of a request the ledger could not serve.

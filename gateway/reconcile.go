@@ -186,6 +186,17 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 		return
 	}
 	// Unpaid.
+	if err != nil && o.PrepayID == "" && !now.Before(o.ExpiresAt) {
+		// Recorded before a placement whose answer never came, and WeChat
+		// does not know it: nobody was given anything to pay it with, and
+		// its time is over.
+		if err := rc.ledger.SetOrderState(ctx, o.MchID, o.OutTradeNo, ledger.OrderClosed, now); err != nil {
+			log.Error("reconcile: recording the close", zap.Error(err))
+		}
+		log.Info("reconcile: expired order that WeChat never created recorded closed")
+		rc.schedule(ctx, log, o, time.Time{})
+		return
+	}
 	if !now.Before(o.ExpiresAt) {
 		if s.CloseExpired {
 			if err := m.API.CloseOrder(cctx, o.AppID, o.OutTradeNo); err != nil && callErrorCode(err) != CodeOrderClosed {
@@ -215,6 +226,9 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 const (
 	CodeOrderPaid   = "ORDERPAID"
 	CodeOrderClosed = "ORDERCLOSED"
+	// CodeSystemError: WeChat failed itself; the call's effect is unknown
+	// and the same call may be made again.
+	CodeSystemError = "SYSTEMERROR"
 )
 
 func callErrorKind(err error) CallErrorKind {

@@ -15,7 +15,8 @@ import (
 type Ledger interface {
 	GetOrder(ctx context.Context, mchID, outTradeNo string) (*ledger.Order, error)
 	PutOrder(ctx context.Context, o *ledger.Order) error
-	ReplaceOrder(ctx context.Context, o *ledger.Order) error
+	RecordPrepay(ctx context.Context, o *ledger.Order) error
+	ForgetOrder(ctx context.Context, mchID, outTradeNo, contentHash string) error
 	MayHoldOrder(mchID, outTradeNo string) bool
 	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
 	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error

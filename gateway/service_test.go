@@ -651,37 +651,131 @@ func TestReconcilerSettlesFailedAttempts(t *testing.T) {
 	}
 }
 
-// failingPut is the real ledger, failing to record orders.
-type failingPut struct{ ledger.Store }
+// failingLedger is the real ledger, failing the writes named.
+type failingLedger struct {
+	ledger.Store
+	put, prepay bool
+}
 
-func (failingPut) PutOrder(context.Context, *ledger.Order) error { return errors.New("disk full") }
+func (f failingLedger) PutOrder(ctx context.Context, o *ledger.Order) error {
+	if f.put {
+		return errors.New("disk full")
+	}
+	return f.Store.PutOrder(ctx, o)
+}
 
-// No pay parameters are handed out for an order the ledger could not
-// record (503): nobody can pay an order the ledger does not know. Asked
-// again, WeChat answers the same order, which is then recorded.
-func TestOrderNotRecordedNotHandedOut(t *testing.T) {
-	e := newEnv(t, true, nil)
-	ctx := context.Background()
-	req := &gateway.OrderRequest{OutTradeNo: "c1", TotalFee: 100, Body: "b", TradeType: gateway.TradeTypeNative, ProductID: "p"}
-	failing := gateway.New(gateway.Config{Ledger: failingPut{e.store}, Now: e.clock.Now})
-	resp, err := failing.PlaceOrder(ctx, e.merchant, req, "127.0.0.1")
-	if ge := gateway.ErrorFor(err); resp != nil || ge.Status != http.StatusServiceUnavailable || ge.Code != "STORAGE_UNAVAILABLE" {
-		t.Fatalf("an order not recorded: %+v, %v", resp, err)
+func (f failingLedger) RecordPrepay(ctx context.Context, o *ledger.Order) error {
+	if f.prepay {
+		return errors.New("disk full")
 	}
-	so, ok := e.sim.Order(mchID, "c1")
-	if !ok || strings.Contains(ge(err), so.CodeURL) {
-		t.Fatalf("WeChat's order %+v; the answer: %v", so, err)
+	return f.Store.RecordPrepay(ctx, o)
+}
+
+// An order is recorded before WeChat is asked to create it, so that no
+// order WeChat knows is missing from the ledger; its pay parameters are
+// handed out only once WeChat's answer is recorded. A placement WeChat
+// refused is forgotten (the number can be placed with other content); one
+// whose effect is unknown stays recorded. Placed again with a healthy
+// ledger, every case ends with the order recorded with WeChat's prepay_id.
+func TestPlacementRecordedFirst(t *testing.T) {
+	tests := []struct {
+		name     string
+		ledger   failingLedger // which writes fail
+		fault    func(sim *wxpaysim.Simulator)
+		timeout  time.Duration
+		status   int
+		code     string
+		atWeChat bool // WeChat knows the order after the failed placement
+		recorded bool // the ledger holds it (without a prepay_id)
+	}{
+		{name: "record before fails", ledger: failingLedger{put: true}, status: http.StatusServiceUnavailable, code: "STORAGE_UNAVAILABLE"},
+		{name: "record of the answer fails", ledger: failingLedger{prepay: true}, status: http.StatusServiceUnavailable,
+			code: "STORAGE_UNAVAILABLE", atWeChat: true, recorded: true},
+		{name: "WeChat refuses", fault: func(sim *wxpaysim.Simulator) { sim.FailNext("unifiedorder", 1, "INVALID_REQUEST") },
+			status: http.StatusBadGateway, code: "INVALID_REQUEST"},
+		{name: "WeChat's system error", fault: func(sim *wxpaysim.Simulator) { sim.FailNext("unifiedorder", 1, "SYSTEMERROR") },
+			status: http.StatusBadGateway, code: "SYSTEMERROR", recorded: true},
+		{name: "no answer in time", fault: func(sim *wxpaysim.Simulator) { sim.DelayNext("unifiedorder", 1, 10*time.Second) },
+			timeout: 200 * time.Millisecond, status: http.StatusGatewayTimeout, code: "WECHAT_TIMEOUT", atWeChat: true, recorded: true},
 	}
-	resp, err = e.svc.PlaceOrder(ctx, e.merchant, req, "127.0.0.1")
-	if err != nil || resp.CodeURL != so.CodeURL {
-		t.Fatalf("asked again: %+v, %v", resp, err)
-	}
-	if o, err := e.store.GetOrder(ctx, mchID, "c1"); err != nil || o.PrepayID != so.PrepayID {
-		t.Fatalf("the order recorded: %+v, %v", o, err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, true, nil)
+			ctx := context.Background()
+			req := &gateway.OrderRequest{OutTradeNo: "c1", TotalFee: 100, Body: "b", TradeType: gateway.TradeTypeNative, ProductID: "p"}
+			svc := e.svc
+			if tc.ledger.put || tc.ledger.prepay {
+				tc.ledger.Store = e.store
+				svc = gateway.New(gateway.Config{Ledger: tc.ledger, Now: e.clock.Now})
+			}
+			if tc.fault != nil {
+				tc.fault(e.sim)
+			}
+			pctx := ctx
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				pctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			resp, err := svc.PlaceOrder(pctx, e.merchant, req, "127.0.0.1")
+			if ge := gateway.ErrorFor(err); resp != nil || ge.Status != tc.status || ge.Code != tc.code {
+				t.Fatalf("answer: %+v, %v; want %d %s", resp, err, tc.status, tc.code)
+			}
+			so, atWeChat := e.sim.Order(mchID, "c1")
+			if atWeChat != tc.atWeChat {
+				t.Fatalf("WeChat knows the order: %v, want %v", atWeChat, tc.atWeChat)
+			}
+			if atWeChat && strings.Contains(err.Error(), so.CodeURL) {
+				t.Fatalf("the code_url was handed out: %v", err)
+			}
+			o, err := e.store.GetOrder(ctx, mchID, "c1")
+			switch {
+			case tc.recorded && (err != nil || o.PrepayID != "" || o.TotalFee != 100 || o.State != ledger.OrderNotPay):
+				t.Fatalf("recorded: %+v, %v", o, err)
+			case !tc.recorded && !errors.Is(err, ledger.ErrNotFound):
+				t.Fatalf("the ledger holds an order WeChat does not: %+v, %v", o, err)
+			}
+			if !tc.recorded {
+				// Nothing holds the number: it takes other content.
+				req.TotalFee = 200
+			}
+			resp, err = e.svc.PlaceOrder(ctx, e.merchant, req, "127.0.0.1")
+			if err != nil {
+				t.Fatalf("placed again: %v", err)
+			}
+			so, _ = e.sim.Order(mchID, "c1")
+			if o, err := e.store.GetOrder(ctx, mchID, "c1"); err != nil || o.PrepayID != so.PrepayID || resp.CodeURL != so.CodeURL || o.TotalFee != req.TotalFee {
+				t.Fatalf("placed again: %+v, recorded %+v, %v; WeChat's %+v", resp, o, err, so)
+			}
+		})
 	}
 }
 
-func ge(err error) string { return gateway.ErrorFor(err).Message }
+// An order recorded before a placement whose answer never came, which
+// WeChat does not know, is recorded closed once expired, without asking
+// WeChat to close it.
+func TestReconcilerClosesOrdersWeChatNeverCreated(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	e.sim.FailNext("unifiedorder", 1, "SYSTEMERROR")
+	if _, err := e.svc.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "n1", TotalFee: 1, Body: "b",
+		TradeType: gateway.TradeTypeNative, ProductID: "p"}, "127.0.0.1"); err == nil {
+		t.Fatal("placed despite the fault")
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant},
+		Delay: 5 * time.Minute, CloseExpired: true}
+	e.clock.Add(5 * time.Minute)
+	rc.Round(ctx, setup, time.Minute)
+	if o, _ := e.store.GetOrder(ctx, mchID, "n1"); o.State != ledger.OrderNotPay || o.NextCheckAt.IsZero() {
+		t.Fatalf("before its expiry: %+v", o)
+	}
+	e.clock.Add(2 * time.Hour)
+	rc.Round(ctx, setup, time.Minute)
+	if o, _ := e.store.GetOrder(ctx, mchID, "n1"); o.State != ledger.OrderClosed || !o.NextCheckAt.IsZero() {
+		t.Fatalf("past its expiry: %+v", o)
+	}
+}
 
 // mispredicting is the real ledger with its order-key prediction wrong
 // every time: the ledger refuses each wrongly labelled event, and the

@@ -230,9 +230,20 @@ type Store interface {
 	// exists. Zero fields get defaults: State NOTPAY, CreatedAt now,
 	// ExpiresAt CreatedAt+2h, UpdatedAt CreatedAt (written back into o).
 	PutOrder(ctx context.Context, o *Order) error
-	// ReplaceOrder overwrites an existing order (e.g. a new prepay_id after
-	// expiry); ErrNotFound if absent.
-	ReplaceOrder(ctx context.Context, o *Order) error
+	// RecordPrepay records WeChat's answer to an order's placement: o's
+	// PrepayID, CodeURL, MWebURL, ExpiresAt, UpdatedAt and NextCheckAt go
+	// onto the order recorded with o's ContentHash (by PutOrder before the
+	// call to WeChat); its state, creation time and checks stay (a payment
+	// recorded meanwhile stays recorded), and NextCheckAt is taken only
+	// while the order is open. An order no longer recorded is inserted
+	// whole. ErrExists (wrapped) when the order is recorded with other
+	// content. Orders are committed without waiting for the disk.
+	RecordPrepay(ctx context.Context, o *Order) error
+	// ForgetOrder removes an order recorded before a placement that WeChat
+	// refused (so that WeChat does not know it): only while it has content
+	// contentHash, no prepay_id and state NOTPAY. Nothing else is removed,
+	// and removing nothing is no error.
+	ForgetOrder(ctx context.Context, mchID, outTradeNo, contentHash string) error
 	// MayHoldOrder reports whether the ledger may hold an order, without
 	// waiting for the database: false when it surely does not (an
 	// engine's filter of the order keys said so), true otherwise. For

@@ -121,7 +121,8 @@ func BenchmarkGetOrder(b *testing.B) {
 }
 
 // BenchmarkOrderPath is what placing a new order costs the ledger: a
-// GetOrder that finds nothing, then a PutOrder.
+// GetOrder that finds nothing, a PutOrder (the record before WeChat is
+// asked), then a RecordPrepay (WeChat's answer).
 func BenchmarkOrderPath(b *testing.B) {
 	ctx := reqCtx(b)
 	s := openTest(b)
@@ -135,11 +136,17 @@ func BenchmarkOrderPath(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			o := benchOrder(seq.Add(1), now)
+			o.PrepayID = "" // recorded before WeChat answers
 			if _, err := s.GetOrder(ctx, o.MchID, o.OutTradeNo); !errors.Is(err, ErrNotFound) {
 				b.Error(err)
 				return
 			}
 			if err := s.PutOrder(ctx, o); err != nil {
+				b.Error(err)
+				return
+			}
+			o.PrepayID = "wx" + o.OutTradeNo
+			if err := s.RecordPrepay(ctx, o); err != nil {
 				b.Error(err)
 				return
 			}
@@ -149,7 +156,8 @@ func BenchmarkOrderPath(b *testing.B) {
 
 // BenchmarkOrderFlow is the ledger's part of placing orders as the gateway
 // does under load: 50 requests at a time (wrk -c50), each a GetOrder that
-// finds nothing, then WeChat's answer (a wait), then a PutOrder. The waits
+// finds nothing, a PutOrder, then WeChat's answer (a wait), then a
+// RecordPrepay. The waits
 // spread the writes out in time, as real traffic does, so that the
 // committer sees them arrive one by one rather than in a burst.
 func BenchmarkOrderFlow(b *testing.B) {
@@ -165,12 +173,18 @@ func BenchmarkOrderFlow(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			o := benchOrder(seq.Add(1), now)
+			o.PrepayID = "" // recorded before WeChat answers
 			if _, err := s.GetOrder(ctx, o.MchID, o.OutTradeNo); !errors.Is(err, ErrNotFound) {
 				b.Error(err)
 				return
 			}
-			time.Sleep(2 * time.Millisecond)
 			if err := s.PutOrder(ctx, o); err != nil {
+				b.Error(err)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+			o.PrepayID = "wx" + o.OutTradeNo
+			if err := s.RecordPrepay(ctx, o); err != nil {
 				b.Error(err)
 				return
 			}

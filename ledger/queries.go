@@ -35,10 +35,20 @@ const (
 	// qPutOrderHead (with the dialect's insert-if-absent clause) inserts an
 	// order if its key is new (RowsAffected 0 if not).
 	qPutOrderHead = `INSERT INTO orders (` + orderCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	qReplaceOrder = `UPDATE orders SET app_id = ?, trade_type = ?, total_fee = ?, content_hash = ?,
-		prepay_id = ?, code_url = ?, mweb_url = ?, state = ?, created_at = ?, expires_at = ?, updated_at = ?,
-		next_check_at = ?, checks = ?
-		WHERE mch_id = ? AND out_trade_no = ?`
+	// qSetPrepay records WeChat's answer to an order's placement on the
+	// order recorded with that content: parameters prepay_id, code_url,
+	// mweb_url, expires_at, updated_at, next_check_at, mch_id,
+	// out_trade_no, content_hash. The state, creation time and checks
+	// stay; the next check is taken only while the order is open (a
+	// payment recorded meanwhile keeps it unscheduled).
+	qSetPrepay = `UPDATE orders SET prepay_id = ?, code_url = ?, mweb_url = ?, expires_at = ?, updated_at = ?,
+		next_check_at = CASE WHEN ` + openOrders + ` THEN ? ELSE next_check_at END
+		WHERE mch_id = ? AND out_trade_no = ? AND content_hash = ?`
+	// qForgetOrder removes an order recorded before a placement that
+	// WeChat refused: only while it has that content, no prepay_id and is
+	// NOTPAY.
+	qForgetOrder = `DELETE FROM orders WHERE mch_id = ? AND out_trade_no = ? AND content_hash = ?
+		AND prepay_id = '' AND state = '` + OrderNotPay + `'`
 	// qSetOrderState moves an order's state forward only: parameters
 	// state, updated at, mch_id, out_trade_no, state again. SUCCESS and
 	// MISMATCH are final; NOTPAY, PAYERROR and CLOSED replace only an
@@ -140,13 +150,14 @@ func dueQuery(d dialect, n int) string {
 
 // stmts are the ledger's prepared statements.
 type stmts struct {
-	getOrder, putOrder, replaceOrder, setOrderState *stmt
-	setRefundState, getRefund                       *stmt
-	insertEvent, insertHeldEvent, replay            *stmt
-	getEvent, getAttempts, orderExists              *stmt
-	eventCreated, nextDue                           *stmt
-	due                                             [len(dueShapes)]*stmt
-	insertAttempt, attemptEvent                     *stmt
+	getOrder, putOrder, setPrepay, forgetOrder *stmt
+	setOrderState                              *stmt
+	setRefundState, getRefund                  *stmt
+	insertEvent, insertHeldEvent, replay       *stmt
+	getEvent, getAttempts, orderExists         *stmt
+	eventCreated, nextDue                      *stmt
+	due                                        [len(dueShapes)]*stmt
+	insertAttempt, attemptEvent                *stmt
 }
 
 // prepare prepares every statement on e.
@@ -161,7 +172,8 @@ func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
 	}
 	p(&st.getOrder, qGetOrder)
 	p(&st.putOrder, qPutOrderHead+d.insertIgnore("mch_id, out_trade_no"))
-	p(&st.replaceOrder, qReplaceOrder)
+	p(&st.setPrepay, qSetPrepay)
+	p(&st.forgetOrder, qForgetOrder)
 	p(&st.setOrderState, qSetOrderState)
 	p(&st.setRefundState, qSetRefundState)
 	p(&st.getRefund, qGetRefund)

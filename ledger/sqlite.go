@@ -51,7 +51,7 @@ type SQLiteOptions struct {
 
 	// beforeBatch is the committer's test hook (see sqliteEngine).
 	beforeBatch func(n int)
-	// noFastGroup: PutOrder, ReplaceOrder, SetOrderState and RecordAttempt
+	// noFastGroup: PutOrder, RecordPrepay, SetOrderState and RecordAttempt
 	// run a transaction each, and GetOrder and DueEvents read on the fast
 	// pool, instead of going through the committer (tests, benchmarks).
 	noFastGroup bool

@@ -61,8 +61,8 @@ func TestOrders(t *testing.T) {
 		}, nil},
 		{"put without key", func() error { return s.PutOrder(ctx, &Order{MchID: "10000100"}) }, nil},
 		{"get absent", func() error { _, err := s.GetOrder(ctx, "10000100", "nope"); return err }, ErrNotFound},
-		{"replace", func() error { return s.ReplaceOrder(ctx, &r) }, nil},
-		{"replace absent", func() error { return s.ReplaceOrder(ctx, &Order{MchID: "10000100", OutTradeNo: "nope"}) }, ErrNotFound},
+		{"record prepay", func() error { return s.RecordPrepay(ctx, &r) }, nil},
+		{"record prepay other content", func() error { return s.RecordPrepay(ctx, &dup) }, ErrExists},
 		{"state", func() error { return s.SetOrderState(ctx, "10000100", "o1", OrderPaid, at(9500)) }, nil},
 		{"state absent", func() error { return s.SetOrderState(ctx, "10000100", "nope", OrderPaid, at(1)) }, ErrNotFound},
 	}
@@ -91,7 +91,94 @@ func TestOrders(t *testing.T) {
 	want := r
 	want.State, want.UpdatedAt = OrderPaid, at(9500)
 	if !reflect.DeepEqual(got, &want) {
-		t.Fatalf("after replace+state: %+v, want %+v", got, &want)
+		t.Fatalf("after prepay+state: %+v, want %+v", got, &want)
+	}
+}
+
+// TestPlacementRecords: an order recorded before its placement (PutOrder,
+// no prepay_id) gets WeChat's answer (RecordPrepay) without losing what
+// happened to it meanwhile, is forgotten only while nothing but the
+// placement touched it, and is recorded whole when it was forgotten.
+func TestPlacementRecords(t *testing.T) {
+	ctx := context.Background()
+	placed := func(no string) *Order {
+		return &Order{MchID: "10000100", OutTradeNo: no, AppID: "wxd930ea5d5a258f4f", TradeType: "JSAPI",
+			TotalFee: 1, ContentHash: "h-" + no, CreatedAt: at(0), NextCheckAt: at(600)}
+	}
+	answered := func(no string) *Order {
+		o := placed(no)
+		o.PrepayID, o.ExpiresAt, o.UpdatedAt, o.NextCheckAt = "wx-"+no, at(7000), at(3), at(700)
+		return o
+	}
+	tests := []struct {
+		name     string
+		meantime func(s *sqlStore) error // after PutOrder(placed), before the step
+		step     func(s *sqlStore) error
+		wantErr  error
+		want     func() *Order // nil: absent
+	}{
+		{"answer recorded", nil, func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
+			func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
+		{"paid meanwhile: state and checks stay", func(s *sqlStore) error {
+			if err := s.SetOrderState(ctx, "10000100", "a", OrderPaid, at(2)); err != nil {
+				return err
+			}
+			return s.ScheduleCheck(ctx, "10000100", "a", time.Time{}, 3)
+		}, func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
+			func() *Order {
+				o := answered("a")
+				o.State, o.NextCheckAt, o.Checks = OrderPaid, time.Time{}, 3
+				return o
+			}},
+		{"forgotten meanwhile: recorded whole", func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") },
+			func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
+			func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
+		{"forget", nil, func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil, nil},
+		{"forget other content: kept", nil, func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-other") }, nil,
+			func() *Order {
+				o := placed("a")
+				o.State, o.ExpiresAt, o.UpdatedAt = OrderNotPay, at(7200), at(0)
+				return o
+			}},
+		{"forget answered: kept", func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) },
+			func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil,
+			func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
+		{"forget closed: kept", func(s *sqlStore) error { return s.SetOrderState(ctx, "10000100", "a", OrderClosed, at(5)) },
+			func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil,
+			func() *Order {
+				o := placed("a")
+				o.State, o.ExpiresAt, o.UpdatedAt = OrderClosed, at(7200), at(5)
+				return o
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			if err := s.PutOrder(ctx, placed("a")); err != nil {
+				t.Fatal(err)
+			}
+			if tc.meantime != nil {
+				if err := tc.meantime(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tc.step(s); !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			got, err := s.GetOrder(ctx, "10000100", "a")
+			if tc.want == nil {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("order still recorded: %+v, %v", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.want(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("order = %+v\nwant %+v", got, want)
+			}
+		})
 	}
 }
 

@@ -163,22 +163,41 @@ func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 	return nil
 }
 
-func (s *sqlStore) ReplaceOrder(ctx context.Context, o *Order) error {
-	if o != nil && o.UpdatedAt.IsZero() {
-		o.UpdatedAt = s.now().UTC()
-	}
+func (s *sqlStore) RecordPrepay(ctx context.Context, o *Order) error {
 	if err := s.orderDefaults(o); err != nil {
-		return fmt.Errorf("ledger: replace order: %w", err)
+		return fmt.Errorf("ledger: record prepay: %w", err)
 	}
 	if err := s.checkOpen(); err != nil {
-		return fmt.Errorf("ledger: replace order %s/%s: %w", o.MchID, o.OutTradeNo, err)
+		return fmt.Errorf("ledger: record prepay %s/%s: %w", o.MchID, o.OutTradeNo, err)
 	}
-	args := []any{o.AppID, o.TradeType, o.TotalFee, o.ContentHash, o.PrepayID, o.CodeURL, o.MWebURL, o.State,
-		toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks, o.MchID, o.OutTradeNo}
+	set := []any{o.PrepayID, o.CodeURL, o.MWebURL, toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt),
+		o.MchID, o.OutTradeNo, o.ContentHash}
 	if err := s.e.write(ctx, func(t *txn) error {
-		return execOne(t.ctx, t.stmt(s.st.replaceOrder), ErrNotFound, args...)
+		err := execOne(t.ctx, t.stmt(s.st.setPrepay), ErrNotFound, set...)
+		if err != ErrNotFound {
+			return err
+		}
+		// Absent (forgotten meanwhile), or recorded with other content.
+		err = execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, orderArgs(o)...)
+		if err == nil {
+			s.e.orderWritten(o.MchID, o.OutTradeNo)
+		}
+		return err
 	}, false); err != nil {
-		return fmt.Errorf("ledger: replace order %s/%s: %w", o.MchID, o.OutTradeNo, err)
+		return fmt.Errorf("ledger: record prepay %s/%s: %w", o.MchID, o.OutTradeNo, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) ForgetOrder(ctx context.Context, mchID, outTradeNo, contentHash string) error {
+	if err := s.checkOpen(); err != nil {
+		return fmt.Errorf("ledger: forget order %s/%s: %w", mchID, outTradeNo, err)
+	}
+	if err := s.e.write(ctx, func(t *txn) error {
+		_, err := t.stmt(s.st.forgetOrder).ExecContext(t.ctx, mchID, outTradeNo, contentHash)
+		return err
+	}, false); err != nil {
+		return fmt.Errorf("ledger: forget order %s/%s: %w", mchID, outTradeNo, err)
 	}
 	return nil
 }
