@@ -78,21 +78,88 @@ func isOrderAnswer(status int, h http.Header) bool {
 	return err == nil && mt == OrderMediaType
 }
 
+// errOrderTooLarge stops the copy of a backend's order answer larger than
+// the gateway reads.
+var errOrderTooLarge = fmt.Errorf("the backend's order is larger than %d bytes", gateway.MaxBodySize)
+
+// orderRecorder passes a response through, except an order answer
+// (isOrderAnswer), which it keeps: at most gateway.MaxBodySize bytes of
+// it. A write past that fails, so that the handler writing it (usually
+// reverse_proxy) stops reading the backend there.
+type orderRecorder struct {
+	*caddyhttp.ResponseWriterWrapper
+	buf         *bytes.Buffer
+	wroteHeader bool
+	order       bool // the answer is an order, kept in buf
+	tooLarge    bool
+}
+
+func (rec *orderRecorder) WriteHeader(status int) {
+	if rec.wroteHeader {
+		return
+	}
+	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
+		// Informational: not the answer.
+		rec.ResponseWriterWrapper.WriteHeader(status)
+		return
+	}
+	rec.wroteHeader = true
+	if rec.order = isOrderAnswer(status, rec.Header()); !rec.order {
+		rec.ResponseWriterWrapper.WriteHeader(status)
+	}
+}
+
+func (rec *orderRecorder) Write(p []byte) (int, error) {
+	if !rec.wroteHeader {
+		rec.WriteHeader(http.StatusOK)
+	}
+	if !rec.order {
+		return rec.ResponseWriterWrapper.Write(p)
+	}
+	if rec.buf.Len()+len(p) > gateway.MaxBodySize {
+		rec.tooLarge = true
+		return 0, errOrderTooLarge
+	}
+	return rec.buf.Write(p)
+}
+
+// ReadFrom copies through Write while the answer is kept (the wrapped
+// writer's ReadFrom would pass it to the client).
+func (rec *orderRecorder) ReadFrom(r io.Reader) (int64, error) {
+	if !rec.wroteHeader {
+		rec.WriteHeader(http.StatusOK)
+	}
+	if !rec.order {
+		return rec.ResponseWriterWrapper.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{rec}, r)
+}
+
+// Flush flushes what passes through; a kept answer has nothing to flush.
+func (rec *orderRecorder) Flush() {
+	if !rec.order {
+		_ = http.NewResponseController(rec.ResponseWriterWrapper).Flush()
+	}
+}
+
+// writerOnly hides a writer's ReadFrom from io.Copy.
+type writerOnly struct{ io.Writer }
+
 // ServeHTTP passes the request on and places the order the backend answers.
-func (c *Checkout) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (c *Checkout) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	defer bufPool.Put(buf)
-	rec := caddyhttp.NewResponseRecorder(w, buf, isOrderAnswer)
-	if err := next.ServeHTTP(rec, r); err != nil {
+	defer func() {
+		if buf.Cap() <= 2*gateway.MaxBodySize {
+			bufPool.Put(buf)
+		}
+	}()
+	rec := &orderRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, buf: buf}
+	if err := c.serveNext(rec, r, next); err != nil && !rec.tooLarge {
 		return err
 	}
-	if !rec.Buffered() {
+	if !rec.order {
 		return nil
-	}
-	if rec.Status() == 0 {
-		// Nothing was written downstream.
-		return rec.WriteResponse()
 	}
 	// The backend's order answer is consumed here: none of its
 	// entity headers describe what the client receives.
@@ -101,12 +168,32 @@ func (c *Checkout) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Etag", "Last-Modified", "Content-Range", "Accept-Ranges"} {
 		hdr.Del(k)
 	}
-	if err := c.place(w, r, buf, encoding); err != nil {
+	if rec.tooLarge {
+		err = &gateway.Error{Status: http.StatusBadGateway, Code: "BACKEND_INVALID_ORDER", Message: errOrderTooLarge.Error()}
+	} else {
+		err = c.place(w, r, buf, encoding)
+	}
+	if err != nil {
 		e := gateway.ErrorFor(err)
 		logError(c.logger, c.Merchant, e)
 		writeError(w, e)
 	}
 	return nil
+}
+
+// serveNext runs the next handler. When it stops because the order answer
+// it wrote is too large, reverse_proxy aborts the exchange with
+// http.ErrAbortHandler (it cannot know that nothing reached the client):
+// that abort is recovered here, and the client is answered.
+func (c *Checkout) serveNext(rec *orderRecorder, r *http.Request, next caddyhttp.Handler) (err error) {
+	defer func() {
+		if rec.tooLarge {
+			if v := recover(); v != nil && v != http.ErrAbortHandler {
+				panic(v)
+			}
+		}
+	}()
+	return next.ServeHTTP(rec, r)
 }
 
 // place places the backend's order and answers the client; a malformed

@@ -6,14 +6,20 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	wxgateway "github.com/caddy-wxpay/caddy-wxpay/gateway"
 )
 
 // wxpay_checkout in front of a reverse_proxy: the backend decides the order,
 // the client gets pay parameters; other answers pass through untouched.
 func TestCheckout(t *testing.T) {
 	shop := newBackend(t)
+	var endlessWritten atomic.Int64
 	shop.handler = func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/checkout/jsapi":
@@ -30,6 +36,28 @@ func TestCheckout(t *testing.T) {
 		case "/checkout/invalid":
 			w.Header().Set("Content-Type", "application/vnd.wxpay.order+json")
 			io.WriteString(w, `{"out_trade_no":"x1","total_fee":-5,"body":"b","trade_type":"APP"}`)
+		case "/checkout/padded":
+			// An order of exactly ?size bytes (spaces after the JSON).
+			size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+			order := fmt.Sprintf(`{"out_trade_no":"cp%s","total_fee":300,"body":"b","trade_type":"NATIVE","product_id":"p"}`, r.URL.Query().Get("n"))
+			w.Header().Set("Content-Type", "application/vnd.wxpay.order+json")
+			io.WriteString(w, order+strings.Repeat(" ", size-len(order)))
+		case "/checkout/endless":
+			// An order answer that does not end: the gateway must stop
+			// reading it, not keep it.
+			w.Header().Set("Content-Type", "application/vnd.wxpay.order+json")
+			chunk := bytes.Repeat([]byte(" "), 32<<10)
+			for range 64 << 20 / len(chunk) {
+				n, err := w.Write(chunk)
+				endlessWritten.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		case "/checkout/download":
+			// A large answer that is not an order streams through.
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(bytes.Repeat([]byte("z"), 4<<20))
 		case "/checkout/declined":
 			// Not 200: passes through even with the order media type.
 			w.Header().Set("Content-Type", "application/vnd.wxpay.order+json")
@@ -82,6 +110,49 @@ func TestCheckout(t *testing.T) {
 		resp, body := get("/checkout/invalid")
 		if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(body, []byte("total_fee")) {
 			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("order answer size", func(t *testing.T) {
+		for i, tc := range []struct {
+			size   int
+			status int
+		}{{wxgateway.MaxBodySize, 200}, {wxgateway.MaxBodySize + 1, http.StatusBadGateway}} {
+			resp, body := get(fmt.Sprintf("/checkout/padded?n=%d&size=%d", i, tc.size))
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d bytes: %d %s", tc.size, resp.StatusCode, body)
+			}
+			if tc.status != 200 && !bytes.Contains(body, []byte("BACKEND_INVALID_ORDER")) {
+				t.Fatalf("%d bytes: %s", tc.size, body)
+			}
+		}
+	})
+	t.Run("an endless order answer is not read to its end", func(t *testing.T) {
+		resp, body := get("/checkout/endless")
+		if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(body, []byte("larger than 65536 bytes")) {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		// The backend's writes fail once the gateway stops reading and
+		// the socket buffers between them are full: far short of 64 MiB.
+		deadline := time.Now().Add(10 * time.Second)
+		for last := int64(-1); ; time.Sleep(50 * time.Millisecond) {
+			n := endlessWritten.Load()
+			if n == last {
+				if n >= 32<<20 {
+					t.Fatalf("the backend wrote %d bytes of its endless answer", n)
+				}
+				t.Logf("the backend wrote %d bytes before its writes failed", n)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the backend is still writing (%d bytes)", n)
+			}
+			last = n
+		}
+	})
+	t.Run("a large answer that is not an order streams through", func(t *testing.T) {
+		resp, body := get("/checkout/download")
+		if resp.StatusCode != 200 || len(body) != 4<<20 || resp.Header.Get("Content-Type") != "application/octet-stream" {
+			t.Fatalf("%d %d bytes %s", resp.StatusCode, len(body), resp.Header.Get("Content-Type"))
 		}
 	})
 	t.Run("other answers pass through", func(t *testing.T) {
