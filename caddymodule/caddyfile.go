@@ -49,6 +49,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			app_id      <app_id> [<app_id>...]
 //			api_key     <key>
 //			sign_type   MD5|HMAC-SHA256
+//			notify_sign_type HMAC-SHA256|any
 //			notify_url  <url>
 //			insecure_notify_url
 //			endpoint    <url>
@@ -233,6 +234,10 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "sign_type":
 			if !d.AllArgs(&m.SignType) {
+				return d.ArgErr()
+			}
+		case "notify_sign_type":
+			if !d.AllArgs(&m.NotifySignType) {
 				return d.ArgErr()
 			}
 		case "notify_url":

@@ -199,6 +199,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			app_id      %[2]s
 			api_key     {file.%[8]s}
 			sign_type   HMAC-SHA256
+			notify_sign_type HMAC-SHA256
 			notify_url  %[4]s/hmac/notify
 			insecure_notify_url
 			endpoint    %[5]s

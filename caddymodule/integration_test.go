@@ -2,6 +2,7 @@ package caddymodule_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -381,24 +382,29 @@ func TestNotifyRefusesBadInput(t *testing.T) {
 		name   string
 		body   []byte
 		status int
+		path   string // default /wxpay/notify
 	}{
-		{"malformed", []byte("<xml><return_code>SUCCESS</xml>"), 400},
-		{"doctype", []byte(`<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><a>&x;</a></xml>`), 400},
-		{"1 MiB", append([]byte("<xml><a><![CDATA["), bytes.Repeat([]byte("x"), 1<<20)...), 413},
-		{"wrong sign", tamper, 400},
-		{"signed with another key", signedDoc(t, good(testMchID), testHMACKey, wxpay.SignTypeMD5), 400},
-		{"another mch_id", signedDoc(t, good("10000999"), testKey, wxpay.SignTypeMD5), 400},
-		{"another appid", signedDoc(t, append(good(testMchID)[:2:2], append(wxpay.Params{{Name: "appid", Value: "wx0000000000000000"}}, good(testMchID)[3:]...)...), testKey, wxpay.SignTypeMD5), 400},
-		{"missing total_fee", signedDoc(t, noFee, testKey, wxpay.SignTypeMD5), 400},
-		{"negative total_fee", signedDoc(t, append(noFee.Clone(), wxpay.Param{Name: "total_fee", Value: "-100"}), testKey, wxpay.SignTypeMD5), 400},
-		{"non-integer total_fee", signedDoc(t, append(noFee.Clone(), wxpay.Param{Name: "total_fee", Value: "1.00"}), testKey, wxpay.SignTypeMD5), 400},
-		{"no sign", func() []byte { d, _ := wxpay.EncodeXML(good(testMchID)); return d }(), 400},
-		{"empty", nil, 400},
+		// The hmac merchant pins notify_sign_type HMAC-SHA256.
+		{name: "MD5 for a merchant pinned to HMAC-SHA256", body: signedDoc(t, good(testHMACMch), testHMACKey, wxpay.SignTypeMD5), status: 400, path: "/hmac/notify"},
+		{name: "MD5 labelled for a merchant pinned to HMAC-SHA256", body: signedDoc(t, good(testHMACMch, wxpay.Param{Name: "sign_type", Value: "MD5"}), testHMACKey, wxpay.SignTypeMD5), status: 400, path: "/hmac/notify"},
+		{"malformed", []byte("<xml><return_code>SUCCESS</xml>"), 400, ""},
+		{"doctype", []byte(`<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><a>&x;</a></xml>`), 400, ""},
+		{"1 MiB", append([]byte("<xml><a><![CDATA["), bytes.Repeat([]byte("x"), 1<<20)...), 413, ""},
+		{"wrong sign", tamper, 400, ""},
+		{"signed with another key", signedDoc(t, good(testMchID), testHMACKey, wxpay.SignTypeMD5), 400, ""},
+		{"another mch_id", signedDoc(t, good("10000999"), testKey, wxpay.SignTypeMD5), 400, ""},
+		{"another appid", signedDoc(t, append(good(testMchID)[:2:2], append(wxpay.Params{{Name: "appid", Value: "wx0000000000000000"}}, good(testMchID)[3:]...)...), testKey, wxpay.SignTypeMD5), 400, ""},
+		{"missing total_fee", signedDoc(t, noFee, testKey, wxpay.SignTypeMD5), 400, ""},
+		{"negative total_fee", signedDoc(t, append(noFee.Clone(), wxpay.Param{Name: "total_fee", Value: "-100"}), testKey, wxpay.SignTypeMD5), 400, ""},
+		{"non-integer total_fee", signedDoc(t, append(noFee.Clone(), wxpay.Param{Name: "total_fee", Value: "1.00"}), testKey, wxpay.SignTypeMD5), 400, ""},
+		{"no sign", func() []byte { d, _ := wxpay.EncodeXML(good(testMchID)); return d }(), 400, ""},
+		{"empty", nil, 400, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(g.backend.got())
-			resp, err := http.Post(g.base+"/wxpay/notify", "text/xml", bytes.NewReader(tt.body))
+			path := cmp.Or(tt.path, "/wxpay/notify")
+			resp, err := http.Post(g.base+path, "text/xml", bytes.NewReader(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -39,6 +39,15 @@ type Merchant struct {
 	// The signature algorithm: MD5 (the default) or HMAC-SHA256.
 	SignType string `json:"sign_type,omitempty"`
 
+	// Pins the signature algorithm of payment notifications: with
+	// HMAC-SHA256, a notification signed MD5 or carrying no sign_type
+	// (which means MD5) is refused, however valid its signature, and
+	// WeChat retries it. WeChat signs an order's notifications with the
+	// sign type the order was placed with, so this needs sign_type
+	// HMAC-SHA256, and orders placed otherwise (elsewhere, or before the
+	// switch) are refused too. Default: any (MD5 or HMAC-SHA256).
+	NotifySignType string `json:"notify_sign_type,omitempty"`
+
 	// The URL WeChat sends payment notifications to: this gateway's
 	// wxpay handler, e.g. https://pay.example.com/wxpay/notify. It must be
 	// https and carry no query string. Required.
@@ -110,6 +119,17 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 	st, err := wxpay.ParseSignType(strings.ToUpper(strings.TrimSpace(cfg.SignType)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("sign_type: %w", err)
+	}
+	var opts []apiv2.Option
+	switch nst := strings.ToUpper(strings.TrimSpace(cfg.NotifySignType)); nst {
+	case "", "ANY":
+	case string(wxpay.SignTypeHMACSHA256):
+		if st != wxpay.SignTypeHMACSHA256 {
+			return nil, nil, errors.New("notify_sign_type HMAC-SHA256 needs sign_type HMAC-SHA256: WeChat signs an order's notifications with the sign type the order was placed with")
+		}
+		opts = append(opts, apiv2.RequireNotifySignType(wxpay.SignTypeHMACSHA256))
+	default:
+		return nil, nil, fmt.Errorf("notify_sign_type %q: want HMAC-SHA256 (or any, the default)", cfg.NotifySignType)
 	}
 
 	endpoint := strings.TrimSpace(repl.ReplaceAll(cfg.Endpoint, ""))
@@ -184,7 +204,7 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 	} else if cfg.ClientKey != "" {
 		return nil, nil, errors.New("client_key without client_cert")
 	}
-	m.API = apiv2.New(client)
+	m.API = apiv2.New(client, opts...)
 	closeIdle = func() {
 		client.HTTPClient.CloseIdleConnections()
 		if client.TLSHTTPClient != nil {

@@ -53,6 +53,8 @@ http://127.0.0.1:%d {
 		{"short key", all(mch, app, "api_key 192006250b4c09247ec02edce69f6a2", notify), "api_key (given inline): api key has 31 characters"},
 		{"key from missing file", all(mch, app, "api_key {file./nonexistent/wxpay.key}", notify), "api_key from {file./nonexistent/wxpay.key}"},
 		{"unknown sign type", all(mch, app, key, notify, "sign_type SHA1"), "sign_type"},
+		{"notify_sign_type without sign_type", all(mch, app, key, notify, "notify_sign_type HMAC-SHA256"), "notify_sign_type HMAC-SHA256 needs sign_type HMAC-SHA256"},
+		{"notify_sign_type MD5", all(mch, app, key, notify, "sign_type HMAC-SHA256", "notify_sign_type MD5"), `notify_sign_type "MD5": want HMAC-SHA256`},
 		{"missing notify_url", all(mch, app, key), "notify_url is required"},
 		{"http notify_url", all(mch, app, key, "notify_url http://pay.example.com/wxpay/notify"), "notify_url \"http://pay.example.com/wxpay/notify\" must be https"},
 		{"http notify_url to WeChat even with opt-out", all(mch, app, key, "notify_url http://pay.example.com/wxpay/notify", "insecure_notify_url"), "loopback"},

@@ -8,6 +8,7 @@ package apiv2
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -19,15 +20,33 @@ import (
 
 // Protocol speaks API v2 for the merchant of its client.
 type Protocol struct {
-	client *wxpay.Client
-	nonce  func() string
+	client         *wxpay.Client
+	nonce          func() string
+	notifySignType wxpay.SignType // "": any
+}
+
+// Option adjusts a Protocol.
+type Option func(*Protocol)
+
+// RequireNotifySignType makes the protocol accept only payment
+// notifications labelled sign_type st and signed with it: a notification
+// signed with another algorithm, or with no sign_type (which means MD5),
+// is refused however valid its signature. WeChat signs an order's
+// notifications with the sign type the order was placed with, so this
+// suits a merchant whose orders are all placed with st. "" accepts both.
+func RequireNotifySignType(st wxpay.SignType) Option {
+	return func(p *Protocol) { p.notifySignType = st }
 }
 
 // New returns the API v2 protocol of the merchant that client calls for
 // (its MchID, Key and SignType sign requests, pay parameters and verify
 // notifications; its TLSHTTPClient, when set, sends refunds).
-func New(client *wxpay.Client) *Protocol {
-	return &Protocol{client: client, nonce: wxpay.NonceStr}
+func New(client *wxpay.Client, opts ...Option) *Protocol {
+	p := &Protocol{client: client, nonce: wxpay.NonceStr}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // signType is the merchant's signature algorithm (MD5 when unset).
@@ -183,11 +202,20 @@ func (p *Protocol) DownloadBill(ctx context.Context, r gateway.BillRequest) (io.
 }
 
 // ParsePaymentNotification verifies a pay notification's sign over every
-// field it carries, with the merchant's key.
+// field it carries, with the merchant's key, and its sign type against the
+// one required (RequireNotifySignType).
 func (p *Protocol) ParsePaymentNotification(_ http.Header, body []byte) (*gateway.Payment, error) {
-	fields, _, err := wxpay.VerifyNotificationFields(body, p.client.Key)
+	fields, st, err := wxpay.VerifyNotificationFields(body, p.client.Key)
 	if err != nil {
 		return nil, err
+	}
+	if p.notifySignType != "" {
+		switch label := fields.Get("sign_type"); {
+		case label == "":
+			return nil, fmt.Errorf("apiv2: notification without sign_type (MD5), but notifications must be signed %s", p.notifySignType)
+		case st != p.notifySignType:
+			return nil, fmt.Errorf("apiv2: notification signed %s, but notifications must be signed %s", st, p.notifySignType)
+		}
 	}
 	return payment(fields)
 }

@@ -195,3 +195,55 @@ func TestQueriedPaymentMerchant(t *testing.T) {
 		}
 	}
 }
+
+// A merchant that pins its notifications' sign type (notify_sign_type)
+// refuses one signed MD5 or carrying no sign_type, however valid its
+// signature; without the pin all three are accepted.
+//
+// The signatures were computed outside this code, with Python's hashlib
+// and hmac over WeChat's layout (fields with values, sorted by name,
+// k=v joined by &, then &key=<key>; MD5 or HMAC-SHA256 keyed with the key,
+// upper-case hex):
+//
+//	s = '&'.join(f'{k}={f[k]}' for k in sorted(f)) + '&key=' + key
+//	hashlib.md5(s.encode()).hexdigest().upper()
+//	hmac.new(key.encode(), s.encode(), hashlib.sha256).hexdigest().upper()
+func TestNotifySignTypePinned(t *testing.T) {
+	const key = "192006250b4c09247ec02edce69f6a2d"
+	notification := func(signType, sign string) []byte {
+		st := ""
+		if signType != "" {
+			st = "<sign_type>" + signType + "</sign_type>"
+		}
+		return []byte(`<xml><appid>wxd930ea5d5a258f4f</appid><mch_id>10000100</mch_id><nonce_str>5K8264ILTKCH16CQ</nonce_str>` +
+			`<out_trade_no>o1</out_trade_no><result_code>SUCCESS</result_code><return_code>SUCCESS</return_code>` + st +
+			`<total_fee>100</total_fee><transaction_id>4200000001</transaction_id><sign>` + sign + `</sign></xml>`)
+	}
+	tests := []struct {
+		name     string
+		body     []byte
+		pinned   string // the error with the pin; "" accepted
+		unpinned bool   // accepted without it
+	}{
+		{"MD5 without sign_type", notification("", "9CF9D47138618CC8AD0D2FCC08425186"), "without sign_type (MD5)", true},
+		{"MD5 labelled", notification("MD5", "48FD363453EE3D21361A084E3B456F77"), "signed MD5", true},
+		{"HMAC-SHA256", notification("HMAC-SHA256", "9D868B0D0AD1A1BE765AE03847BBC8288AF3AF6834B0A3F10DCF54261F9818DF"), "", true},
+		{"HMAC-SHA256 with a wrong sign", notification("HMAC-SHA256", "9D868B0D0AD1A1BE765AE03847BBC8288AF3AF6834B0A3F10DCF54261F9818DE"), "signature", false},
+	}
+	client := &wxpay.Client{MchID: "10000100", Key: key, SignType: wxpay.SignTypeHMACSHA256}
+	pinned, free := New(client, RequireNotifySignType(wxpay.SignTypeHMACSHA256)), New(client)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := pinned.ParsePaymentNotification(nil, tc.body)
+			switch {
+			case tc.pinned == "" && (err != nil || p.OutTradeNo != "o1" || p.TotalFee != 100):
+				t.Fatalf("pinned: %+v, %v", p, err)
+			case tc.pinned != "" && (err == nil || !strings.Contains(err.Error(), tc.pinned)):
+				t.Fatalf("pinned: accepted or wrong error: %v, want %q", err, tc.pinned)
+			}
+			if _, err := free.ParsePaymentNotification(nil, tc.body); (err == nil) != tc.unpinned {
+				t.Fatalf("without the pin: %v", err)
+			}
+		})
+	}
+}
