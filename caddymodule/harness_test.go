@@ -138,6 +138,7 @@ type gatewayOptions struct {
 	extraTop  string // more sites
 	ack       string // "upstream" for the no-ledger mode; default stored
 	admin     bool   // serve Caddy's admin endpoint (g.admin)
+	adminOpts string // options of the admin endpoint ({addr} is its address)
 	upstream  string // more options in the upstream block
 	global    string // more options in the wxpay block
 }
@@ -178,6 +179,9 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 	if opts.admin {
 		admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		g.admin = "http://" + admin
+		if opts.adminOpts != "" {
+			admin += " {\n" + strings.ReplaceAll(opts.adminOpts, "{addr}", admin) + "\n}"
+		}
 	}
 	storage := "storage sqlite " + filepath.Join(g.dir, "ledger.db")
 	if opts.ack == "upstream" {

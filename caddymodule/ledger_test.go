@@ -47,6 +47,52 @@ func (g *gateway) adminDo(t *testing.T, method, path string) (int, []byte) {
 	return resp.StatusCode, body
 }
 
+// The wxpay admin routes are served by Caddy's admin endpoint, under its
+// origin checks: with enforce_origin, a state-changing request from
+// another origin is refused even with a JSON content type, and one from an
+// allowed origin (as caddy wxpay sends it) is taken.
+func TestAdminRoutesHonourOrigins(t *testing.T) {
+	g := startGateway(t, gatewayOptions{admin: true, adminOpts: "origins {addr}\nenforce_origin"})
+	pause := func(origin string) int {
+		req, _ := http.NewRequest(http.MethodPost, g.admin+"/wxpay/delivery/pause", nil)
+		req.Header.Set("Content-Type", "application/json")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, origin := range []string{"http://attacker.example", ""} {
+		if status := pause(origin); status != http.StatusForbidden {
+			t.Fatalf("a pause from origin %q: %d, want 403", origin, status)
+		}
+	}
+	paused := func() bool {
+		req, _ := http.NewRequest(http.MethodGet, g.admin+"/wxpay/delivery", nil)
+		req.Header.Set("Origin", g.admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status: %d %s", resp.StatusCode, body)
+		}
+		return bytes.Contains(body, []byte(`"paused": true`))
+	}
+	if paused() {
+		t.Fatal("a refused pause paused delivery")
+	}
+	if status := pause(g.admin); status != 200 || !paused() {
+		t.Fatalf("a pause from the allowed origin: %d", status)
+	}
+}
+
 // With the ledger (the default), WeChat hears SUCCESS once the event is
 // stored, before the backend has it; the gateway then delivers it with
 // retries while the backend is down.
