@@ -1,0 +1,174 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/event"
+	"github.com/caddy-wxpay/caddy-wxpay/gateway"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+)
+
+// A refund notification's req_info is AES-256-ECB: each 16-byte block is
+// encrypted alone, so whoever has seen two notifications of the merchant
+// can swap blocks between their ciphertexts, and the result decrypts to a
+// well-formed refund that WeChat never notified. Here the block holding
+// one refund's amount goes into another refund's notification (both made
+// by the simulator, as WeChat makes them): it decrypts, names the first
+// refund with the second one's amount, and the gateway, which asks WeChat
+// before believing it, forwards it as refund.mismatch and leaves the
+// refund as it was. The gateway may hold no record of the refund (placed
+// elsewhere): WeChat's refund query is then the only check.
+func TestSplicedRefundNotification(t *testing.T) {
+	for _, placedHere := range []bool{true, false} {
+		name := map[bool]string{true: "refunds placed through the gateway", false: "refunds placed elsewhere"}[placedHere]
+		t.Run(name, func(t *testing.T) { testSplicedRefundNotification(t, placedHere) })
+	}
+}
+
+func testSplicedRefundNotification(t *testing.T, placedHere bool) {
+	e := newEnv(t, true, nil)
+	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
+	ctx := context.Background()
+	// Where the genuine notifications go: the attacker sees them, the
+	// gateway does not.
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
+	}))
+	defer elsewhere.Close()
+
+	resp := e.place("sp1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("sp1", 1)
+	placer := e.svc
+	if !placedHere {
+		placer = gateway.New(gateway.Config{Now: e.clock.Now}) // no ledger
+	}
+	refund := func(no string, fee int64) *gateway.RefundResponse {
+		r, err := placer.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "sp1", OutRefundNo: no, TotalFee: 1000,
+			RefundFee: fee, NotifyURL: elsewhere.URL + "/refund"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, _ := refund("sp-a", 200), refund("sp-b", 700)
+	observed := func(no string) []byte {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, n := range e.sim.Notifications() {
+				if n.OutRefundNo == no && n.Acknowledged {
+					return n.Body
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("refund %s was never notified", no)
+		return nil
+	}
+	bodyA, bodyB := observed("sp-a"), observed("sp-b")
+	stateBefore, err := e.store.GetRefund(ctx, mchID, "sp-a")
+	if placedHere != (err == nil) {
+		t.Fatalf("the ledger's record of the refund: %+v, %v", stateBefore, err)
+	}
+
+	// The test decrypts (the attacker need not: the layout is public and
+	// the amounts have the same length) to find the blocks holding the
+	// amount, and splices them from B into A.
+	cipherA, cipherB := reqInfo(t, bodyA), reqInfo(t, bodyB)
+	plainA := ecbDecrypt(t, cipherA)
+	prefix := []byte("<refund_fee><![CDATA[")
+	at := bytes.Index(plainA, prefix)
+	if at < 0 || len(cipherA) != len(cipherB) {
+		t.Fatalf("unexpected layouts: %q (%d and %d bytes)", plainA, len(cipherA), len(cipherB))
+	}
+	from, to := (at+len(prefix))/aes.BlockSize, (at+len(prefix)+len("200")-1)/aes.BlockSize
+	spliced := bytes.Clone(cipherA)
+	copy(spliced[from*aes.BlockSize:(to+1)*aes.BlockSize], cipherB[from*aes.BlockSize:(to+1)*aes.BlockSize])
+	p, err := wxpay.DecodeXML(bodyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Set("req_info", base64.StdEncoding.EncodeToString(spliced))
+	forged, err := wxpay.EncodeXML(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := wxpay.DecryptRefundNotification(forged, apiKey)
+	if err != nil || n.Info.Get("out_refund_no") != "sp-a" || n.Info.Get("refund_id") != a.RefundID || n.Info.Get("refund_fee") != "700" {
+		t.Fatalf("the splice does not make the forgery it should: %v, %v", n, err)
+	}
+
+	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: forged}); reply.Status != http.StatusOK {
+		t.Fatalf("reply %d %s", reply.Status, reply.Body)
+	}
+	ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, a.RefundID, "SUCCESS"))
+	if err != nil {
+		t.Fatalf("the forged notification's event: %v", err)
+	}
+	if ev.Type != event.RefundMismatch {
+		t.Fatalf("the forged notification stored as %s: %s", ev.Type, ev.Payload)
+	}
+	var payload struct {
+		Data struct{ Mismatch map[string]event.Discrepancy }
+	}
+	if err := json.Unmarshal(ev.Payload, &payload); err != nil {
+		t.Fatal(err)
+	}
+	if d := payload.Data.Mismatch["refund_fee"]; d.Queried != float64(200) || d.Notification != float64(700) {
+		t.Fatalf("mismatch %+v", payload.Data.Mismatch)
+	}
+	for _, ev := range e.eventsOf("sp1") {
+		if ev.Type == event.RefundSucceeded {
+			t.Fatalf("a refund.succeeded was stored: %+v", ev)
+		}
+	}
+	after, err := e.store.GetRefund(ctx, mchID, "sp-a")
+	if placedHere && (err != nil || after.State != stateBefore.State || after.RefundFee != 200) {
+		t.Fatalf("the refund changed: %+v, before %+v", after, stateBefore)
+	}
+}
+
+// reqInfo is a refund notification's req_info ciphertext.
+func reqInfo(t *testing.T, body []byte) []byte {
+	t.Helper()
+	p, err := wxpay.DecodeXML(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := base64.StdEncoding.DecodeString(p.Get("req_info"))
+	if err != nil || len(c)%aes.BlockSize != 0 {
+		t.Fatalf("req_info: %d bytes, %v", len(c), err)
+	}
+	return c
+}
+
+// ecbDecrypt decrypts req_info with the test key's req_info key (the
+// lowercase hex MD5 of the API key), block by block, padding kept.
+func ecbDecrypt(t *testing.T, c []byte) []byte {
+	t.Helper()
+	sum := md5.Sum([]byte(apiKey))
+	block, err := aes.NewCipher([]byte(hex.EncodeToString(sum[:])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, len(c))
+	for i := 0; i < len(c); i += aes.BlockSize {
+		block.Decrypt(out[i:i+aes.BlockSize], c[i:i+aes.BlockSize])
+	}
+	return out
+}
