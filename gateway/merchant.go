@@ -1,6 +1,9 @@
 package gateway
 
-import "slices"
+import (
+	"net/http"
+	"slices"
+)
 
 // Merchant is one WeChat Pay merchant account (商户号) as the gateway serves
 // it: who it is, which app ids may use it, where WeChat notifies, and the
@@ -24,6 +27,24 @@ type Merchant struct {
 	HTTPNotify HTTPNotify
 	// API speaks WeChat Pay's protocol for this merchant.
 	API Protocol
+	// AlsoNotifiedBy are other API versions whose notifications the
+	// merchant takes: API v2's, after a switch to APIv3, for the orders
+	// placed before it. Calls to WeChat always go through API.
+	AlsoNotifiedBy []Protocol
+}
+
+// notificationAPI is the merchant's API version that takes a notification
+// with these headers; false when none does.
+func (m *Merchant) notificationAPI(h http.Header) (Protocol, bool) {
+	if m.API.TakesNotification(h) {
+		return m.API, true
+	}
+	for _, p := range m.AlsoNotifiedBy {
+		if p.TakesNotification(h) {
+			return p, true
+		}
+	}
+	return nil, false
 }
 
 // HasAppID reports whether id is one of the merchant's app ids.
@@ -41,4 +62,15 @@ func (m *Merchant) appID(asked string) (string, error) {
 		return "", BadRequest("app_id %q is not one of merchant %s's app ids", asked, m.Name)
 	}
 	return asked, nil
+}
+
+// NotifyReply is the reply to a notification with headers h in the format
+// of its API version (the merchant's primary one when none of its versions
+// takes it): received when status is 200, otherwise refused with status
+// and reason.
+func (m *Merchant) NotifyReply(h http.Header, status int, reason string) Reply {
+	if p, ok := m.notificationAPI(h); ok {
+		return p.NotifyReply(status, reason)
+	}
+	return m.API.NotifyReply(status, reason)
 }

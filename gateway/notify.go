@@ -28,7 +28,11 @@ type Notification struct {
 // and only then reply that it arrived. Every failure replies with a
 // refusal, so that WeChat sends the notification again.
 func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n Notification) Reply {
-	p, err := m.API.ParsePaymentNotification(n.Header, n.Body)
+	api, ok := m.notificationAPI(n.Header)
+	if !ok {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "no API version of the merchant takes this notification", errNoNotificationAPI)
+	}
+	p, err := api.ParsePaymentNotification(n.Header, n.Body)
 	if err != nil {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid notification", err)
 	}
@@ -48,7 +52,7 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 		s.logger.Info("notification delivered",
 			zap.String("merchant", m.Name), zap.String("event_id", ev.ID), zap.String("type", ev.Type),
 			zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
-		return m.API.NotifyReply(http.StatusOK, "")
+		return api.NotifyReply(http.StatusOK, "")
 	}
 	ev, created, err := s.recordPayment(ctx, m, p)
 	if err != nil {
@@ -62,8 +66,17 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 	} else {
 		s.logger.Info("duplicate notification acknowledged", zap.String("merchant", m.Name), zap.String("event_id", ev.ID))
 	}
-	return m.API.NotifyReply(http.StatusOK, "")
+	return api.NotifyReply(http.StatusOK, "")
 }
+
+// errNoNotificationAPI is the cause of refusing a notification of an API
+// version the merchant has no credentials for.
+var errNoNotificationAPI = errors.New("an API v2 notification (XML) needs the merchant's api_key; an APIv3 one (Wechatpay-* headers, JSON) its APIv3 credentials")
+
+// ErrSignatureProbe marks WeChat's signature probe: a notification signed
+// WECHATPAY/SIGNTEST/…, sent to check that the merchant verifies
+// signatures. It must fail, and does; it is logged as the probe it is.
+var ErrSignatureProbe = errors.New("WeChat's signature probe (WECHATPAY/SIGNTEST)")
 
 // RefuseNotification logs why a notification is refused and returns the
 // refusal WeChat expects (it will send the notification again).
@@ -72,8 +85,12 @@ func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, re
 	if err != nil {
 		fields = append(fields, LogError(err))
 	}
-	s.logger.Warn("notification refused; WeChat will retry", fields...)
-	return m.API.NotifyReply(status, reason)
+	if errors.Is(err, ErrSignatureProbe) {
+		s.logger.Info("WeChat's signature probe (WECHATPAY/SIGNTEST) refused, as it must be", fields...)
+	} else {
+		s.logger.Warn("notification refused; WeChat will retry", fields...)
+	}
+	return m.NotifyReply(n.Header, status, reason)
 }
 
 // deliverBeforeReply delivers an event while WeChat waits (no ledger): ok

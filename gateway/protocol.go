@@ -46,6 +46,10 @@ type Protocol interface {
 	// DownloadBill streams a day's bill (CSV, or gzip when asked).
 	DownloadBill(ctx context.Context, r BillRequest) (io.ReadCloser, error)
 
+	// TakesNotification reports whether a notification, by its headers,
+	// is of this API version (APIv3's carry Wechatpay-Signature; API v2's
+	// do not), so that a merchant switching versions takes both.
+	TakesNotification(h http.Header) bool
 	// ParsePaymentNotification verifies a payment notification, as its
 	// exact bytes arrived, and parses it. It does not check the merchant
 	// or the order: the gateway does.

@@ -17,8 +17,13 @@ import (
 // Refund asks WeChat to refund part or all of an order. The same
 // out_refund_no is one refund: asked again with the same amounts it is
 // sent again (WeChat refunds once); with other amounts it is refused
-// before WeChat is asked. An accepted refund is recorded, and its outcome
-// arrives as a refund notification.
+// before WeChat is asked. With a ledger, the refund is recorded (state
+// UNKNOWN) before WeChat is asked, so that its notification is always
+// checked against it; a refund that cannot be recorded is not asked for
+// (503). WeChat's acceptance moves it to PROCESSING; a refusal removes the
+// record; an answer that does not say (none in time, one that fails
+// verification) leaves it UNKNOWN, for its notification to settle. The
+// outcome arrives as a refund notification.
 func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (*RefundResponse, error) {
 	r := *req
 	var err error
@@ -37,22 +42,51 @@ func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (
 	if err := m.API.ValidateRefund(&r); err != nil {
 		return nil, err
 	}
+	fresh := false // the refund was recorded by this call
 	if s.ledger != nil {
 		known, err := s.ledger.GetRefund(ctx, m.MchID, r.OutRefundNo)
-		if err == nil && (known.RefundFee != r.RefundFee || known.TotalFee != r.TotalFee) {
+		switch {
+		case err == nil && (known.RefundFee != r.RefundFee || known.TotalFee != r.TotalFee):
 			return nil, &Error{Status: http.StatusConflict, Code: "OUT_REFUND_NO_USED",
 				Message: fmt.Sprintf("out_refund_no %s was used for a refund of %d of %d fen", r.OutRefundNo, known.RefundFee, known.TotalFee)}
+		case errors.Is(err, ledger.ErrNotFound):
+			// Recorded before WeChat is asked, so that its notification,
+			// which may come before WeChat's answer, always finds it.
+			rf := &ledger.Refund{MchID: m.MchID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
+				TransactionID: r.TransactionID, TotalFee: r.TotalFee, RefundFee: r.RefundFee, State: ledger.RefundUnknown}
+			switch err := s.ledger.PutRefund(ctx, rf); {
+			case err == nil:
+				fresh = true
+			case !errors.Is(err, ledger.ErrExists):
+				return nil, storageError("the refund could not be recorded, so WeChat was not asked for it; ask again", err)
+			}
+		case err != nil:
+			return nil, storageError("the refund ledger could not be read, so WeChat was not asked for the refund", err)
 		}
 	}
 	resp, err := m.API.Refund(ctx, &r)
 	if err != nil {
+		if s.ledger != nil {
+			// (ctx may be what ended: the record must still be right.)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			switch {
+			case fresh && wechatRefused(err):
+				// WeChat did not make it: the number is free again.
+				if ferr := s.ledger.ForgetRefund(rctx, m.MchID, r.OutRefundNo); ferr != nil {
+					s.logger.Error("removing the record of a refund WeChat refused", zap.String("out_refund_no", r.OutRefundNo), LogError(ferr))
+				}
+			case effectUnknown(err):
+				s.logger.Warn("refund outcome unknown: WeChat's answer did not say whether it took it; its notification (checked with a query) settles it",
+					zap.String("merchant", m.Name), zap.String("out_refund_no", r.OutRefundNo), LogError(err))
+			}
+		}
 		return nil, err
 	}
 	if s.ledger != nil {
-		rf := &ledger.Refund{MchID: m.MchID, OutRefundNo: r.OutRefundNo, OutTradeNo: resp.OutTradeNo,
-			TransactionID: resp.TransactionID, RefundID: resp.RefundID, TotalFee: r.TotalFee, RefundFee: r.RefundFee}
-		if err := s.ledger.PutRefund(ctx, rf); err != nil && !errors.Is(err, ledger.ErrExists) {
-			s.logger.Error("recording a refund", zap.String("out_refund_no", r.OutRefundNo), zap.Error(err))
+		// Forward only: a notification that came first stays.
+		if err := s.ledger.SetRefundState(ctx, m.MchID, r.OutRefundNo, ledger.RefundProcessing, resp.RefundID, s.now()); err != nil {
+			s.logger.Error("recording a refund WeChat accepted", zap.String("out_refund_no", r.OutRefundNo), zap.Error(err))
 		}
 	}
 	s.logger.Info("refund accepted by WeChat", zap.String("merchant", m.Name), zap.String("out_refund_no", r.OutRefundNo),
@@ -86,11 +120,16 @@ func (s *Service) QueryRefund(ctx context.Context, m *Merchant, outRefundNo, app
 // finds the refund still under way, is answered with a refusal so that
 // WeChat notifies again; nothing is stored.
 func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n Notification) Reply {
-	rn, err := m.API.ParseRefundNotification(n.Header, n.Body)
+	api, ok := m.notificationAPI(n.Header)
+	if !ok {
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "no API version of the merchant takes this notification", errNoNotificationAPI)
+	}
+	rn, err := api.ParseRefundNotification(n.Header, n.Body)
 	if err != nil {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
 	}
-	if rn.MchID != m.MchID || !m.HasAppID(rn.AppID) {
+	// (APIv3's refund notices carry no appid.)
+	if rn.MchID != m.MchID || (rn.AppID != "" && !m.HasAppID(rn.AppID)) {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "mch_id or appid mismatch",
 			fmt.Errorf("refund notification for mch_id %q appid %q reached merchant %s", rn.MchID, rn.AppID, m.Name))
 	}
@@ -99,7 +138,11 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 	if err != nil {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
 	}
-	q, err := m.API.QueryRefund(ctx, rn.AppID, rn.OutRefundNo)
+	queryAppID := rn.AppID
+	if queryAppID == "" {
+		queryAppID = m.AppIDs[0]
+	}
+	q, err := m.API.QueryRefund(ctx, queryAppID, rn.OutRefundNo)
 	switch {
 	case callErrorKind(err) == NotFound:
 		// WeChat knows no such refund: a forged or spliced notification.
@@ -134,7 +177,7 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 	}
 	s.logger.Info("refund notification received", zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
 		zap.String("type", ev.Type), zap.String("out_refund_no", rn.OutRefundNo))
-	return m.API.NotifyReply(http.StatusOK, "")
+	return api.NotifyReply(http.StatusOK, "")
 }
 
 // recordRefund cross-checks a refund notification against the refund the
@@ -234,4 +277,22 @@ func (s *Service) DownloadBill(ctx context.Context, m *Merchant, date, billType 
 		return nil, err
 	}
 	return m.API.DownloadBill(ctx, BillRequest{AppID: appID, Date: date, Type: billType, Gzip: gzipped})
+}
+
+// effectUnknown reports whether a failed call to WeChat may still have had
+// its effect: no answer in time, a connection lost after the request may
+// have gone out, or an answer that failed verification or could not be
+// read (WeChat's own SYSTEMERROR too: the same call may be made again).
+func effectUnknown(err error) bool {
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	switch ce.Kind {
+	case Timeout, Unreachable, BadSignature, BadReply:
+		return true
+	case Refused:
+		return ce.Code == CodeSystemError
+	}
+	return false
 }

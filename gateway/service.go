@@ -23,6 +23,8 @@ type Ledger interface {
 	RecordEvent(ctx context.Context, e *ledger.Event, change ledger.Change) (created bool, err error)
 	GetRefund(ctx context.Context, mchID, outRefundNo string) (*ledger.Refund, error)
 	PutRefund(ctx context.Context, r *ledger.Refund) error
+	SetRefundState(ctx context.Context, mchID, outRefundNo, state, refundID string, now time.Time) error
+	ForgetRefund(ctx context.Context, mchID, outRefundNo string) error
 }
 
 // Outbox is told when an event was stored, so that its delivery starts at

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -924,3 +925,89 @@ func TestRefundNotificationConfirmedByQuery(t *testing.T) {
 		t.Fatalf("a contradicted notification changed the refund to %s", r.State)
 	}
 }
+
+// A refund whose answer never came may have been made: it was recorded
+// UNKNOWN before WeChat was asked (the caller gets 504), and its
+// notification, confirmed by WeChat's query, settles it like any other.
+func TestRefundWithUnknownOutcome(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("ru1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("ru1", 1)
+	e.sim.DelayNext(wxpaysim.APIRefund, 1, 10*time.Second)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err := e.svc.Refund(short, e.merchant, &gateway.RefundRequest{OutTradeNo: "ru1", OutRefundNo: "rfu-1", TotalFee: 1000, RefundFee: 300})
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusGatewayTimeout {
+		t.Fatalf("refund without an answer: %v", err)
+	}
+	// Recorded before WeChat was asked: UNKNOWN, or already SUCCESS when
+	// the notification came before the caller gave up.
+	if r, err := e.store.GetRefund(ctx, mchID, "rfu-1"); err != nil || (r.State != ledger.RefundUnknown && r.State != ledger.RefundSuccess) || r.RefundFee != 300 {
+		t.Fatalf("recorded: %+v, %v", r, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, _ := e.store.GetRefund(ctx, mchID, "rfu-1")
+		if r.State == ledger.RefundSuccess {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, n := range e.sim.Notifications() {
+				t.Logf("notification %s %s acked=%v attempts=%+v", n.Kind, n.OutRefundNo, n.Acknowledged, n.Attempts)
+			}
+			t.Fatalf("the refund's notification never settled it: %+v", r)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var types []string
+	for _, ev := range e.eventsOf("ru1") {
+		types = append(types, ev.Type)
+	}
+	if !slices.Contains(types, event.RefundSucceeded) {
+		t.Fatalf("events: %v", types)
+	}
+}
+
+// A refund WeChat refused is not kept: the number is free for a refund
+// with other amounts. One the ledger cannot record is not asked for.
+func TestRefundRefusedIsForgotten(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("rr1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("rr1", 1)
+	e.sim.FailNext(wxpaysim.APIRefund, 1, "NOTENOUGH")
+	_, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rr1", OutRefundNo: "rfr-1", TotalFee: 1000, RefundFee: 300})
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusConflict || ge.Code != "NOTENOUGH" {
+		t.Fatalf("refused refund: %v", err)
+	}
+	if r, err := e.store.GetRefund(ctx, mchID, "rfr-1"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("a refund WeChat refused is recorded: %+v, %v", r, err)
+	}
+	if _, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rr1", OutRefundNo: "rfr-1", TotalFee: 1000, RefundFee: 200}); err != nil {
+		t.Fatalf("the number with other amounts: %v", err)
+	}
+	if r, err := e.store.GetRefund(ctx, mchID, "rfr-1"); err != nil || r.RefundFee != 200 || r.RefundID == "" {
+		t.Fatalf("recorded: %+v, %v", r, err)
+	}
+
+	failing := gateway.New(gateway.Config{Ledger: failingRefundLedger{e.store}, Now: e.clock.Now})
+	_, err = failing.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rr1", OutRefundNo: "rfr-2", TotalFee: 1000, RefundFee: 100})
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusServiceUnavailable {
+		t.Fatalf("a refund not recorded: %v", err)
+	}
+	if _, err := e.svc.QueryRefund(ctx, e.merchant, "rfr-2", ""); gateway.ErrorFor(err).Status != http.StatusNotFound {
+		t.Fatalf("WeChat was asked for a refund the ledger could not record: %v", err)
+	}
+}
+
+// failingRefundLedger is the real ledger, failing to record refunds.
+type failingRefundLedger struct{ ledger.Store }
+
+func (failingRefundLedger) PutRefund(context.Context, *ledger.Refund) error { return errors.New("disk full") }

@@ -14,6 +14,10 @@ const (
 	RefundSuccess    = "SUCCESS"
 	RefundChange     = "CHANGE"      // the money could not reach the user's account
 	RefundClosed     = "REFUNDCLOSE" // the refund was closed
+	// RefundUnknown: asked of WeChat, whose answer did not say whether it
+	// took the refund (none came in time, or it failed verification). Its
+	// notification, confirmed by a query, settles it.
+	RefundUnknown = "UNKNOWN"
 )
 
 // Refund is a refund the gateway asked WeChat for.
@@ -112,6 +116,20 @@ func (s *sqlStore) PutRefund(ctx context.Context, r *Refund) error {
 	return nil
 }
 
+// ForgetRefund removes a refund recorded before WeChat was asked for it,
+// when WeChat refused it: only while its state is UNKNOWN and it has no
+// refund_id. Removing nothing is no error.
+func (s *sqlStore) ForgetRefund(ctx context.Context, mchID, outRefundNo string) error {
+	err := s.checkOpen()
+	if err == nil {
+		_, err = s.e.exec(ctx, s.d.rebind(qForgetRefund), mchID, outRefundNo)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: forget refund %s/%s: %w", mchID, outRefundNo, err)
+	}
+	return nil
+}
+
 // GetRefund returns a recorded refund; ErrNotFound (wrapped) when absent.
 func (s *sqlStore) GetRefund(ctx context.Context, mchID, outRefundNo string) (*Refund, error) {
 	if err := s.checkOpen(); err != nil {
@@ -139,7 +157,9 @@ func scanRefund(r rowScanner) (*Refund, error) {
 	return &rf, nil
 }
 
-// SetRefundState updates a refund's state, and its refund_id when given.
+// SetRefundState updates a refund's state, and its refund_id when given,
+// if that moves it forward (a change backwards is not made, and is no
+// error).
 func (s *sqlStore) SetRefundState(ctx context.Context, mchID, outRefundNo, state, refundID string, now time.Time) error {
 	if now.IsZero() {
 		now = s.now().UTC()
@@ -148,9 +168,12 @@ func (s *sqlStore) SetRefundState(ctx context.Context, mchID, outRefundNo, state
 	if err == nil {
 		var res sql.Result
 		res, err = s.e.exec(ctx, s.d.rebind(qSetRefundState),
-			state, toNs(now), refundID, refundID, mchID, outRefundNo)
+			state, toNs(now), refundID, refundID, mchID, outRefundNo, state)
 		if err == nil {
-			err = oneRow(res, ErrNotFound)
+			if err = oneRow(res, ErrNotFound); err == ErrNotFound {
+				// Not moved, or absent.
+				_, err = s.GetRefund(ctx, mchID, outRefundNo)
+			}
 		}
 	}
 	if err != nil {

@@ -69,12 +69,19 @@ func TestRefunds(t *testing.T) {
 	if err := s.SetRefundState(ctx, "m", "r1", RefundSuccess, "5000001", at(5)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetRefundState(ctx, "m", "r1", RefundSuccess, "", at(6)); err != nil {
-		t.Fatal(err)
+	// SUCCESS is final: the same again, or a state behind it, changes
+	// nothing and is no error.
+	for _, st := range []string{RefundSuccess, RefundProcessing, RefundChange, RefundUnknown} {
+		if err := s.SetRefundState(ctx, "m", "r1", st, "", at(6)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	got, _ = s.GetRefund(ctx, "m", "r1")
-	if got.State != RefundSuccess || got.RefundID != "5000001" || !got.UpdatedAt.Equal(at(6)) {
+	if got.State != RefundSuccess || got.RefundID != "5000001" || !got.UpdatedAt.Equal(at(5)) {
 		t.Fatalf("after state changes: %+v", got)
+	}
+	if err := s.SetRefundState(ctx, "m", "r-absent", RefundSuccess, "", at(6)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an absent refund: %v", err)
 	}
 	if _, err := s.GetRefund(ctx, "m", "r2"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown refund: %v", err)

@@ -313,8 +313,14 @@ type Store interface {
 	PutRefund(ctx context.Context, r *Refund) error
 	GetRefund(ctx context.Context, mchID, outRefundNo string) (*Refund, error)
 	// SetRefundState updates a refund's state, and its refund_id when
-	// refundID is not empty.
+	// given, if that moves it forward (UNKNOWN, PROCESSING, CHANGE, then
+	// SUCCESS or REFUNDCLOSE, which are final); a change backwards is not
+	// made and is no error. ErrNotFound when absent.
 	SetRefundState(ctx context.Context, mchID, outRefundNo, state, refundID string, now time.Time) error
+	// ForgetRefund removes a refund recorded before WeChat was asked for
+	// it, when WeChat refused it: only while its state is UNKNOWN and it
+	// has no refund_id.
+	ForgetRefund(ctx context.Context, mchID, outRefundNo string) error
 
 	// TryLease takes or renews a named lease for holder until now+ttl; it
 	// succeeds if the lease is free, expired, or already held by holder.

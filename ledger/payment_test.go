@@ -47,19 +47,26 @@ func TestRecordEventChange(t *testing.T) {
 
 			// A refund: its state and refund_id, at the event's time.
 			e := ev("evt_r1", "m", "o1", at(12))
-			if _, err := s.RecordEvent(ctx, e, Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundSuccess, RefundID: "5030"}}); err != nil {
+			if _, err := s.RecordEvent(ctx, e, Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundChange, RefundID: "5030"}}); err != nil {
 				t.Fatal(err)
 			}
 			r, err := s.GetRefund(ctx, "m", "r1")
-			if err != nil || r.State != RefundSuccess || r.RefundID != "5030" || !r.UpdatedAt.Equal(at(12)) {
+			if err != nil || r.State != RefundChange || r.RefundID != "5030" || !r.UpdatedAt.Equal(at(12)) {
 				t.Fatalf("refund after its event: %+v, %v", r, err)
 			}
 			// Another state without a refund_id keeps the one recorded.
-			if _, err := s.RecordEvent(ctx, ev("evt_r2", "m", "o1", at(13)), Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundChange}}); err != nil {
+			if _, err := s.RecordEvent(ctx, ev("evt_r2", "m", "o1", at(13)), Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundSuccess}}); err != nil {
 				t.Fatal(err)
 			}
-			if r, _ := s.GetRefund(ctx, "m", "r1"); r.State != RefundChange || r.RefundID != "5030" {
+			if r, _ := s.GetRefund(ctx, "m", "r1"); r.State != RefundSuccess || r.RefundID != "5030" {
 				t.Fatalf("refund after a second event: %+v", r)
+			}
+			// A late abnormal notice does not move a success back.
+			if _, err := s.RecordEvent(ctx, ev("evt_r3", "m", "o1", at(14)), Change{Refund: &RefundUpdate{OutRefundNo: "r1", State: RefundChange}}); err != nil {
+				t.Fatal(err)
+			}
+			if r, _ := s.GetRefund(ctx, "m", "r1"); r.State != RefundSuccess || !r.UpdatedAt.Equal(at(13)) {
+				t.Fatalf("refund after a late abnormal notice: %+v", r)
 			}
 
 			// A malformed change: refused, nothing stored.

@@ -21,6 +21,14 @@ const eventColsE = `e.id, e.mch_id, e.type, e.out_trade_no, e.transaction_id, e.
 
 // openOrders are the orders that may still be paid: the reconciler checks
 // them (index orders_open_check).
+// A refund's state moves forward only: UNKNOWN (asked, no answer yet) 0,
+// PROCESSING 1, CHANGE (abnormal: it may still succeed or close) 2,
+// SUCCESS and REFUNDCLOSE 3 (final).
+const (
+	refundRankOfState = `(CASE state WHEN '` + RefundUnknown + `' THEN 0 WHEN '` + RefundProcessing + `' THEN 1 WHEN '` + RefundChange + `' THEN 2 ELSE 3 END)`
+	refundRankOfParam = `(CASE ? WHEN '` + RefundUnknown + `' THEN 0 WHEN '` + RefundProcessing + `' THEN 1 WHEN '` + RefundChange + `' THEN 2 ELSE 3 END)`
+)
+
 const openOrders = `state IN ('` + OrderNotPay + `', '` + OrderPayError + `')`
 
 const refundCols = `mch_id, out_refund_no, out_trade_no, transaction_id, refund_id, total_fee, refund_fee, state, created_at, updated_at`
@@ -62,10 +70,16 @@ const (
 	// qPutRefundHead (with the insert-if-absent clause) records a refund.
 	qPutRefundHead = `INSERT INTO refunds (` + refundCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qGetRefund     = `SELECT ` + refundCols + ` FROM refunds WHERE mch_id = ? AND out_refund_no = ?`
-	// qSetRefundState: parameters state, updated at, refund_id twice ("":
-	// keep the one recorded), mch_id, out_refund_no.
+	// qSetRefundState moves a refund's state forward only (see
+	// refundRank): parameters state, updated at, refund_id twice ("":
+	// keep the one recorded), mch_id, out_refund_no, state again.
 	qSetRefundState = `UPDATE refunds SET state = ?, updated_at = ?,
-		refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?`
+		refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?
+		AND ` + refundRankOfState + ` < 3 AND ` + refundRankOfState + ` <= ` + refundRankOfParam
+	// qForgetRefund removes a refund recorded before WeChat was asked for
+	// it, when WeChat refused it: only while its outcome is unknown and it
+	// has no refund_id.
+	qForgetRefund = `DELETE FROM refunds WHERE mch_id = ? AND out_refund_no = ? AND state = '` + RefundUnknown + `' AND refund_id = ''`
 
 	// qInsertEventHead inserts a pending event (with the dialect's
 	// insert-if-absent clause: RowsAffected 0 for a known id);

@@ -401,7 +401,7 @@ func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) error {
 		}
 	}
 	if r := c.Refund; r != nil {
-		if _, err := t.stmt(s.st.setRefundState).ExecContext(t.ctx, r.State, toNs(e.CreatedAt), r.RefundID, r.RefundID, e.MchID, r.OutRefundNo); err != nil {
+		if _, err := t.stmt(s.st.setRefundState).ExecContext(t.ctx, r.State, toNs(e.CreatedAt), r.RefundID, r.RefundID, e.MchID, r.OutRefundNo, r.State); err != nil {
 			return err
 		}
 	}

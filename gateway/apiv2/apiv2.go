@@ -201,6 +201,12 @@ func (p *Protocol) DownloadBill(ctx context.Context, r gateway.BillRequest) (io.
 	return rc, nil
 }
 
+// TakesNotification reports whether a notification is API v2's: one
+// without APIv3's Wechatpay-Signature header.
+func (p *Protocol) TakesNotification(h http.Header) bool {
+	return h.Get("Wechatpay-Signature") == ""
+}
+
 // ParsePaymentNotification verifies a pay notification's sign over every
 // field it carries, with the merchant's key, and its sign type against the
 // one required (RequireNotifySignType).
