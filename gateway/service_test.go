@@ -1010,4 +1010,6 @@ func TestRefundRefusedIsForgotten(t *testing.T) {
 // failingRefundLedger is the real ledger, failing to record refunds.
 type failingRefundLedger struct{ ledger.Store }
 
-func (failingRefundLedger) PutRefund(context.Context, *ledger.Refund) error { return errors.New("disk full") }
+func (failingRefundLedger) PutRefund(context.Context, *ledger.Refund) error {
+	return errors.New("disk full")
+}
