@@ -1,0 +1,151 @@
+package wxpayv3
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// BillInfo is the answer of a bill request: where to download the bill and
+// the hash to check it against.
+type BillInfo struct {
+	HashType    string `json:"hash_type"`  // "SHA1"
+	HashValue   string `json:"hash_value"` // hex
+	DownloadURL string `json:"download_url"`
+}
+
+// TradeBill asks for the trade bill of a day:
+// GET /v3/bill/tradebill?bill_date=yyyy-MM-dd&bill_type=…&tar_type=….
+// billType (ALL, SUCCESS, REFUND) and tarType (GZIP) are left out when
+// empty. Download the bill with DownloadBill.
+func (c *Client) TradeBill(ctx context.Context, billDate, billType, tarType string) (*BillInfo, error) {
+	if _, err := time.Parse(time.DateOnly, billDate); err != nil {
+		return nil, fmt.Errorf("trade bill %s: %w", billDate, fieldErrorf("bill_date", "is not yyyy-MM-dd"))
+	}
+	q := url.Values{"bill_date": {billDate}}
+	if billType != "" {
+		q.Set("bill_type", billType)
+	}
+	if tarType != "" {
+		q.Set("tar_type", tarType)
+	}
+	const path = "/v3/bill/tradebill"
+	var info BillInfo
+	status, err := c.do(ctx, http.MethodGet, path, q, nil, &info)
+	if err == nil && info.DownloadURL == "" {
+		err = &ResponseError{Op: http.MethodGet + " " + path, Status: status, Err: fieldErrorf("download_url", "is missing")}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("trade bill %s: %w", billDate, err)
+	}
+	return &info, nil
+}
+
+// DownloadBill downloads a bill from info.DownloadURL, which must be on
+// the client's endpoint (same scheme and host; anything else is refused
+// before a signed request leaves). The request is signed like any call.
+// WeChat does not sign the bill itself; instead the returned reader hashes
+// what it streams and, at the end, returns an error wrapping ErrBillHash
+// instead of io.EOF when the SHA-1 does not match info.HashValue, or when
+// info.HashType is not SHA1. Use the bill only once reading has reached
+// io.EOF. The caller closes the reader; Client.Timeout bounds the whole
+// download until then. An answer other than 200 is verified and returned
+// as an *APIError (or a *VerifyError).
+func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadCloser, error) {
+	if info == nil || info.DownloadURL == "" {
+		return nil, errors.New("download bill: no download_url")
+	}
+	u, err := url.Parse(info.DownloadURL)
+	if err != nil {
+		return nil, fmt.Errorf("download bill: download_url does not parse: %v", err)
+	}
+	ep, err := url.Parse(c.endpoint())
+	if err != nil {
+		return nil, fmt.Errorf("download bill: endpoint does not parse: %v", err)
+	}
+	if u.Scheme != ep.Scheme || !strings.EqualFold(u.Host, ep.Host) || u.User != nil {
+		return nil, fmt.Errorf("download bill: download_url is on %s://%s, not on the endpoint %s://%s: refused", u.Scheme, u.Host, ep.Scheme, ep.Host)
+	}
+	op := "GET " + u.Path
+	resp, release, err := c.send(ctx, op, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("download bill: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer release()
+		if c.Verifier == nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("download bill: HTTP %d, and the client has no Verifier to read the answer", resp.StatusCode)
+		}
+		ans, err := readAnswer(op, resp)
+		if err == nil {
+			err = finish(op, ans, c.Verifier.Verify, nil)
+		}
+		if err == nil {
+			err = &ResponseError{Op: op, Status: ans.status, Err: fmt.Errorf("HTTP %d instead of the bill", ans.status)}
+		}
+		return nil, fmt.Errorf("download bill: %w", err)
+	}
+	return &billReader{op: op, body: resp.Body, release: release, h: sha1.New(), hashType: info.HashType, want: info.HashValue}, nil
+}
+
+// billReader streams a bill and checks its hash at the end.
+type billReader struct {
+	op       string
+	body     io.ReadCloser
+	release  func()
+	h        hash.Hash
+	hashType string
+	want     string
+	err      error // the outcome once the end was reached
+}
+
+// Read streams the bill; at its end it returns io.EOF only when the hash matches.
+func (r *billReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.body.Read(p)
+	r.h.Write(p[:n])
+	switch {
+	case err == io.EOF:
+		r.err = r.check()
+		return n, r.err
+	case err != nil:
+		r.err = &TransportError{Op: r.op, Err: fmt.Errorf("reading the bill: %w", err)}
+		return n, r.err
+	}
+	return n, nil
+}
+
+// check compares the hash of what was read with the announced one.
+func (r *billReader) check() error {
+	if !strings.EqualFold(r.hashType, "SHA1") {
+		return fmt.Errorf("%w: hash_type is %s, only SHA1 can be checked", ErrBillHash, quoteShort(r.hashType))
+	}
+	want, err := hex.DecodeString(r.want)
+	if err != nil || len(want) != sha1.Size {
+		return fmt.Errorf("%w: hash_value %s is not a hex SHA-1", ErrBillHash, quoteShort(r.want))
+	}
+	got := r.h.Sum(nil)
+	if subtle.ConstantTimeCompare(got, want) != 1 {
+		return fmt.Errorf("%w: SHA-1 of the download is %x, hash_value is %x (truncated or altered)", ErrBillHash, got, want)
+	}
+	return io.EOF
+}
+
+// Close ends the download and its Timeout.
+func (r *billReader) Close() error {
+	err := r.body.Close()
+	r.release()
+	return err
+}

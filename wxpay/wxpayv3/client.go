@@ -1,0 +1,302 @@
+package wxpayv3
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultEndpoint is WeChat Pay's API host.
+const DefaultEndpoint = "https://api.mch.weixin.qq.com"
+
+// DefaultUserAgent is the User-Agent of requests when Client.UserAgent is
+// empty. WeChat Pay refuses APIv3 requests without one.
+const DefaultUserAgent = "caddy-wxpay/wxpayv3 (+go)"
+
+// MaxResponseSize bounds what the client reads of an answer (bill
+// downloads excepted): a larger answer is an error.
+const MaxResponseSize = 4 << 20
+
+// Client calls WeChat Pay's APIv3 on behalf of one merchant. It signs every
+// request with Signer and verifies every answer with Verifier before using
+// it. It is safe for concurrent use once configured; do not change its
+// fields while calls are under way.
+type Client struct {
+	// MchID is the merchant number (商户号); Signer.MchID when empty.
+	MchID string
+	// Signer signs requests with the merchant's API key.
+	Signer *Signer
+	// Verifier verifies answers: its Keys hold the WeChat Pay public key
+	// and/or the platform certificates. Calls fail without one.
+	Verifier *Verifier
+	// Endpoint is the API's base URL; DefaultEndpoint when empty.
+	Endpoint string
+	// HTTPClient sends the requests; one from NewHTTPClient when nil.
+	HTTPClient *http.Client
+	// Timeout bounds each call, on top of the context's deadline; for
+	// DownloadBill it bounds the download until the stream is closed.
+	// Zero means only the context bounds it.
+	Timeout time.Duration
+	// WechatpaySerial is sent as the Wechatpay-Serial header of every
+	// request when set: the WeChat Pay public key id (PUB_KEY_ID_…) or a
+	// platform certificate serial. WeChat signs its answer with the key it
+	// names, and it names the key that encrypted sensitive fields.
+	WechatpaySerial string
+	// UserAgent is sent as User-Agent; DefaultUserAgent when empty.
+	UserAgent string
+	// Now is the clock of request timestamps; time.Now when nil.
+	Now func() time.Time
+	// Nonce makes request nonces; NonceStr when nil.
+	Nonce func() string
+
+	once        sync.Once
+	defaultHTTP *http.Client
+}
+
+// NewHTTPClient returns an HTTP client for calls to WeChat sized for
+// maxConcurrent concurrent calls. It never follows redirects (WeChat's API
+// does not redirect, and following one would send a signed request
+// elsewhere) and trusts the system's root certificates.
+func NewHTTPClient(maxConcurrent int) *http.Client {
+	if maxConcurrent < 2 {
+		maxConcurrent = 2
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy: http.ProxyFromEnvironment,
+			DialContext: (&net.Dialer{
+				Timeout:   5 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout:   5 * time.Second,
+			MaxIdleConns:          4 * maxConcurrent,
+			MaxIdleConnsPerHost:   maxConcurrent,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	c.once.Do(func() { c.defaultHTTP = NewHTTPClient(64) })
+	return c.defaultHTTP
+}
+
+func (c *Client) endpoint() string {
+	if c.Endpoint == "" {
+		return DefaultEndpoint
+	}
+	return strings.TrimSuffix(c.Endpoint, "/")
+}
+
+func (c *Client) mchID() string {
+	if c.MchID != "" {
+		return c.MchID
+	}
+	if c.Signer != nil {
+		return c.Signer.MchID
+	}
+	return ""
+}
+
+func (c *Client) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
+}
+
+func (c *Client) nonce() string {
+	if c.Nonce == nil {
+		return NonceStr()
+	}
+	return c.Nonce()
+}
+
+func (c *Client) userAgent() string {
+	if c.UserAgent == "" {
+		return DefaultUserAgent
+	}
+	return c.UserAgent
+}
+
+// Do calls the API: it JSON-encodes in (when not nil) as the body, signs
+// the request over the exact target and body sent, sends it to path (with
+// query) on the endpoint, reads at most MaxResponseSize bytes of the
+// answer and verifies it — every answer, 2xx or not, a 204 over its empty
+// body — before using it. Then a 2xx answer is decoded into out (when not
+// nil and the answer has a body), and any other status is an *APIError.
+//
+// Errors: *TransportError (no answer), *VerifyError (an answer that does
+// not verify), *APIError (WeChat refused), *ResponseError (a verified 2xx
+// answer that does not decode). After a VerifyError, a ResponseError or a
+// TransportError the call may have had its effect.
+func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	_, err := c.do(ctx, method, path, query, in, out)
+	return err
+}
+
+// do is Do that also returns the answer's status, so that the typed calls
+// can report a verified answer that lacks what they need.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (status int, err error) {
+	op := method + " " + path
+	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?#") {
+		return 0, fmt.Errorf("wxpayv3 %s: path must start with / and carry no query (pass it as query)", op)
+	}
+	if c.Verifier == nil {
+		return 0, fmt.Errorf("wxpayv3 %s: the client has no Verifier: answers could not be verified", op)
+	}
+	var body []byte
+	if in != nil {
+		if body, err = encodeJSON(in); err != nil {
+			return 0, fmt.Errorf("wxpayv3 %s: encode request: %w", op, err)
+		}
+	}
+	target := c.endpoint() + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	ans, err := c.exchange(ctx, op, method, target, body)
+	if err != nil {
+		return 0, err
+	}
+	return ans.status, finish(op, ans, c.Verifier.Verify, out)
+}
+
+// encodeJSON encodes v without HTML escaping (the body is signed as
+// sent, so either form would do; this one is readable) and without the
+// encoder's trailing newline.
+func encodeJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte{'\n'}), nil
+}
+
+// answer is an answer read whole, not yet verified.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// send signs and sends one request and returns the answer with its body
+// unread. The caller closes the body and then calls release, which ends
+// the call's Timeout.
+func (c *Client) send(ctx context.Context, op, method, target string, body []byte) (resp *http.Response, release func(), err error) {
+	if c.Signer == nil {
+		return nil, nil, fmt.Errorf("wxpayv3 %s: the client has no Signer", op)
+	}
+	release = func() {}
+	if c.Timeout > 0 {
+		ctx, release = context.WithTimeout(ctx, c.Timeout)
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("wxpayv3 %s: %w", op, err)
+	}
+	// Sign the request target exactly as it goes on the request line.
+	auth, err := c.Signer.Authorization(method, req.URL.RequestURI(), body, c.now().Unix(), c.nonce())
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("wxpayv3 %s: %w", op, err)
+	}
+	req.Header.Set("Authorization", auth)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("User-Agent", c.userAgent())
+	if c.WechatpaySerial != "" {
+		req.Header.Set(HeaderSerial, c.WechatpaySerial)
+	}
+	resp, err = c.httpClient().Do(req)
+	if err != nil {
+		release()
+		return nil, nil, &TransportError{Op: op, Err: err}
+	}
+	return resp, release, nil
+}
+
+// exchange sends one request and reads its whole answer.
+func (c *Client) exchange(ctx context.Context, op, method, target string, body []byte) (*answer, error) {
+	resp, release, err := c.send(ctx, op, method, target, body)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return readAnswer(op, resp)
+}
+
+// readAnswer reads at most MaxResponseSize bytes of an answer and closes it.
+func readAnswer(op string, resp *http.Response) (*answer, error) {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize+1))
+	if err != nil {
+		return nil, &TransportError{Op: op, Err: fmt.Errorf("reading the answer (HTTP %d): %w", resp.StatusCode, err)}
+	}
+	if len(b) > MaxResponseSize {
+		return nil, &ResponseError{Op: op, Status: resp.StatusCode, Err: fmt.Errorf("answer is larger than %d bytes", MaxResponseSize)}
+	}
+	return &answer{status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+// finish verifies an answer, then turns it into the call's outcome: an
+// *APIError for a status other than 2xx, else out decoded.
+func finish(op string, ans *answer, verify func(http.Header, []byte) error, out any) error {
+	if err := verify(ans.header, ans.body); err != nil {
+		ve := &VerifyError{Op: op, Status: ans.status, Err: err, RequestID: ans.header.Get(HeaderRequestID)}
+		var e wechatError
+		if json.Unmarshal(ans.body, &e) == nil {
+			ve.Code, ve.Message = e.Code, e.Message
+		}
+		return ve
+	}
+	if ans.status < 200 || ans.status > 299 {
+		ae := &APIError{Op: op, Status: ans.status, RequestID: ans.header.Get(HeaderRequestID)}
+		var e wechatError
+		if err := json.Unmarshal(ans.body, &e); err == nil {
+			ae.Code, ae.Message, ae.Detail = e.Code, e.Message, e.Detail
+		} else {
+			ae.Message = fmt.Sprintf("answer is not a JSON error object (%d bytes)", len(ans.body))
+		}
+		return ae
+	}
+	if out == nil || (len(ans.body) == 0 && ans.status == http.StatusNoContent) {
+		return nil
+	}
+	if err := json.Unmarshal(ans.body, out); err != nil {
+		return &ResponseError{Op: op, Status: ans.status, Err: fmt.Errorf("does not decode: %v", err)}
+	}
+	return nil
+}
+
+// wechatError is the body of WeChat's error answers.
+type wechatError struct {
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+	Detail  json.RawMessage `json:"detail"`
+}

@@ -1,0 +1,390 @@
+package wxpayv3
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CertificateStore keeps the platform certificates between runs, as a PEM
+// bundle, so that a restart does not need a download. Implementations must
+// be safe for concurrent use.
+type CertificateStore interface {
+	// Load returns the stored bundle, or an error satisfying
+	// errors.Is(err, fs.ErrNotExist) when nothing is stored.
+	Load(ctx context.Context) ([]byte, error)
+	// Store replaces the stored bundle.
+	Store(ctx context.Context, pemBundle []byte) error
+}
+
+// Defaults of PlatformCertificates.
+const (
+	DefaultRefreshEvery  = 12 * time.Hour
+	DefaultMinRefreshGap = time.Minute
+)
+
+// PlatformCertificates keeps a merchant's platform certificates (平台证书)
+// up to date and serves their keys to a Verifier, as a KeySource. It
+// downloads them with Client.DownloadCertificates (verified with the
+// certificates listed), replaces its set only with a download that
+// verified and parsed, drops expired certificates, and keeps a copy in
+// Store. Downloads are single-flight, and the downloads that unknown
+// serials trigger are rate-limited by MinRefreshGap, so that a flood of
+// forged serials cannot make it hammer WeChat.
+//
+// Configure the exported fields, then call Start; call Stop when done. It
+// is safe for concurrent use. It must not be copied after first use.
+type PlatformCertificates struct {
+	// Client downloads the certificates.
+	Client *Client
+	// Key is the APIv3 key that decrypts them.
+	Key APIv3Key
+	// Store keeps them between runs; nil keeps nothing.
+	Store CertificateStore
+	// RefreshEvery is the period of the background refresh;
+	// DefaultRefreshEvery (12h) when zero. After a failed refresh the
+	// loop retries sooner, from MinRefreshGap doubling up to RefreshEvery.
+	RefreshEvery time.Duration
+	// MinRefreshGap is the least time between a download and one that an
+	// unknown serial triggers; DefaultMinRefreshGap (1 minute) when zero.
+	MinRefreshGap time.Duration
+	// Now is the clock of certificate validity and of the rate limit;
+	// time.Now when nil.
+	Now func() time.Time
+	// Logf, when set, receives what happens in the background: refreshes,
+	// their failures, a store that fails. It must be safe for concurrent
+	// use.
+	Logf func(format string, args ...any)
+
+	set atomic.Pointer[certSet]
+
+	mu       sync.Mutex
+	flight   *refreshFlight     // the download under way, if any
+	lastTry  time.Time          // when the last download started
+	runCtx   context.Context    // non-nil between Start and Stop
+	cancel   context.CancelFunc // ends runCtx
+	loopDone chan struct{}      // closed when the loop has returned
+	async    sync.WaitGroup     // downloads that unknown serials triggered
+}
+
+// certSet is an immutable set of platform certificates.
+type certSet struct {
+	certs    []*x509.Certificate
+	bySerial map[string]*x509.Certificate
+}
+
+func newCertSet(certs []*x509.Certificate) *certSet {
+	s := &certSet{certs: certs, bySerial: make(map[string]*x509.Certificate, len(certs))}
+	for _, c := range certs {
+		s.bySerial[CertificateSerial(c)] = c
+	}
+	return s
+}
+
+// refreshFlight is one download that concurrent Refresh calls share.
+type refreshFlight struct {
+	done chan struct{}
+	err  error
+}
+
+func (p *PlatformCertificates) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
+}
+
+func (p *PlatformCertificates) refreshEvery() time.Duration {
+	if p.RefreshEvery <= 0 {
+		return DefaultRefreshEvery
+	}
+	return p.RefreshEvery
+}
+
+func (p *PlatformCertificates) minGap() time.Duration {
+	if p.MinRefreshGap <= 0 {
+		return DefaultMinRefreshGap
+	}
+	return p.MinRefreshGap
+}
+
+func (p *PlatformCertificates) logf(format string, args ...any) {
+	if p.Logf != nil {
+		p.Logf(format, args...)
+	}
+}
+
+// Start loads the stored certificates (the unexpired ones), downloads them
+// only when nothing usable is stored, and starts the background refresh,
+// which runs until Stop. ctx bounds the start-up load and download only
+// (a start-up deadline is fine): its end does not stop the background
+// refresh, Stop does (and Stop also cuts a start-up still under way). It
+// returns the error of the load and download when it ends without a
+// usable certificate, but keeps running so that a later refresh (periodic,
+// or triggered by an unknown serial) can succeed.
+func (p *PlatformCertificates) Start(ctx context.Context) error {
+	if p.Client == nil {
+		return errors.New("wxpayv3: platform certificates: no Client")
+	}
+	if err := p.Key.Validate(); err != nil {
+		return fmt.Errorf("wxpayv3: platform certificates: %w", err)
+	}
+	p.mu.Lock()
+	if p.cancel != nil {
+		p.mu.Unlock()
+		return errors.New("wxpayv3: platform certificates: already started")
+	}
+	// The background lives until Stop, whatever becomes of ctx (its
+	// values are kept); the start-up ends with ctx or with Stop.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	p.runCtx, p.cancel, p.loopDone = runCtx, cancel, done
+	p.mu.Unlock()
+
+	startCtx, startCancel := context.WithCancel(ctx)
+	stopStart := context.AfterFunc(runCtx, startCancel)
+	err := p.loadOrDownload(startCtx)
+	stopStart()
+	startCancel()
+	go p.loop(runCtx, done, err)
+	return err
+}
+
+// loadOrDownload fills the set from the store, or else by a download.
+func (p *PlatformCertificates) loadOrDownload(ctx context.Context) error {
+	var loadErr error
+	if p.Store != nil {
+		b, err := p.Store.Load(ctx)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			p.logf("wxpayv3: platform certificates: none stored, downloading")
+		case err != nil:
+			loadErr = fmt.Errorf("wxpayv3: platform certificates: loading the stored ones: %w", err)
+			p.logf("%v; downloading", loadErr)
+		default:
+			certs, err := ParseCertificates(b)
+			if err != nil {
+				loadErr = fmt.Errorf("wxpayv3: platform certificates: the stored bundle: %w", err)
+				p.logf("%v; downloading", loadErr)
+				break
+			}
+			if usable := p.usable(certs); len(usable) > 0 {
+				p.set.Store(newCertSet(usable))
+				p.logf("wxpayv3: platform certificates: loaded %s from the store", strings.Join(serialsOf(usable), ", "))
+				return nil
+			}
+			p.logf("wxpayv3: platform certificates: the %d stored are expired or unusable, downloading", len(certs))
+		}
+	}
+	if err := p.Refresh(ctx); err != nil {
+		return errors.Join(loadErr, err)
+	}
+	return nil
+}
+
+// usable keeps the unexpired RSA certificates.
+func (p *PlatformCertificates) usable(certs []*x509.Certificate) []*x509.Certificate {
+	now := p.now()
+	var out []*x509.Certificate
+	for _, c := range certs {
+		if now.After(c.NotAfter) {
+			continue
+		}
+		if _, err := certPublicKey(c); err != nil {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// loop refreshes every RefreshEvery, sooner after a failure, until Stop
+// ends ctx.
+func (p *PlatformCertificates) loop(ctx context.Context, done chan struct{}, lastErr error) {
+	defer close(done)
+	every, gap := p.refreshEvery(), p.minGap()
+	retry := gap
+	for {
+		wait := every
+		if lastErr != nil || p.set.Load() == nil {
+			wait = retry
+			retry = min(2*retry, every)
+		} else {
+			retry = gap
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		lastErr = p.Refresh(ctx)
+		if lastErr != nil {
+			p.logf("%v", lastErr)
+		}
+	}
+}
+
+// Stop ends the background refresh and waits for it, and for the
+// downloads unknown serials triggered. The certificates stay usable.
+func (p *PlatformCertificates) Stop() {
+	p.mu.Lock()
+	cancel, done := p.cancel, p.loopDone
+	p.cancel, p.runCtx, p.loopDone = nil, nil, nil
+	p.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+	p.async.Wait()
+}
+
+// Refresh downloads the certificates now. Concurrent calls share one
+// download. The new set replaces the old one only when the download
+// verified and holds an unexpired certificate; otherwise the old set stays
+// and the error says why. The store is then updated (a failure to store
+// is logged, not returned).
+func (p *PlatformCertificates) Refresh(ctx context.Context) error {
+	p.mu.Lock()
+	if f := p.flight; f != nil {
+		p.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f := &refreshFlight{done: make(chan struct{})}
+	p.flight = f
+	p.lastTry = p.now()
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.flight = nil
+		p.mu.Unlock()
+		close(f.done)
+	}()
+	f.err = p.download(ctx)
+	return f.err
+}
+
+func (p *PlatformCertificates) download(ctx context.Context) error {
+	if p.Client == nil {
+		return errors.New("wxpayv3: platform certificates: no Client")
+	}
+	certs, err := p.Client.DownloadCertificates(ctx, p.Key)
+	if err != nil {
+		return fmt.Errorf("wxpayv3: platform certificates: refresh failed, keeping the previous set: %w", err)
+	}
+	usable := p.usable(certs)
+	if len(usable) == 0 {
+		return fmt.Errorf("wxpayv3: platform certificates: WeChat listed %d, none unexpired: keeping the previous set", len(certs))
+	}
+	p.set.Store(newCertSet(usable))
+	p.logf("wxpayv3: platform certificates: downloaded %s", strings.Join(serialsOf(usable), ", "))
+	if p.Store != nil {
+		if err := p.Store.Store(ctx, EncodeCertificates(usable)); err != nil {
+			p.logf("wxpayv3: platform certificates: storing them failed (they are in use all the same): %v", err)
+		}
+	}
+	return nil
+}
+
+// VerificationKey returns the key of the platform certificate serial
+// names, when it is in the set and valid now. For an unknown serial it
+// starts a download in the background (between Start and Stop, at most
+// once per MinRefreshGap, never for a public key id) and returns false:
+// the message is refused, and WeChat's next try finds the new certificate.
+func (p *PlatformCertificates) VerificationKey(serial string) (*rsa.PublicKey, bool) {
+	now := p.now()
+	if s := p.set.Load(); s != nil {
+		if c, ok := s.bySerial[serial]; ok && validAt(c, now) {
+			return c.PublicKey.(*rsa.PublicKey), true
+		}
+	}
+	if !strings.HasPrefix(serial, PublicKeyIDPrefix) {
+		p.triggerRefresh(now)
+	}
+	return nil, false
+}
+
+// triggerRefresh starts a background download unless one is under way or
+// the last started less than MinRefreshGap ago.
+func (p *PlatformCertificates) triggerRefresh(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.runCtx == nil || p.flight != nil {
+		return
+	}
+	if d := now.Sub(p.lastTry); !p.lastTry.IsZero() && d >= 0 && d < p.minGap() {
+		return
+	}
+	p.lastTry = now
+	ctx := p.runCtx
+	p.async.Add(1)
+	go func() {
+		defer p.async.Done()
+		if err := p.Refresh(ctx); err != nil {
+			p.logf("%v", err)
+		}
+	}()
+}
+
+// Newest returns the serial of the newest certificate valid now (the
+// latest NotBefore), "" when there is none: the one to name in
+// Wechatpay-Serial.
+func (p *PlatformCertificates) Newest() string {
+	s := p.set.Load()
+	if s == nil {
+		return ""
+	}
+	now := p.now()
+	var best *x509.Certificate
+	for _, c := range s.certs {
+		if !validAt(c, now) {
+			continue
+		}
+		if best == nil || c.NotBefore.After(best.NotBefore) ||
+			(c.NotBefore.Equal(best.NotBefore) && c.NotAfter.After(best.NotAfter)) {
+			best = c
+		}
+	}
+	return CertificateSerial(best)
+}
+
+// Serials returns the serials of the certificates held that are not
+// expired, sorted.
+func (p *PlatformCertificates) Serials() []string {
+	s := p.set.Load()
+	if s == nil {
+		return nil
+	}
+	now := p.now()
+	var out []string
+	for _, c := range s.certs {
+		if !now.After(c.NotAfter) {
+			out = append(out, CertificateSerial(c))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func serialsOf(certs []*x509.Certificate) []string {
+	out := make([]string, len(certs))
+	for i, c := range certs {
+		out[i] = CertificateSerial(c)
+	}
+	return out
+}
