@@ -27,6 +27,7 @@ type payRequest struct {
 	TotalFee   int64             `json:"total_fee"`
 	Lost       bool              `json:"lost"`
 	Extra      map[string]string `json:"extra"`
+	V3Fault    V3Fault           `json:"v3_fault"`
 }
 
 // notifyRequest is the JSON body of POST /sim/notify.
@@ -56,6 +57,7 @@ func (s *Simulator) servePay(w http.ResponseWriter, r *http.Request) {
 	opts := PayOptions{
 		PrepayID: req.PrepayID, OutTradeNo: req.OutTradeNo, MchID: req.MchID,
 		Fail: req.Fail, Duplicate: req.Duplicate, TotalFee: req.TotalFee, Lost: req.Lost,
+		V3Fault: req.V3Fault,
 	}
 	for _, name := range slices.Sorted(maps.Keys(req.Extra)) {
 		opts.Extra = append(opts.Extra, wxpay.Param{Name: name, Value: req.Extra[name]})

@@ -17,7 +17,10 @@ type delayFault struct {
 }
 
 // apiNames are the APIs the simulator serves, for FailNext and DelayNext.
-var apiNames = []string{APIUnifiedOrder, APIOrderQuery, APICloseOrder, APIRefund, APIRefundQuery, APIDownloadBill}
+var apiNames = []string{
+	APIUnifiedOrder, APIOrderQuery, APICloseOrder, APIRefund, APIRefundQuery, APIDownloadBill,
+	APIV3Prepay, APIV3Query, APIV3Close, APIV3Refund, APIV3RefundQuery, APIV3TradeBill, APIV3BillDownload, APIV3Certificates,
+}
 
 // knownAPI reports whether the simulator serves the named API.
 func knownAPI(api string) bool {
@@ -37,6 +40,8 @@ func normalizeAPI(api string) string {
 // APICloseOrder, APIRefund, APIRefundQuery or APIDownloadBill) answer
 // result_code FAIL with errCode (SYSTEMERROR when empty; FREQUENCY_LIMITED,
 // BIZERR_NEED_RETRY… work the same), signed as WeChat signs its answers.
+// An APIv3 api (APIV3Prepay…) answers errCode as a v3 error with its HTTP
+// status instead (see v3Status; SYSTEMERROR becomes 500 SYSTEM_ERROR).
 // The call changes nothing: a failed refund is not created, so retrying it
 // with the same out_refund_no creates it once. downloadbill, whose failures
 // are unsigned, answers return_code FAIL with errCode as return_msg. Only

@@ -65,6 +65,11 @@ type PayOptions struct {
 	// bill see the payment, and SendNotification can deliver it later.
 	// It cannot be combined with Duplicate.
 	Lost bool
+	// V3Fault, for an order placed with APIv3, makes every delivery of
+	// this payment's notification carry that defect (see V3Fault). It
+	// cannot be combined with Lost or Fail. SendNotification later sends
+	// the notification without it.
+	V3Fault V3Fault
 }
 
 // Payment is the result of Pay.
@@ -94,8 +99,12 @@ type Attempt struct {
 	// request failed, or the answer was not WeChat's SUCCESS.
 	Err string `json:"err,omitempty"`
 	// Acked is true when the answer acknowledged the notification: HTTP 200
-	// and an XML body with return_code SUCCESS.
+	// and an XML body with return_code SUCCESS (API v2), HTTP 200 or 204
+	// with any body (APIv3).
 	Acked bool `json:"acked"`
+	// Serial is the Wechatpay-Serial of an APIv3 attempt: the public key id
+	// or platform certificate serial that named the signing key.
+	Serial string `json:"serial,omitempty"`
 }
 
 // NotificationRecord is a notification and its delivery attempts.
@@ -112,7 +121,11 @@ type NotificationRecord struct {
 	OutRefundNo string
 	// URL is the notify_url the notification is sent to.
 	URL string
-	// Body is the exact XML sent, the same for every attempt.
+	// APIVersion is the notification's format: APIVersion2 (XML) or
+	// APIVersion3 (JSON, signed in HTTP headers at each attempt).
+	APIVersion int
+	// Body is the exact body sent (XML or JSON), the same for every
+	// attempt.
 	Body []byte
 	// Attempts are the attempts so far, in order.
 	Attempts []Attempt
@@ -136,19 +149,21 @@ func (r NotificationRecord) MarshalJSON() ([]byte, error) {
 		TransactionID string    `json:"transaction_id"`
 		OutRefundNo   string    `json:"out_refund_no,omitempty"`
 		URL           string    `json:"url"`
+		APIVersion    int       `json:"api_version"`
 		Body          string    `json:"body"`
 		Attempts      []Attempt `json:"attempts"`
 		Acknowledged  bool      `json:"acknowledged"`
 		GaveUp        bool      `json:"gave_up"`
-	}{r.Kind, r.MchID, r.OutTradeNo, r.TransactionID, r.OutRefundNo, r.URL, string(r.Body), attempts, r.Acknowledged, r.GaveUp})
+	}{r.Kind, r.MchID, r.OutTradeNo, r.TransactionID, r.OutRefundNo, r.URL, r.APIVersion, string(r.Body), attempts, r.Acknowledged, r.GaveUp})
 }
 
 // notification is the simulator's record of one delivery; rec is guarded
 // by Simulator.mu except rec.Kind, rec.MchID, rec.OutTradeNo,
-// rec.TransactionID, rec.OutRefundNo, rec.Body and rec.URL, which never
-// change.
+// rec.TransactionID, rec.OutRefundNo, rec.APIVersion, rec.Body and
+// rec.URL, which never change, and v3, which never changes either.
 type notification struct {
 	rec NotificationRecord
+	v3  *v3Delivery // how an APIv3 notification is signed; nil for API v2
 }
 
 // String names the notification in logs; it reads only fields that never
@@ -162,7 +177,10 @@ func (n *notification) String() string {
 
 // Pay marks an order paid (or failed, with opts.Fail) and starts notifying
 // the order's notify_url in the background on WeChat's retry schedule
-// (unless opts.Lost). It fails with ErrUnknownOrder, ErrOrderPaid, ErrOrderClosed, ErrOrderExpired
+// (unless opts.Lost). An order placed with APIv3 is notified in APIv3's
+// format (TRANSACTION.SUCCESS, signed, its resource encrypted); APIv3
+// notifies successes only, so a failed payment of such an order (opts.Fail)
+// sends nothing. It fails with ErrUnknownOrder, ErrOrderPaid, ErrOrderClosed, ErrOrderExpired
 // (the prepay_id is older than 2 hours or time_expire has passed),
 // ErrInvalidPayOptions or ErrClosed, wrapped. ctx bounds the call only, not
 // the notifications.
@@ -178,6 +196,10 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	}
 	if opts.Lost && opts.Duplicate {
 		return nil, fmt.Errorf("%w: a lost notification cannot be duplicated", ErrInvalidPayOptions)
+	}
+	forger, err := s.checkV3Fault(opts)
+	if err != nil {
+		return nil, err
 	}
 
 	s.mu.Lock()
@@ -207,12 +229,19 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	if !ok { // merchants are never removed; this is a bug if it happens
 		return nil, fmt.Errorf("wxpaysim: pay %s: merchant unknown", what)
 	}
+	v3 := o.APIVersion == APIVersion3
+	if opts.V3Fault != "" && !v3 {
+		return nil, fmt.Errorf("%w: %s was placed with API v2: no v3 fault applies", ErrInvalidPayOptions, what)
+	}
 	copies := 1
 	switch {
 	case opts.Duplicate:
 		copies = 2
 	case opts.Lost:
 		copies = 0
+	}
+	if v3 && opts.Fail {
+		copies = 0 // APIv3 notifies successful payments only
 	}
 	if s.pendingFullLocked(copies) {
 		return nil, fmt.Errorf("wxpaysim: pay %s: %d notifications on their retry schedule: %w", what, s.pending, ErrLimit)
@@ -223,7 +252,13 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	if opts.TotalFee > 0 {
 		fee = opts.TotalFee
 	}
-	body, err := notificationBody(o, m, txID, fee, opts, now)
+	var body []byte
+	var delivery *v3Delivery
+	if v3 {
+		body, delivery, err = s.v3PaymentNotificationLocked(o, txID, fee, opts, now, forger)
+	} else {
+		body, err = notificationBody(o, m, txID, fee, opts, now)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("wxpaysim: pay %s: %w", what, err)
 	}
@@ -240,7 +275,7 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 		o.State = StateSuccess
 	}
 	for range copies {
-		s.notifyLocked(o, body)
+		s.notifyLocked(o, delivery.bodySent(body), delivery)
 	}
 	if opts.Lost {
 		s.logf("wxpaysim: pay %s: %s transaction_id=%s total_fee=%d, notification lost", what, result, txID, fee)
@@ -250,11 +285,19 @@ func (s *Simulator) Pay(ctx context.Context, opts PayOptions) (*Payment, error) 
 	return &Payment{MchID: o.MchID, AppID: o.AppID, OutTradeNo: o.OutTradeNo, TransactionID: txID, TotalFee: fee}, nil
 }
 
-// notifyLocked starts delivering a pay notification of o.
-func (s *Simulator) notifyLocked(o *order, body []byte) {
+// notifyLocked starts delivering a pay notification of o: body, signed as
+// d says when o was placed with APIv3 (d nil: v2, or v3 without fault).
+func (s *Simulator) notifyLocked(o *order, body []byte, d *v3Delivery) {
 	n := &notification{rec: NotificationRecord{
-		Kind: KindPayment, MchID: o.MchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID, URL: o.NotifyURL, Body: body,
+		Kind: KindPayment, MchID: o.MchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID, URL: o.NotifyURL,
+		APIVersion: APIVersion2, Body: body,
 	}}
+	if o.APIVersion == APIVersion3 {
+		if d == nil {
+			d = &v3Delivery{}
+		}
+		n.rec.APIVersion, n.v3 = APIVersion3, d
+	}
 	s.keepNotificationLocked(n)
 	s.pending++
 	s.wg.Add(1)
@@ -281,7 +324,8 @@ func (s *Simulator) pendingFullLocked(copies int) bool {
 // again, in the background on WeChat's retry schedule, as a new record of
 // Notifications: the notification of a payment made with PayOptions.Lost
 // arriving late, or a notification WeChat sends once more. The body is the
-// one built when the order was paid. It fails with ErrUnknownOrder,
+// one built when the order was paid (for an APIv3 order, signed afresh at
+// each attempt and without the payment's V3Fault). It fails with ErrUnknownOrder,
 // ErrNotPaid (the order has no payment), ErrClosed or ctx's error, wrapped.
 func (s *Simulator) SendNotification(ctx context.Context, mchID, outTradeNo string) error {
 	if err := ctx.Err(); err != nil {
@@ -302,7 +346,7 @@ func (s *Simulator) SendNotification(ctx context.Context, mchID, outTradeNo stri
 	if s.pendingFullLocked(1) {
 		return fmt.Errorf("wxpaysim: send notification of order %s of mch_id %s: %w", outTradeNo, mchID, ErrLimit)
 	}
-	s.notifyLocked(o, o.notifyBody)
+	s.notifyLocked(o, o.notifyBody, nil)
 	s.logf("wxpaysim: order %s of mch_id %s: notifying %s again", outTradeNo, mchID, o.NotifyURL)
 	return nil
 }
@@ -437,7 +481,11 @@ func (s *Simulator) deliver(n *notification) {
 // whether it was acknowledged.
 func (s *Simulator) attempt(n *notification) bool {
 	a := Attempt{At: s.now()}
-	a.Acked, a.StatusCode, a.Body, a.Err = s.post(n.rec.URL, n.rec.Body)
+	if n.v3 != nil {
+		a.Acked, a.StatusCode, a.Body, a.Err, a.Serial = s.postV3(n)
+	} else {
+		a.Acked, a.StatusCode, a.Body, a.Err = s.post(n.rec.URL, n.rec.Body)
+	}
 	s.mu.Lock()
 	n.rec.Attempts = append(n.rec.Attempts, a)
 	if a.Acked {

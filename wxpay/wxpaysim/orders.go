@@ -29,7 +29,10 @@ type Order struct {
 	// SignType is the sign type the order was placed with; its
 	// notifications are signed with it.
 	SignType wxpay.SignType `json:"sign_type"`
-	// Params is the unifiedorder request as received, sign included.
+	// Params is the unifiedorder request as received, sign included. For
+	// an order placed with APIv3 it holds the API v2 equivalents of the
+	// request's fields (body for description, total_fee, openid, attach,
+	// time_expire in yyyyMMddHHmmss…), as bills and v2 queries show them.
 	Params wxpay.Params `json:"-"`
 	// CreatedAt is when the order and its prepay_id were created.
 	CreatedAt time.Time `json:"created_at"`
@@ -39,6 +42,10 @@ type Order struct {
 	MWebURL string `json:"mweb_url,omitempty"`
 	// TransactionID is WeChat's number of the last payment, once Pay ran.
 	TransactionID string `json:"transaction_id,omitempty"`
+	// APIVersion is the API the order was placed with, APIVersion2 or
+	// APIVersion3; its pay notifications use that API's format. Queries,
+	// closing and refunds work through either API.
+	APIVersion int `json:"api_version"`
 }
 
 // order is the simulator's mutable record of an order, guarded by
@@ -50,6 +57,7 @@ type order struct {
 	notifyBody []byte    // the last payment's notification, for SendNotification
 	refunds    []*refund // in creation order
 	refunded   int64     // the sum of the refunds' refund_fee
+	v3Content  string    // an APIv3 order's placement, canonical, for idempotency
 }
 
 func (o *order) snapshot() Order {

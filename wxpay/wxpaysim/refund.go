@@ -63,6 +63,8 @@ type refund struct {
 	appID         string
 	order         *order
 	refundAccount string
+	apiVersion    int    // the API the refund was asked with; its notification's format
+	reason        string // an APIv3 refund's reason
 }
 
 // Refunds returns snapshots of every refund known, in the order they were
@@ -179,47 +181,95 @@ func (s *Simulator) refund(c *apiCall) (apiReply, error) {
 func (s *Simulator) createRefund(c *apiCall, rr refundRequest) (fields wxpay.Params, code, des string, repeated bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o := s.lookupOrderLocked(c.m.MchID, rr.txID, rr.outTradeNo)
-	if o == nil {
-		return nil, "ORDERNOTEXIST", errCodeDes("ORDERNOTEXIST"), false
-	}
-	if rf, ok := s.refunds[refundKey{c.m.MchID, rr.outRefundNo}]; ok {
-		switch {
-		case rf.order != o:
-			return nil, "PARAM_ERROR", "商户退款单号" + rr.outRefundNo + "已用于其他订单", false
-		case rf.TotalFee != rr.totalFee || rf.RefundFee != rr.refundFee:
-			return nil, "REFUND_FEE_MISMATCH", errCodeDes("REFUND_FEE_MISMATCH"), false
-		}
-		// The same refund asked again: WeChat refunds once and answers
-		// the same refund.
-		return rf.answerFields(), "", "", true
-	}
+	rf, outcome := s.acceptRefundLocked(c.m.MchID, c.req.Get("appid"), rr, APIVersion2, "")
 	// WeChat's answers as merchants report them: a total_fee other than the
 	// order's is REFUND_FEE_MISMATCH; a refund of an order refunded in
 	// full is ERROR "订单已全额退款"; one above what is left is
 	// INVALID_REQUEST "refund_fee大于可退金额". (NOTENOUGH is the
 	// merchant's balance, not the order's.)
+	switch outcome {
+	case refundNoOrder:
+		return nil, "ORDERNOTEXIST", errCodeDes("ORDERNOTEXIST"), false
+	case refundOtherOrder:
+		return nil, "PARAM_ERROR", "商户退款单号" + rr.outRefundNo + "已用于其他订单", false
+	case refundChanged, refundTotalMismatch:
+		return nil, "REFUND_FEE_MISMATCH", errCodeDes("REFUND_FEE_MISMATCH"), false
+	case refundRepeated:
+		// The same refund asked again: WeChat refunds once and answers
+		// the same refund.
+		return rf.answerFields(), "", "", true
+	case refundNotPaid:
+		return nil, "TRADE_STATE_ERROR", errCodeDes("TRADE_STATE_ERROR"), false
+	case refundFull:
+		return nil, "ERROR", DesFullyRefunded, false
+	case refundTooHigh:
+		return nil, "INVALID_REQUEST", DesRefundFeeTooHigh, false
+	case refundLimit:
+		return nil, "SYSTEMERROR", "wxpaysim: limit reached", false
+	}
+	return rf.answerFields(), "", "", false
+}
+
+// refundOutcome is what acceptRefundLocked made of a refund request.
+type refundOutcome int
+
+const (
+	refundAccepted      refundOutcome = iota // a new refund
+	refundRepeated                           // the same refund asked again: answered, not repeated
+	refundNoOrder                            // no such order of the merchant
+	refundOtherOrder                         // out_refund_no used for another order
+	refundChanged                            // out_refund_no used with other amounts
+	refundNotPaid                            // the order is not paid
+	refundTotalMismatch                      // total is not the order's amount
+	refundFull                               // the order is refunded in full
+	refundTooHigh                            // more than what is left of the order
+	refundLimit                              // Limits.Refunds reached
+)
+
+// acceptRefundLocked accepts a refund, or finds the same refund accepted
+// before, with the checks (in that order) both API versions share; the
+// caller turns the outcome into its API's answer. appID is recorded with
+// a new refund (the order's when empty), apiVersion and reason too.
+func (s *Simulator) acceptRefundLocked(mchID, appID string, rr refundRequest, apiVersion int, reason string) (*refund, refundOutcome) {
+	o := s.lookupOrderLocked(mchID, rr.txID, rr.outTradeNo)
+	if o == nil {
+		return nil, refundNoOrder
+	}
+	if rf, ok := s.refunds[refundKey{mchID, rr.outRefundNo}]; ok {
+		switch {
+		case rf.order != o:
+			return nil, refundOtherOrder
+		case rf.TotalFee != rr.totalFee || rf.RefundFee != rr.refundFee:
+			return nil, refundChanged
+		}
+		return rf, refundRepeated
+	}
 	switch {
 	case o.State != StateSuccess:
-		return nil, "TRADE_STATE_ERROR", errCodeDes("TRADE_STATE_ERROR"), false
+		return nil, refundNotPaid
 	case rr.totalFee != o.TotalFee:
-		return nil, "REFUND_FEE_MISMATCH", errCodeDes("REFUND_FEE_MISMATCH"), false
+		return nil, refundTotalMismatch
 	case o.refunded >= o.TotalFee:
-		return nil, "ERROR", DesFullyRefunded, false
+		return nil, refundFull
 	case o.refunded+rr.refundFee > o.TotalFee:
-		return nil, "INVALID_REQUEST", DesRefundFeeTooHigh, false
+		return nil, refundTooHigh
 	case len(s.refundList) >= s.limits.Refunds:
-		return nil, "SYSTEMERROR", "wxpaysim: limit reached", false
+		return nil, refundLimit
+	}
+	if appID == "" {
+		appID = o.AppID
 	}
 	rf := &refund{
 		Refund: Refund{
-			MchID: c.m.MchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID,
+			MchID: mchID, OutTradeNo: o.OutTradeNo, TransactionID: o.TransactionID,
 			OutRefundNo: rr.outRefundNo, Status: RefundStatusProcessing,
 			RefundFee: rr.refundFee, TotalFee: o.TotalFee, NotifyURL: rr.notifyURL, CreatedAt: s.now(),
 		},
-		appID:         c.req.Get("appid"),
+		apiVersion:    apiVersion,
+		appID:         appID,
 		order:         o,
 		refundAccount: rr.refundAccount,
+		reason:        reason,
 	}
 	for {
 		// "50000" and 24 digits, 29 characters like WeChat's
@@ -229,7 +279,7 @@ func (s *Simulator) createRefund(c *apiCall, rr refundRequest) (fields wxpay.Par
 			break
 		}
 	}
-	s.refunds[refundKey{c.m.MchID, rr.outRefundNo}] = rf
+	s.refunds[refundKey{mchID, rr.outRefundNo}] = rf
 	s.byRefundID[rf.RefundID] = rf
 	s.refundList = append(s.refundList, rf)
 	o.refunds = append(o.refunds, rf)
@@ -238,7 +288,7 @@ func (s *Simulator) createRefund(c *apiCall, rr refundRequest) (fields wxpay.Par
 		s.wg.Add(1)
 		go s.settleRefund(rf)
 	}
-	return rf.answerFields(), "", "", false
+	return rf, refundAccepted
 }
 
 // answerFields are the fields of a successful refund answer.
@@ -277,6 +327,10 @@ func (s *Simulator) settleRefund(rf *refund) {
 	rf.SuccessAt = s.now()
 	s.logf("wxpaysim: refund %s of order %s of mch_id %s: SUCCESS", rf.OutRefundNo, rf.OutTradeNo, rf.MchID)
 	if rf.NotifyURL == "" {
+		return
+	}
+	if rf.apiVersion == APIVersion3 {
+		s.notifyRefundV3Locked(rf)
 		return
 	}
 	m, ok := s.merchants[rf.MchID]

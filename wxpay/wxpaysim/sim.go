@@ -1,5 +1,6 @@
-// Package wxpaysim is a strict simulated WeChat Pay (微信支付) API v2 server,
-// for tests and demos: WeChat's v2 sandbox is unreliable and v3 has none.
+// Package wxpaysim is a strict simulated WeChat Pay (微信支付) API v2 and
+// APIv3 server, for tests and demos: WeChat's v2 sandbox is unreliable and
+// v3 has none.
 //
 // A Simulator is an http.Handler. It serves an order's whole life on API v2
 // with WeChat's checks and answers (signatures, error codes, idempotency):
@@ -13,6 +14,17 @@
 // transient failures reproducible, and lost notifications (PayOptions.Lost,
 // SendNotification) give reconciliation something to find.
 //
+// A merchant with Merchant.V3 also speaks APIv3 (JSON, requests signed
+// with its certificate's RSA key, answers and notifications signed with
+// WeChat's public key or platform certificates, resources encrypted with
+// the APIv3 key), over the same orders and refunds: an order placed with
+// one API is queried, closed and refunded with the other, and notified in
+// the format of the API it was placed with. PayOptions.V3Fault and the
+// signing controls (SetV3Signing, SetV3NotificationSigner,
+// RotatePlatformCertificate) exercise the merchant's verification. The v3
+// code builds WeChat's wire format from the standard library alone, apart
+// from the merchant-side APIv3 library, so that each checks the other.
+//
 // It is safe for concurrent use, keeps no package-level mutable state, and
 // leaves no goroutine running once Close returns. Production never needs it:
 // it pays any order it is asked to.
@@ -21,6 +33,7 @@ package wxpaysim
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -117,6 +130,11 @@ type Merchant struct {
 	// AppIDs are the app ids bound to the merchant; an order for another
 	// appid fails with APPID_MCHID_NOT_MATCH.
 	AppIDs []string
+	// V3 is the merchant's APIv3 configuration; nil when the merchant has
+	// no APIv3. One that fails MerchantV3.Validate is refused (logged) and
+	// the merchant keeps API v2 only. The simulator copies what it needs:
+	// changing V3 afterwards has no effect.
+	V3 *MerchantV3
 }
 
 // Config configures a Simulator.
@@ -194,8 +212,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// Simulator is a simulated WeChat Pay API v2 server. Create it with New and
-// stop it with Close. It is safe for concurrent use.
+// Simulator is a simulated WeChat Pay API v2 and APIv3 server. Create it
+// with New and stop it with Close. It is safe for concurrent use.
 type Simulator struct {
 	timeScale float64
 	client    *http.Client
@@ -223,6 +241,11 @@ type Simulator struct {
 	pending       int             // notifications on their retry schedule
 	fails         map[string][]failFault
 	delays        map[string][]delayFault
+	v3            map[string]*v3Merchant // APIv3 state by mch_id
+	billTokens    []*billToken           // v3 bill downloads, oldest first
+
+	forgerMu sync.Mutex      // guards forger, apart from mu: generating it is slow
+	forger   *rsa.PrivateKey // signs forged notifications (V3FaultForgedSignature)
 }
 
 type orderKey struct{ mchID, outTradeNo string }
@@ -244,6 +267,7 @@ func New(cfg Config) *Simulator {
 		byRefundID: make(map[string]*refund),
 		fails:      make(map[string][]failFault),
 		delays:     make(map[string][]delayFault),
+		v3:         make(map[string]*v3Merchant),
 	}
 	if s.timeScale <= 0 {
 		s.timeScale = 1
@@ -295,17 +319,31 @@ func (s *Simulator) Close() {
 }
 
 // AddMerchant adds or replaces a merchant at run time. A merchant without
-// MchID is ignored.
+// MchID is ignored. A merchant whose V3 does not validate is added without
+// APIv3, and the refusal is logged.
 func (s *Simulator) AddMerchant(m Merchant) {
 	if m.MchID == "" {
 		s.logf("wxpaysim: ignoring a merchant without mch_id")
 		return
 	}
 	m.AppIDs = slices.Clone(m.AppIDs)
+	var v3 *v3Merchant
+	if m.V3 != nil {
+		if err := m.V3.Validate(); err != nil {
+			s.logf("wxpaysim: merchant %s: APIv3 refused, API v2 only: %v", m.MchID, err)
+		} else {
+			v3 = newV3Merchant(m.V3)
+		}
+		m.V3 = nil // the simulator keeps its own copy in s.v3
+	}
 	s.mu.Lock()
 	_, replaced := s.merchants[m.MchID]
 	s.merchants[m.MchID] = m
+	s.setV3Locked(m.MchID, v3)
 	s.mu.Unlock()
+	if v3 != nil {
+		s.logf("wxpaysim: merchant %s has APIv3 in %s mode", m.MchID, v3.mode())
+	}
 	if replaced {
 		s.logf("wxpaysim: merchant %s replaced (app ids %v)", m.MchID, m.AppIDs)
 	} else {
@@ -336,7 +374,22 @@ func (s *Simulator) merchant(mchID string) (Merchant, bool) {
 //	GET  /sim/orders         the orders known
 //	GET  /sim/refunds        the refunds known
 //
-// Paths are matched exactly; any other path is a 404.
+// and APIv3 (JSON, RSA-signed; see serveV3):
+//
+//	POST /v3/pay/transactions/{jsapi,native,app,h5}       下单
+//	GET  /v3/pay/transactions/out-trade-no/{out_trade_no}  查询订单
+//	GET  /v3/pay/transactions/id/{transaction_id}          查询订单
+//	POST /v3/pay/transactions/out-trade-no/{no}/close      关闭订单 (204)
+//	POST /v3/refund/domestic/refunds                       申请退款
+//	GET  /v3/refund/domestic/refunds/{out_refund_no}       查询单笔退款
+//	GET  /v3/bill/tradebill                                申请交易账单
+//	GET  /v3/billdownload/file?token=…                     下载账单 (not signed)
+//	GET  /v3/certificates                                  下载平台证书
+//	POST /sim/v3/signing, /sim/v3/notification-signer, /sim/v3/rotate, /sim/v3/retire
+//	GET  /sim/v3/certificate-downloads?mch_id=…
+//
+// Paths are matched exactly (v3 paths by their pattern); any other path
+// is a 404.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/pay/unifiedorder":
@@ -364,7 +417,9 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/sim/orders":
 		s.serveOrders(w, r)
 	default:
-		http.NotFound(w, r)
+		if !s.serveV3Routes(w, r) {
+			http.NotFound(w, r)
+		}
 	}
 }
 

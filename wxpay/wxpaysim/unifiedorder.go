@@ -222,7 +222,7 @@ func (s *Simulator) placeOrder(m Merchant, st wxpay.SignType, req wxpay.Params, 
 			return nil, "ORDERPAID"
 		case o.State == StateClosed:
 			return nil, "ORDERCLOSED"
-		case sameContent(o.Params, req) && now.Sub(o.CreatedAt) < PrepayIDLifetime:
+		case o.APIVersion == APIVersion2 && sameContent(o.Params, req) && now.Sub(o.CreatedAt) < PrepayIDLifetime:
 			return o.answerFields(), ""
 		default:
 			return nil, "OUT_TRADE_NO_USED"
@@ -244,6 +244,7 @@ func (s *Simulator) placeOrder(m Merchant, st wxpay.SignType, req wxpay.Params, 
 		SignType:   st,
 		Params:     req.Clone(),
 		CreatedAt:  now,
+		APIVersion: APIVersion2,
 	}}
 	if v := req.Get("time_expire"); v != "" {
 		o.expireAt, _ = parseTime(v) // validated
