@@ -61,7 +61,7 @@ type App struct {
 	Reconcile *Reconcile `json:"reconcile,omitempty"`
 
 	merchants map[string]*gateway.Merchant
-	closers   []func() // idle connections of the merchants' HTTP clients
+	runtimes  []*merchantRuntime // the merchants' background work and connections
 	apiToken  [sha256.Size]byte
 	hasToken  bool
 	webhook   *delivery.Webhook // nil without an upstream
@@ -106,12 +106,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		m, closeIdle, err := a.Merchants[name].provision(name, repl, a.logger)
+		m, rt, err := a.Merchants[name].provision(ctx, name, repl, a.logger)
 		if err != nil {
 			return fmt.Errorf("wxpay: merchant %s: %w", name, err)
 		}
 		a.merchants[name] = m
-		a.closers = append(a.closers, closeIdle)
+		a.runtimes = append(a.runtimes, rt)
 	}
 	if a.APIToken != "" {
 		tok := strings.TrimSpace(repl.ReplaceAll(a.APIToken, ""))
@@ -183,6 +183,9 @@ func (a *App) Start() error {
 	} else if a.webhook != nil {
 		cfg.Direct = a.webhook
 	}
+	for _, rt := range a.runtimes {
+		rt.start()
+	}
 	svc := gateway.New(cfg)
 	a.service.Store(svc)
 	close(a.ready)
@@ -222,8 +225,8 @@ func (a *App) releaseLedger() error {
 // Cleanup releases what the app holds.
 func (a *App) Cleanup() error {
 	err := a.releaseLedger()
-	for _, c := range a.closers {
-		c()
+	for _, rt := range a.runtimes {
+		rt.stop()
 	}
 	if a.webhook != nil {
 		a.webhook.Close()

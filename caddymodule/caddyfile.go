@@ -57,6 +57,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			client_cert <cert.pem> <key.pem> | <apiclient_cert.p12>
 //			refund_notify_url <url>
 //			failover_endpoint <url>|off
+//			api_version v2|v3
+//			api_v3_key  <key>
+//			private_key <apiclient_key.pem>
+//			mch_serial  <serial>
+//			merchant_cert <apiclient_cert.pem>
+//			wechatpay_public_key <PUB_KEY_ID_…> <pub_key.pem>
+//			platform_certificates auto|off
 //		}
 //		upstream <url> {
 //			secret             <secret>
@@ -75,7 +82,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //	}
 //
 // Each option sets the field of the same name (app_id, which may be
-// repeated, sets app_ids; client_cert's second argument, client_key).
+// repeated, sets app_ids; client_cert's second argument, client_key;
+// wechatpay_public_key's two, wechatpay_public_key_id and
+// wechatpay_public_key).
 // merchant may be repeated with different names; a merchant without a
 // name is "default". Secrets (api_key, secret, api_token) are best given
 // as {env.*} or {file.*} placeholders, resolved when the config loads.
@@ -275,6 +284,34 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "failover_endpoint":
 			if !d.AllArgs(&m.FailoverEndpoint) {
+				return d.ArgErr()
+			}
+		case "api_version":
+			if !d.AllArgs(&m.APIVersion) {
+				return d.ArgErr()
+			}
+		case "api_v3_key":
+			if !d.AllArgs(&m.APIv3Key) {
+				return d.ArgErr()
+			}
+		case "private_key":
+			if !d.AllArgs(&m.PrivateKey) {
+				return d.ArgErr()
+			}
+		case "mch_serial":
+			if !d.AllArgs(&m.MchSerial) {
+				return d.ArgErr()
+			}
+		case "merchant_cert":
+			if !d.AllArgs(&m.MerchantCert) {
+				return d.ArgErr()
+			}
+		case "wechatpay_public_key":
+			if !d.AllArgs(&m.WechatpayPublicKeyID, &m.WechatpayPublicKey) {
+				return d.Err("wechatpay_public_key <PUB_KEY_ID_…> <pub_key.pem>")
+			}
+		case "platform_certificates":
+			if !d.AllArgs(&m.PlatformCertificates) {
 				return d.ArgErr()
 			}
 		default:

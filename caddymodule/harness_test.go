@@ -25,6 +25,7 @@ import (
 	_ "github.com/caddy-wxpay/caddy-wxpay/caddymodule/simulator"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpayv3"
 )
 
 // Test credentials. The key is the one of WeChat's signature example.
@@ -139,8 +140,12 @@ type gatewayOptions struct {
 	ack       string // "upstream" for the no-ledger mode; default stored
 	admin     bool   // serve Caddy's admin endpoint (g.admin)
 	adminOpts string // options of the admin endpoint ({addr} is its address)
-	upstream  string // more options in the upstream block
-	global    string // more options in the wxpay block
+	// v3 switches the default merchant to APIv3: "public_key",
+	// "certificates" or "migration" (both); the simulator signs in that
+	// mode. "" keeps API v2.
+	v3       string
+	upstream string // more options in the upstream block
+	global   string // more options in the wxpay block
 }
 
 func startGateway(t *testing.T, opts gatewayOptions) *gateway {
@@ -149,7 +154,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 	g.logFile = filepath.Join(g.dir, "caddy.log")
 	g.sim = wxpaysim.New(wxpaysim.Config{
 		Merchants: []wxpaysim.Merchant{
-			{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID, testAppID2}},
+			{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID, testAppID2}, V3: testV3Sim(t)},
 			{MchID: testHMACMch, Key: testHMACKey, AppIDs: []string{testAppID}},
 		},
 		TimeScale: 0.001,
@@ -183,6 +188,12 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			admin += " {\n" + strings.ReplaceAll(opts.adminOpts, "{addr}", admin) + "\n}"
 		}
 	}
+	if opts.v3 != "" {
+		if err := g.sim.SetV3Signing(testMchID, opts.v3 != "certificates", opts.v3 != "public_key"); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("WXPAY_TEST_API_V3_KEY", testV3Key)
+	}
 	storage := "storage sqlite " + filepath.Join(g.dir, "ledger.db")
 	if opts.ack == "upstream" {
 		storage = "ack upstream"
@@ -197,6 +208,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			endpoint    %[5]s
 			timeout     %[6]s
 			client_cert %[16]s %[17]s
+			%[19]s
 		}
 		merchant hmac {
 			mch_id      %[7]s
@@ -229,7 +241,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 }
 %[13]s
 `, testMchID, testAppID, testAppID2, g.base, g.simURL, timeout, testHMACMch, keyFile, g.backend.URL, testSecret, testToken, opts.extraSite, opts.extraTop, opts.upstream, storage,
-		testPKI.clientCert[testMchID][0], testPKI.clientCert[testMchID][1], opts.global)
+		testPKI.clientCert[testMchID][0], testPKI.clientCert[testMchID][1], opts.global, v3Lines(opts.v3))
 	g.cfg = cfg
 	loadCaddyfile(t, cfg)
 	t.Cleanup(func() {
@@ -239,6 +251,61 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 		checkNoSecretsIn(t, g.logFile)
 	})
 	return g
+}
+
+// The demo's APIv3 credentials (demo/gen_v3.sh made them).
+const (
+	testV3Key    = "caddywxpaydemoapiv3key0123456789"
+	testPubKeyID = "PUB_KEY_ID_0110000100202612020000000000000001"
+)
+
+// v3Lines are the default merchant's APIv3 lines in a mode ("" none).
+func v3Lines(mode string) string {
+	if mode == "" {
+		return ""
+	}
+	lines := `api_version v3
+			api_v3_key  {env.WXPAY_TEST_API_V3_KEY}
+			private_key ../demo/v3/apiclient_key.pem
+			merchant_cert ../demo/v3/apiclient_cert.pem`
+	if mode != "certificates" {
+		lines += "\n\t\t\twechatpay_public_key " + testPubKeyID + " ../demo/v3/pub_key.pem"
+	}
+	if mode != "public_key" {
+		lines += "\n\t\t\tplatform_certificates auto"
+	}
+	return lines
+}
+
+// testV3Sim is the simulator's APIv3 side of the default merchant: the
+// demo's keys, in every mode (startGateway picks the mode).
+func testV3Sim(t testing.TB) *wxpaysim.MerchantV3 {
+	t.Helper()
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("..", "demo", "v3", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cert, err := wxpayv3.ParseCertificate(read("apiclient_cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := wxpayv3.ParsePrivateKey(read("sim_pub_key_private.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcert, err := wxpayv3.ParseCertificate(read("sim_platform_cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkey, err := wxpayv3.ParsePrivateKey(read("sim_platform_key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &wxpaysim.MerchantV3{APIv3Key: testV3Key, MerchantCertificate: cert, PublicKeyID: testPubKeyID, PublicKey: pub,
+		PlatformCertificates: []wxpaysim.PlatformCertificate{{Certificate: pcert, Key: pkey}}, PublicKeyShare: 0.5}
 }
 
 // loadCaddyfile adapts a Caddyfile and runs it.
@@ -274,7 +341,7 @@ func checkNoSecretsIn(t testing.TB, file string) {
 	if len(logs) == 0 {
 		t.Errorf("caddy's log is empty: the secret check would prove nothing")
 	}
-	for _, s := range []string{testKey, testHMACKey, testToken, testSecret} {
+	for _, s := range []string{testKey, testHMACKey, testToken, testSecret, testV3Key} {
 		if bytes.Contains(logs, []byte(s)) {
 			t.Errorf("a secret (%d chars, starting %.4s) appears in caddy's log", len(s), s)
 		}

@@ -36,6 +36,49 @@ type Merchant struct {
 	// {file./run/secrets/wxpay_key}), never inline. Required.
 	APIKey string `json:"api_key,omitempty"`
 
+	// The WeChat Pay API version the merchant's calls use: v2 (XML, the
+	// default) or v3 (JSON, RSA). Switching is a configuration change: the
+	// gateway's routes, JSON and events stay the same. On v3, a merchant
+	// that keeps api_key also takes API v2 notifications still arriving
+	// for orders placed before the switch.
+	APIVersion string `json:"api_version,omitempty"`
+
+	// The APIv3 key (32 characters, set under 账户中心 → API安全 → 设置
+	// APIv3密钥), which decrypts APIv3 notifications and platform
+	// certificates. Give it as a placeholder. Required with api_version
+	// v3.
+	APIv3Key string `json:"api_v3_key,omitempty"`
+
+	// The merchant's API private key (apiclient_key.pem, PKCS#8 or
+	// PKCS#1, RSA-2048 or more), which signs APIv3 requests and client pay
+	// parameters: a file path, or a placeholder that resolves to the PEM
+	// itself ({file./etc/wxpay/apiclient_key.pem}). Required with v3.
+	PrivateKey string `json:"private_key,omitempty"`
+
+	// The serial number of the merchant's API certificate
+	// (apiclient_cert.pem), as the merchant platform shows it (证书序列号)
+	// or `openssl x509 -noout -serial` prints it. With v3, either this or
+	// merchant_cert is required; with both, they must agree.
+	MchSerial string `json:"mch_serial,omitempty"`
+
+	// The merchant's API certificate file (apiclient_cert.pem), from
+	// which the serial is read and checked against private_key.
+	MerchantCert string `json:"merchant_cert,omitempty"`
+
+	// The WeChat Pay public key's id (PUB_KEY_ID_…, 微信支付公钥ID) and
+	// its PEM (a file path, or a placeholder resolving to the PEM), from
+	// 账户中心 → API安全 → 微信支付公钥. Merchants opened since late
+	// 2024 verify WeChat's answers and notifications with it alone.
+	WechatpayPublicKeyID string `json:"wechatpay_public_key_id,omitempty"`
+	WechatpayPublicKey   string `json:"wechatpay_public_key,omitempty"`
+
+	// Platform certificates (平台证书): "auto" downloads them from
+	// WeChat (GET /v3/certificates), keeps them in Caddy's storage and
+	// refreshes them; "off" does not. Default: auto without a public key,
+	// off with one. With both (a migration), an answer or notification is
+	// verified with the key its Wechatpay-Serial names.
+	PlatformCertificates string `json:"platform_certificates,omitempty"`
+
 	// The signature algorithm: MD5 (the default) or HMAC-SHA256.
 	SignType string `json:"sign_type,omitempty"`
 
@@ -90,8 +133,9 @@ type Merchant struct {
 
 // provision checks the configuration, resolves its secrets and builds the
 // merchant as the gateway serves it, with the API version that speaks for
-// it; closeIdle closes its HTTP clients' idle connections.
-func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Logger) (m *gateway.Merchant, closeIdle func(), err error) {
+// it; rt holds what lives with the app (background work, connections).
+// It makes no network call.
+func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Replacer, logger *zap.Logger) (m *gateway.Merchant, rt *merchantRuntime, err error) {
 	if cfg == nil {
 		return nil, nil, errors.New("empty configuration")
 	}
@@ -109,12 +153,22 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 	if len(m.AppIDs) == 0 {
 		return nil, nil, errors.New("app_id is required: list the app ids bound to this merchant")
 	}
-	key := wxpay.APIKey(strings.TrimSpace(repl.ReplaceAll(cfg.APIKey, "")))
-	if cfg.APIKey == "" {
-		return nil, nil, errors.New("api_key is required")
+	version := strings.ToLower(strings.TrimSpace(cfg.APIVersion))
+	switch version {
+	case "", "v2":
+		version = "v2"
+	case "v3":
+	default:
+		return nil, nil, fmt.Errorf("api_version %q: want v2 or v3", cfg.APIVersion)
 	}
-	if err := key.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("api_key %s: %w", describeSecretSource(cfg.APIKey), err)
+	key := wxpay.APIKey(strings.TrimSpace(repl.ReplaceAll(cfg.APIKey, "")))
+	switch {
+	case cfg.APIKey == "" && version == "v2":
+		return nil, nil, errors.New("api_key is required (API v2; api_version v3 uses api_v3_key and private_key instead)")
+	case cfg.APIKey != "":
+		if err := key.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("api_key %s: %w", describeSecretSource(cfg.APIKey), err)
+		}
 	}
 	st, err := wxpay.ParseSignType(strings.ToUpper(strings.TrimSpace(cfg.SignType)))
 	if err != nil {
@@ -186,32 +240,82 @@ func (cfg *Merchant) provision(name string, repl *caddy.Replacer, logger *zap.Lo
 		}
 	}
 
-	client := &wxpay.Client{
-		MchID: m.MchID, Key: key, SignType: st,
-		Endpoint: endpoint, HTTPClient: wxpay.NewHTTPClient(256), Timeout: timeout,
-		FailoverEndpoint: failover,
-		OnFailover: func(op string, err error) {
-			logger.Warn("WeChat Pay call failed over to the disaster-recovery endpoint",
-				zap.String("merchant", name), zap.String("op", op), zap.String("failover_endpoint", failover), zap.Error(err))
-		},
-	}
-	if cfg.ClientCert != "" {
-		cert, err := loadClientCert(repl.ReplaceAll(cfg.ClientCert, ""), repl.ReplaceAll(cfg.ClientKey, ""), m.MchID)
-		if err != nil {
-			return nil, nil, err
+	var v2 *apiv2.Protocol
+	var v2Client *wxpay.Client
+	if cfg.APIKey != "" {
+		v2Client = &wxpay.Client{
+			MchID: m.MchID, Key: key, SignType: st,
+			Endpoint: endpoint, HTTPClient: wxpay.NewHTTPClient(256), Timeout: timeout,
+			FailoverEndpoint: failover,
+			OnFailover: func(op string, err error) {
+				logger.Warn("WeChat Pay call failed over to the disaster-recovery endpoint",
+					zap.String("merchant", name), zap.String("op", op), zap.String("failover_endpoint", failover), zap.Error(err))
+			},
 		}
-		client.TLSHTTPClient = wxpay.NewMTLSHTTPClient(cert, 64)
-	} else if cfg.ClientKey != "" {
-		return nil, nil, errors.New("client_key without client_cert")
-	}
-	m.API = apiv2.New(client, opts...)
-	closeIdle = func() {
-		client.HTTPClient.CloseIdleConnections()
-		if client.TLSHTTPClient != nil {
-			client.TLSHTTPClient.CloseIdleConnections()
+		if cfg.ClientCert != "" {
+			cert, err := loadClientCert(repl.ReplaceAll(cfg.ClientCert, ""), repl.ReplaceAll(cfg.ClientKey, ""), m.MchID)
+			if err != nil {
+				return nil, nil, err
+			}
+			v2Client.TLSHTTPClient = wxpay.NewMTLSHTTPClient(cert, 64)
+		} else if cfg.ClientKey != "" {
+			return nil, nil, errors.New("client_key without client_cert")
 		}
+		v2 = apiv2.New(v2Client, opts...)
 	}
-	return m, closeIdle, nil
+	rt = new(merchantRuntime)
+	if v2Client != nil {
+		rt.closers = append(rt.closers, func() {
+			v2Client.HTTPClient.CloseIdleConnections()
+			if v2Client.TLSHTTPClient != nil {
+				v2Client.TLSHTTPClient.CloseIdleConnections()
+			}
+		})
+	}
+	if version == "v2" {
+		if cfg.hasV3() {
+			return nil, nil, errors.New("api_v3_key, private_key, mch_serial, merchant_cert, wechatpay_public_key and platform_certificates are APIv3's: set api_version v3")
+		}
+		m.API = v2
+		return m, rt, nil
+	}
+	v3, err := cfg.provisionV3(ctx, name, m.MchID, repl, endpoint, timeout, logger, rt)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.API = v3
+	if v2 != nil {
+		// Orders placed under API v2 before the switch still notify
+		// in v2.
+		m.AlsoNotifiedBy = []gateway.Protocol{v2}
+	}
+	return m, rt, nil
+}
+
+// merchantRuntime is what a provisioned merchant holds that lives with
+// the app: background work started with it and stopped with it (the
+// platform certificates' refresh), and idle connections to close.
+type merchantRuntime struct {
+	starters []func()
+	stoppers []func()
+	closers  []func()
+}
+
+// start starts the merchant's background work.
+func (rt *merchantRuntime) start() {
+	for _, f := range rt.starters {
+		f()
+	}
+}
+
+// stop stops it and closes idle connections.
+func (rt *merchantRuntime) stop() {
+	for _, f := range rt.stoppers {
+		f()
+	}
+	for _, f := range rt.closers {
+		f()
+	}
 }
 
 // ResolveAppIDs returns the app ids with their placeholders resolved; a

@@ -120,7 +120,11 @@ func ErrorFor(err error) *Error {
 	case Unreachable:
 		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_UNREACHABLE", Message: "WeChat Pay could not be reached", Err: err}
 	case BadSignature:
-		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_SIGNATURE", Message: "WeChat Pay's answer failed signature verification", Err: err}
+		msg := "WeChat Pay's answer failed signature verification"
+		if ce.Message != "" {
+			msg += ": " + ce.Message
+		}
+		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_SIGNATURE", Message: msg, Err: err}
 	case BadReply:
 		return &Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_REPLY", Message: "WeChat Pay's answer could not be used", Err: err}
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpayv3"
 )
 
 func init() {
@@ -114,6 +115,100 @@ type SimulatedMerchant struct {
 	APIKey string `json:"api_key,omitempty"`
 	// The app ids bound to the merchant.
 	AppIDs []string `json:"app_ids,omitempty"`
+	// APIv3, when the simulator also speaks it for the merchant.
+	V3 *SimulatedV3 `json:"v3,omitempty"`
+}
+
+// SimulatedV3 is what the simulator needs to speak APIv3 for a merchant:
+// the merchant's side (its APIv3 key, the certificate its requests are
+// signed with) and WeChat's (the private halves WeChat signs with). File
+// options take a path, or a placeholder that resolves to the PEM.
+type SimulatedV3 struct {
+	// The merchant's APIv3 key (32 characters).
+	APIv3Key string `json:"api_v3_key,omitempty"`
+	// The merchant's API certificate (apiclient_cert.pem): requests must
+	// be signed with its key and name its serial. Required.
+	MerchantCert string `json:"merchant_cert,omitempty"`
+	// The WeChat Pay public key's id and the PEM of its private half,
+	// which the simulator signs with (public key mode).
+	PublicKeyID      string `json:"public_key_id,omitempty"`
+	PublicKeyPrivate string `json:"public_key_private,omitempty"`
+	// Platform certificates with their private keys (certificate mode);
+	// with a public key too, the migration.
+	PlatformCertificates []SimulatedPlatformCertificate `json:"platform_certificates,omitempty"`
+	// During the migration, the share (0 to 1) of notifications signed
+	// with the public key. Default 0.5.
+	PublicKeyShare *float64 `json:"public_key_share,omitempty"`
+}
+
+// SimulatedPlatformCertificate is a platform certificate and its key.
+type SimulatedPlatformCertificate struct {
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+}
+
+// pemOrFile reads a PEM option: a placeholder may give the PEM itself,
+// anything else is a path.
+func pemOrFile(field, raw string, repl *caddy.Replacer) ([]byte, error) {
+	v := strings.TrimSpace(repl.ReplaceAll(raw, ""))
+	if v == "" {
+		return nil, fmt.Errorf("%s is required", field)
+	}
+	if strings.HasPrefix(v, "-----BEGIN") {
+		return []byte(v), nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return b, nil
+}
+
+// provision builds the simulator's APIv3 side of a merchant.
+func (v *SimulatedV3) provision(repl *caddy.Replacer) (*wxpaysim.MerchantV3, error) {
+	out := &wxpaysim.MerchantV3{APIv3Key: strings.TrimSpace(repl.ReplaceAll(v.APIv3Key, "")), PublicKeyShare: 0.5}
+	if v.PublicKeyShare != nil {
+		out.PublicKeyShare = *v.PublicKeyShare
+	}
+	certPEM, err := pemOrFile("merchant_cert", v.MerchantCert, repl)
+	if err != nil {
+		return nil, err
+	}
+	if out.MerchantCertificate, err = wxpayv3.ParseCertificate(certPEM); err != nil {
+		return nil, fmt.Errorf("merchant_cert: %w", err)
+	}
+	if v.PublicKeyID != "" {
+		out.PublicKeyID = strings.TrimSpace(repl.ReplaceAll(v.PublicKeyID, ""))
+		keyPEM, err := pemOrFile("wechatpay_public_key", v.PublicKeyPrivate, repl)
+		if err != nil {
+			return nil, err
+		}
+		if out.PublicKey, err = wxpayv3.ParsePrivateKey(keyPEM); err != nil {
+			return nil, fmt.Errorf("wechatpay_public_key %s (its private half): %w", out.PublicKeyID, err)
+		}
+	}
+	for _, pc := range v.PlatformCertificates {
+		certPEM, err := pemOrFile("platform_certificate", pc.Cert, repl)
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, err := pemOrFile("platform_certificate key", pc.Key, repl)
+		if err != nil {
+			return nil, err
+		}
+		var c wxpaysim.PlatformCertificate
+		if c.Certificate, err = wxpayv3.ParseCertificate(certPEM); err != nil {
+			return nil, fmt.Errorf("platform_certificate %s: %w", pc.Cert, err)
+		}
+		if c.Key, err = wxpayv3.ParsePrivateKey(keyPEM); err != nil {
+			return nil, fmt.Errorf("platform_certificate %s key: %w", pc.Cert, err)
+		}
+		out.PlatformCertificates = append(out.PlatformCertificates, c)
+	}
+	if err := out.Validate(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -134,7 +229,15 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 		if err := key.Validate(); err != nil {
 			return fmt.Errorf("wxpay_simulator: merchant %s: api_key: %w", m.MchID, err)
 		}
-		merchants = append(merchants, wxpaysim.Merchant{MchID: m.MchID, Key: key, AppIDs: m.AppIDs})
+		sm := wxpaysim.Merchant{MchID: m.MchID, Key: key, AppIDs: m.AppIDs}
+		if m.V3 != nil {
+			v3, err := m.V3.provision(repl)
+			if err != nil {
+				return fmt.Errorf("wxpay_simulator: merchant %s: v3: %w", m.MchID, err)
+			}
+			sm.V3 = v3
+		}
+		merchants = append(merchants, sm)
 	}
 	if len(merchants) == 0 {
 		return errors.New("wxpay_simulator: no merchants: list the merchants it simulates (merchant <mch_id> <api_key> <app_id>...); it never takes the wxpay app's keys by itself")
@@ -207,9 +310,13 @@ func refuseRealKeys(app *caddymodule.App, sim []wxpaysim.Merchant, repl *caddy.R
 			continue
 		}
 		real := []byte(strings.TrimSpace(repl.ReplaceAll(m.APIKey, "")))
+		realV3 := []byte(strings.TrimSpace(repl.ReplaceAll(m.APIv3Key, "")))
 		for _, sm := range sim {
 			if len(real) > 0 && subtle.ConstantTimeCompare(real, []byte(sm.Key)) == 1 {
 				return fmt.Errorf("wxpay_simulator: merchant %s's api_key is merchant %s's, which talks to WeChat itself: a simulator must never sign with a real key", sm.MchID, name)
+			}
+			if sm.V3 != nil && len(realV3) > 0 && subtle.ConstantTimeCompare(realV3, []byte(sm.V3.APIv3Key)) == 1 {
+				return fmt.Errorf("wxpay_simulator: merchant %s's api_v3_key is merchant %s's, which talks to WeChat itself: a simulator must never encrypt with a real key", sm.MchID, name)
 			}
 		}
 	}
@@ -228,7 +335,7 @@ func (s *Simulator) Cleanup() error {
 // ServeHTTP serves the simulator's routes and the stand-in backend.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	p := r.URL.Path
-	ours := strings.HasPrefix(p, "/pay/") || strings.HasPrefix(p, "/sim/") || strings.HasPrefix(p, "/secapi/") || p == "/backend/events"
+	ours := strings.HasPrefix(p, "/pay/") || strings.HasPrefix(p, "/v3/") || strings.HasPrefix(p, "/sim/") || strings.HasPrefix(p, "/secapi/") || p == "/backend/events"
 	if !ours {
 		return next.ServeHTTP(w, r)
 	}
@@ -332,7 +439,13 @@ func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // directive:
 //
 //	wxpay_simulator {
-//		merchant   <mch_id> <api_key> <app_id> [<app_id>...]
+//		merchant   <mch_id> <api_key> <app_id> [<app_id>...] [{
+//			api_v3_key           <key>
+//			merchant_cert        <apiclient_cert.pem>
+//			wechatpay_public_key <PUB_KEY_ID_…> <its private key.pem>
+//			platform_certificate <cert.pem> <key.pem>
+//			public_key_share     <0..1>
+//		}]
 //		time_scale <factor>
 //		client_ca  <ca.pem>
 //		name       <name>
@@ -340,7 +453,8 @@ func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // Each option is the field of the same name; merchant is required and may
-// be repeated.
+// be repeated. A merchant's block makes the simulator speak APIv3 for it
+// too (platform_certificate may be repeated).
 func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -376,10 +490,56 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) < 3 {
 				return d.Err("merchant needs <mch_id> <api_key> <app_id> [<app_id>...]")
 			}
-			s.Merchants = append(s.Merchants, SimulatedMerchant{MchID: args[0], APIKey: args[1], AppIDs: args[2:]})
+			m := SimulatedMerchant{MchID: args[0], APIKey: args[1], AppIDs: args[2:]}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if m.V3 == nil {
+					m.V3 = new(SimulatedV3)
+				}
+				if err := m.V3.unmarshalOption(d); err != nil {
+					return err
+				}
+			}
+			s.Merchants = append(s.Merchants, m)
 		default:
 			return d.Errf("unknown wxpay_simulator option %q", d.Val())
 		}
+	}
+	return nil
+}
+
+// unmarshalOption parses one option of a merchant's APIv3 block.
+func (v *SimulatedV3) unmarshalOption(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "api_v3_key":
+		if !d.AllArgs(&v.APIv3Key) {
+			return d.ArgErr()
+		}
+	case "merchant_cert":
+		if !d.AllArgs(&v.MerchantCert) {
+			return d.ArgErr()
+		}
+	case "wechatpay_public_key":
+		if !d.AllArgs(&v.PublicKeyID, &v.PublicKeyPrivate) {
+			return d.Err("wechatpay_public_key <PUB_KEY_ID_…> <the private half's PEM>")
+		}
+	case "platform_certificate":
+		var pc SimulatedPlatformCertificate
+		if !d.AllArgs(&pc.Cert, &pc.Key) {
+			return d.Err("platform_certificate <cert.pem> <key.pem>")
+		}
+		v.PlatformCertificates = append(v.PlatformCertificates, pc)
+	case "public_key_share":
+		var raw string
+		if !d.AllArgs(&raw) {
+			return d.ArgErr()
+		}
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil || f < 0 || f > 1 {
+			return d.Errf("public_key_share must be between 0 and 1, got %q", raw)
+		}
+		v.PublicKeyShare = &f
+	default:
+		return d.Errf("unknown merchant option %q (api_v3_key, merchant_cert, wechatpay_public_key, platform_certificate, public_key_share)", d.Val())
 	}
 	return nil
 }

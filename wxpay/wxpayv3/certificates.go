@@ -43,9 +43,10 @@ func (c *Client) DownloadCertificates(ctx context.Context, key APIv3Key) ([]*x50
 	if err != nil {
 		return nil, fmt.Errorf("download certificates: %w", err)
 	}
-	base := c.Verifier
-	if base == nil {
-		base = &Verifier{}
+	base := &Verifier{}
+	if c.Verifier != nil {
+		// Without waiting for a download: this is one.
+		base = &Verifier{Keys: passiveKeys{c.Verifier.Keys}, Window: c.Verifier.Window, Now: c.Verifier.Now}
 	}
 	var certs []*x509.Certificate
 	verify := func(h http.Header, body []byte) error {
@@ -113,4 +114,32 @@ func decryptCertificates(key APIv3Key, body []byte) ([]*x509.Certificate, error)
 // validAt reports whether now is within the certificate's validity.
 func validAt(c *x509.Certificate, now time.Time) bool {
 	return !now.Before(c.NotBefore) && !now.After(c.NotAfter)
+}
+
+// passiveKeys looks keys up without starting or waiting for a download of
+// platform certificates: the download's own answer must not wait for
+// itself.
+type passiveKeys struct{ KeySource }
+
+func (pk passiveKeys) VerificationKey(serial string) (*rsa.PublicKey, bool) {
+	return passiveLookup(pk.KeySource, serial)
+}
+
+func passiveLookup(ks KeySource, serial string) (*rsa.PublicKey, bool) {
+	switch k := ks.(type) {
+	case nil:
+		return nil, false
+	case KeySources:
+		for _, s := range k {
+			if key, ok := passiveLookup(s, serial); ok {
+				return key, true
+			}
+		}
+		return nil, false
+	case *PlatformCertificates:
+		return k.lookup(serial)
+	case passiveKeys:
+		return passiveLookup(k.KeySource, serial)
+	}
+	return ks.VerificationKey(serial)
 }

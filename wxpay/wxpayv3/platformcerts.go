@@ -29,6 +29,9 @@ type CertificateStore interface {
 const (
 	DefaultRefreshEvery  = 12 * time.Hour
 	DefaultMinRefreshGap = time.Minute
+	// DefaultUnknownSerialWait is how long VerificationKey waits, by
+	// default, for a download when a serial is unknown.
+	DefaultUnknownSerialWait = 5 * time.Second
 )
 
 // PlatformCertificates keeps a merchant's platform certificates (平台证书)
@@ -53,9 +56,15 @@ type PlatformCertificates struct {
 	// DefaultRefreshEvery (12h) when zero. After a failed refresh the
 	// loop retries sooner, from MinRefreshGap doubling up to RefreshEvery.
 	RefreshEvery time.Duration
-	// MinRefreshGap is the least time between a download and one that an
-	// unknown serial triggers; DefaultMinRefreshGap (1 minute) when zero.
+	// MinRefreshGap is the least time between two downloads that unknown
+	// serials trigger (the start-up download and the periodic refresh do
+	// not count: a certificate rotated just after start is fetched at
+	// once); DefaultMinRefreshGap (1 minute) when zero.
 	MinRefreshGap time.Duration
+	// UnknownSerialWait bounds how long VerificationKey waits for a
+	// download when a serial is unknown; DefaultUnknownSerialWait (5 s)
+	// when zero.
+	UnknownSerialWait time.Duration
 	// Now is the clock of certificate validity and of the rate limit;
 	// time.Now when nil.
 	Now func() time.Time
@@ -68,7 +77,7 @@ type PlatformCertificates struct {
 
 	mu       sync.Mutex
 	flight   *refreshFlight     // the download under way, if any
-	lastTry  time.Time          // when the last download started
+	lastTry  time.Time          // when the last download an unknown serial triggered started
 	runCtx   context.Context    // non-nil between Start and Stop
 	cancel   context.CancelFunc // ends runCtx
 	loopDone chan struct{}      // closed when the loop has returned
@@ -267,16 +276,19 @@ func (p *PlatformCertificates) Refresh(ctx context.Context) error {
 	}
 	f := &refreshFlight{done: make(chan struct{})}
 	p.flight = f
-	p.lastTry = p.now()
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		p.flight = nil
-		p.mu.Unlock()
-		close(f.done)
-	}()
-	f.err = p.download(ctx)
-	return f.err
+	err := p.download(ctx)
+	p.land(f, err)
+	return err
+}
+
+// land ends a download: its waiters hear its result.
+func (p *PlatformCertificates) land(f *refreshFlight, err error) {
+	p.mu.Lock()
+	p.flight = nil
+	p.mu.Unlock()
+	f.err = err
+	close(f.done)
 }
 
 func (p *PlatformCertificates) download(ctx context.Context) error {
@@ -302,43 +314,80 @@ func (p *PlatformCertificates) download(ctx context.Context) error {
 }
 
 // VerificationKey returns the key of the platform certificate serial
-// names, when it is in the set and valid now. For an unknown serial it
-// starts a download in the background (between Start and Stop, at most
-// once per MinRefreshGap, never for a public key id) and returns false:
-// the message is refused, and WeChat's next try finds the new certificate.
+// names, when it is in the set and valid now. For an unknown serial
+// (between Start and Stop, never for a public key id) it waits, at most
+// UnknownSerialWait, for a download: the one under way (the start-up's,
+// say), or one it starts unless the last such started less than
+// MinRefreshGap ago; then it looks again. So the first answer WeChat signs
+// with a new certificate verifies, and a flood of forged serials costs at
+// most one download a minute.
 func (p *PlatformCertificates) VerificationKey(serial string) (*rsa.PublicKey, bool) {
-	now := p.now()
+	if k, ok := p.lookup(serial); ok {
+		return k, true
+	}
+	if strings.HasPrefix(serial, PublicKeyIDPrefix) {
+		return nil, false
+	}
+	done := p.triggerRefresh(p.now())
+	if done == nil {
+		return nil, false
+	}
+	t := time.NewTimer(p.unknownSerialWait())
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		return nil, false
+	}
+	return p.lookup(serial)
+}
+
+// lookup finds a certificate of the set valid now.
+func (p *PlatformCertificates) lookup(serial string) (*rsa.PublicKey, bool) {
 	if s := p.set.Load(); s != nil {
-		if c, ok := s.bySerial[serial]; ok && validAt(c, now) {
+		if c, ok := s.bySerial[serial]; ok && validAt(c, p.now()) {
 			return c.PublicKey.(*rsa.PublicKey), true
 		}
-	}
-	if !strings.HasPrefix(serial, PublicKeyIDPrefix) {
-		p.triggerRefresh(now)
 	}
 	return nil, false
 }
 
-// triggerRefresh starts a background download unless one is under way or
-// the last started less than MinRefreshGap ago.
-func (p *PlatformCertificates) triggerRefresh(now time.Time) {
+func (p *PlatformCertificates) unknownSerialWait() time.Duration {
+	if p.UnknownSerialWait <= 0 {
+		return DefaultUnknownSerialWait
+	}
+	return p.UnknownSerialWait
+}
+
+// triggerRefresh returns the download to wait for: the one under way, or
+// one it starts in the background unless the last it started is less than
+// MinRefreshGap old; nil when there is none (or outside Start and Stop).
+func (p *PlatformCertificates) triggerRefresh(now time.Time) <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.runCtx == nil || p.flight != nil {
-		return
+	if p.runCtx == nil {
+		return nil
+	}
+	if p.flight != nil {
+		return p.flight.done
 	}
 	if d := now.Sub(p.lastTry); !p.lastTry.IsZero() && d >= 0 && d < p.minGap() {
-		return
+		return nil
 	}
 	p.lastTry = now
+	f := &refreshFlight{done: make(chan struct{})}
+	p.flight = f
 	ctx := p.runCtx
 	p.async.Add(1)
 	go func() {
 		defer p.async.Done()
-		if err := p.Refresh(ctx); err != nil {
+		err := p.download(ctx)
+		if err != nil {
 			p.logf("%v", err)
 		}
+		p.land(f, err)
 	}()
+	return f.done
 }
 
 // Newest returns the serial of the newest certificate valid now (the
