@@ -128,6 +128,9 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 			},
 		}
 		sources = append(sources, certs)
+		if wechatpaySerial == "" {
+			client.WechatpaySerialFunc = certs.Newest
+		}
 		rt.starters = append(rt.starters, func() {
 			go func() {
 				sctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)

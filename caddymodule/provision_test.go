@@ -38,6 +38,10 @@ http://127.0.0.1:%d {
 		app    = "app_id wxd930ea5d5a258f4f"
 		key    = "api_key 192006250b4c09247ec02edce69f6a2d"
 		notify = "notify_url https://pay.example.com/wxpay/notify"
+		v3key  = "api_v3_key caddywxpaydemoapiv3key0123456789"
+		v3priv = "private_key ../demo/v3/apiclient_key.pem"
+		v3cert = "merchant_cert ../demo/v3/apiclient_cert.pem"
+		v3pub  = "wechatpay_public_key PUB_KEY_ID_0110000100202612020000000000000001 ../demo/v3/pub_key.pem"
 	)
 	all := func(lines ...string) string { return merchant(strings.Join(lines, "\n")) }
 	t.Setenv("WXPAY_EMPTY_FOR_TEST", "")
@@ -60,6 +64,19 @@ http://127.0.0.1:%d {
 		{"http notify_url to WeChat even with opt-out", all(mch, app, key, "notify_url http://pay.example.com/wxpay/notify", "insecure_notify_url"), "loopback"},
 		{"notify_url with query", all(mch, app, key, "notify_url https://pay.example.com/notify?a=1"), "query string"},
 		{"http endpoint off loopback", all(mch, app, key, notify, "endpoint http://api.mch.weixin.qq.com"), "endpoint"},
+		// APIv3.
+		{"v3 without api_v3_key", all(mch, app, notify, "api_version v3", v3priv, v3cert, v3pub), "api_v3_key is required"},
+		{"v3 key of 31 bytes", all(mch, app, notify, "api_version v3", "api_v3_key caddywxpaydemoapiv3key012345678", v3priv, v3cert, v3pub), "api_v3_key (given inline)"},
+		{"v3 without private_key", all(mch, app, notify, "api_version v3", v3key, v3cert, v3pub), "private_key is required"},
+		{"v3 private key that does not parse", all(mch, app, notify, "api_version v3", v3key, "private_key ../demo/v3/pub_key.pem", v3cert, v3pub), "private_key"},
+		{"v3 private key of 1024 bits", all(mch, app, notify, "api_version v3", v3key, "private_key ../wxpay/wxpayv3/testdata/small_key.pem", v3cert, v3pub), "2048"},
+		{"v3 without a serial", all(mch, app, notify, "api_version v3", v3key, v3priv, v3pub), "mch_serial"},
+		{"v3 serial not the certificate's", all(mch, app, notify, "api_version v3", v3key, v3priv, v3cert, "mch_serial 1234ABCD", v3pub), "does not match merchant_cert"},
+		{"v3 certificate of another key", all(mch, app, notify, "api_version v3", v3key, v3priv, "merchant_cert ../demo/v3/sim_platform_cert.pem", v3pub), "not the certificate of private_key"},
+		{"v3 with nothing to verify WeChat", all(mch, app, notify, "api_version v3", v3key, v3priv, v3cert, "platform_certificates off"), "needs a way to verify WeChat"},
+		{"v3 public key id without its prefix", all(mch, app, notify, "api_version v3", v3key, v3priv, v3cert, "wechatpay_public_key 0114232134912410000000000000 ../demo/v3/pub_key.pem"), "PUB_KEY_ID_"},
+		{"v3 options on a v2 merchant", all(mch, app, key, notify, v3key), "set api_version v3"},
+		{"unknown api_version", all(mch, app, key, notify, "api_version v4"), "api_version \"v4\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,7 +88,7 @@ http://127.0.0.1:%d {
 			if !strings.Contains(err.Error(), tt.says) {
 				t.Fatalf("error %q does not say %q", err, tt.says)
 			}
-			if strings.Contains(err.Error(), "192006250b4c09247ec02edce69f6a2") {
+			if strings.Contains(err.Error(), "192006250b4c09247ec02edce69f6a2") || strings.Contains(err.Error(), "caddywxpaydemoapiv3key") {
 				t.Fatalf("error reveals the key: %v", err)
 			}
 		})
@@ -121,6 +138,22 @@ http://127.0.0.1:%d {
 		cfg := all("mch_id {env.WXPAY_TEST_MCH}", app, "api_key {file."+keyFile+"}", notify)
 		if err := tryLoadCaddyfile(cfg); err != nil {
 			t.Fatalf("placeholders: %v", err)
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		// APIv3: the private key's PEM itself from a {file.*} placeholder,
+		// the serial given (in openssl's padded form) and checked against
+		// the certificate.
+		abs, err := filepath.Abs("../demo/v3/apiclient_key.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("WXPAY_TEST_V3KEY", "caddywxpaydemoapiv3key0123456789")
+		cfg = all(mch, app, notify, "api_version v3", "api_v3_key {env.WXPAY_TEST_V3KEY}", "private_key {file."+abs+"}",
+			v3cert, "mch_serial 5b6580fa62f45492af3527fb9b8dcac26bd6b458", v3pub)
+		if err := tryLoadCaddyfile(cfg); err != nil {
+			t.Fatalf("v3 placeholders: %v", err)
 		}
 		if err := caddy.Stop(); err != nil {
 			t.Fatal(err)

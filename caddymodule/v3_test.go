@@ -5,11 +5,14 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
@@ -118,4 +121,358 @@ func checkV3PayParams(t *testing.T, tradeType string, out map[string]any, pub *r
 			t.Errorf("MWEB answer %v", out)
 		}
 	}
+}
+
+// The order API's other routes on APIv3 answer the JSON they answer on
+// v2: query (a lost payment recovered), close, refunds and their
+// notification, refund query, the day's bill.
+func TestV3Routes(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "public_key", global: "reconcile off"})
+	ctx := context.Background()
+	place := func(no string, fee int) {
+		t.Helper()
+		if status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": no, "total_fee": fee, "body": "b", "trade_type": "APP"}); status != 200 {
+			t.Fatalf("place %s: %d %v", no, status, out)
+		}
+	}
+	place("v3q0001", 88)
+	if status, st := g.get("/wxpay/orders/v3q0001"); status != 200 || st["trade_state"] != "NOTPAY" {
+		t.Fatalf("unpaid: %d %v", status, st)
+	}
+	pay, err := g.sim.Pay(ctx, wxpaysim.PayOptions{OutTradeNo: "v3q0001", MchID: testMchID, Lost: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, st := g.get("/wxpay/orders/v3q0001")
+	if status != 200 || st["trade_state"] != "SUCCESS" || st["total_fee"] != float64(88) || st["transaction_id"] != pay.TransactionID ||
+		len(fmt.Sprint(st["time_end"])) != 14 {
+		t.Fatalf("paid: %d %v", status, st)
+	}
+	waitFor(t, "the recovered payment", 5*time.Second, func() bool { return len(g.backend.got()) == 1 })
+	if ev := checkEvent(t, g.backend.got()[0]); ev["id"] != event.PaymentID(testMchID, pay.TransactionID, "v3q0001") {
+		t.Fatalf("recovered payment's event %v", ev)
+	}
+	if status, out := g.get("/wxpay/orders/v3nope01"); status != http.StatusNotFound {
+		t.Fatalf("unknown order: %d %v", status, out)
+	}
+
+	place("v3c0001", 5)
+	if status, out := g.post("/wxpay/orders/v3c0001/close", testToken, ""); status != 200 || out["trade_state"] != "CLOSED" {
+		t.Fatalf("close: %d %v", status, out)
+	}
+	if status, out := g.post("/wxpay/orders/v3q0001/close", testToken, ""); status != http.StatusConflict {
+		t.Fatalf("close paid: %d %v", status, out)
+	}
+
+	refund := map[string]any{"out_trade_no": "v3q0001", "out_refund_no": "v3rf01", "total_fee": 88, "refund_fee": 40, "refund_desc": "退货"}
+	status, out := g.post("/wxpay/refunds", testToken, refund)
+	if status != 200 || out["refund_id"] == "" || out["status"] != "PROCESSING" || out["refund_fee"] != float64(40) {
+		t.Fatalf("refund: %d %v", status, out)
+	}
+	if status, again := g.post("/wxpay/refunds", testToken, refund); status != 200 || again["refund_id"] != out["refund_id"] {
+		t.Fatalf("the same refund again: %d %v", status, again)
+	}
+	status, more := g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "v3q0001", "out_refund_no": "v3rf02", "total_fee": 88, "refund_fee": 60})
+	if status != http.StatusConflict {
+		t.Fatalf("refunding more than is left: %d %v", status, more)
+	}
+	waitFor(t, "the refund event", 10*time.Second, func() bool { return len(eventsOfType(g, t, "refund.succeeded")) == 1 })
+	data := eventsOfType(g, t, "refund.succeeded")[0]["data"].(map[string]any)
+	if data["out_refund_no"] != "v3rf01" || data["refund_id"] != out["refund_id"] || data["refund_fee"] != json.Number("40") ||
+		data["refund_status"] != "SUCCESS" || data["mch_id"] != testMchID || data["wechat"] == nil {
+		t.Fatalf("refund event data %v", data)
+	}
+	status, rq := g.get("/wxpay/refunds/v3rf01")
+	refunds, _ := rq["refunds"].([]any)
+	if status != 200 || len(refunds) != 1 || refunds[0].(map[string]any)["refund_status"] != "SUCCESS" {
+		t.Fatalf("refund query: %d %v", status, rq)
+	}
+	if status, out := g.get("/wxpay/refunds/v3nope01"); status != http.StatusNotFound {
+		t.Fatalf("unknown refund: %d %v", status, out)
+	}
+
+	// A bill is ready the next morning, and APIv3's calls must carry a
+	// timestamp within 5 minutes of WeChat's clock: pay an order 36 hours
+	// ago (in the simulator's time), then ask for that day's bill now.
+	place("v3b0001", 123)
+	g.simAhead.Store(int64(-36 * time.Hour))
+	if _, err := g.sim.Pay(ctx, wxpaysim.PayOptions{OutTradeNo: "v3b0001", MchID: testMchID, Lost: true}); err != nil {
+		t.Fatal(err)
+	}
+	g.simAhead.Store(0)
+	day := time.Now().Add(-36 * time.Hour).In(time.FixedZone("CST", 8*3600)).Format("20060102")
+	req, _ := http.NewRequest(http.MethodGet, g.base+"/wxpay/bills/"+day, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bill, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(bill), "v3b0001") {
+		t.Fatalf("bill: %d %s", resp.StatusCode, bill)
+	}
+}
+
+// A merchant switched from v2 to v3 by reloading its configuration: an
+// order placed and paid under v2, queried under v3, is one event; a v2
+// notification still arriving for it is taken (the merchant kept api_key)
+// and is a duplicate.
+func TestV3SwitchFromV2(t *testing.T) {
+	g := startGateway(t, gatewayOptions{global: "reconcile off"})
+	pay := g.placeAndPay(t, "sw0001", 77, wxpaysim.PayOptions{})
+	waitFor(t, "the v2 payment's event", 5*time.Second, func() bool { return len(g.backend.got()) == 1 })
+	first := checkEvent(t, g.backend.got()[0])
+
+	t.Setenv("WXPAY_TEST_API_V3_KEY", testV3Key)
+	if err := g.sim.SetV3Signing(testMchID, true, false); err != nil {
+		t.Fatal(err)
+	}
+	v3cfg := strings.Replace(g.cfg, "client_cert ", v3Lines("public_key")+"\n\t\t\tclient_cert ", 1)
+	loadCaddyfile(t, v3cfg)
+	status, st := g.get("/wxpay/orders/sw0001")
+	if status != 200 || st["trade_state"] != "SUCCESS" || st["transaction_id"] != pay.TransactionID {
+		t.Fatalf("query under v3: %d %v", status, st)
+	}
+	if err := g.sim.SendNotification(context.Background(), testMchID, "sw0001"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the v2 notification's second acknowledgement", 5*time.Second, func() bool {
+		n := 0
+		for _, r := range g.sim.Notifications() {
+			if r.OutTradeNo == "sw0001" && r.Acknowledged {
+				n++
+			}
+		}
+		return n == 2
+	})
+	time.Sleep(200 * time.Millisecond)
+	if n := len(g.backend.got()); n != 1 {
+		t.Fatalf("the backend got %d events, want 1 (%v)", n, first["id"])
+	}
+	// A new order is placed with APIv3.
+	if status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "sw0002", "total_fee": 5, "body": "b", "trade_type": "APP"}); status != 200 {
+		t.Fatalf("place under v3: %d %v", status, out)
+	}
+	if o, _ := g.sim.Order(testMchID, "sw0002"); o.APIVersion != 3 {
+		t.Fatalf("placed with API v%d", o.APIVersion)
+	}
+}
+
+// Bad APIv3 notifications are refused (WeChat retries) and nothing is
+// stored or forwarded; WeChat's SIGNTEST probe is logged as the probe it
+// is.
+func TestV3BadNotifications(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "public_key"})
+	for i, fault := range wxpaysim.V3Faults() {
+		t.Run(string(fault), func(t *testing.T) {
+			no := fmt.Sprintf("bad%02d%d", i, time.Now().UnixNano()%1e6)
+			if status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": no, "total_fee": 5, "body": "b", "trade_type": "APP"}); status != 200 {
+				t.Fatalf("%d %v", status, out)
+			}
+			before := len(g.backend.got())
+			if _, err := g.sim.Pay(context.Background(), wxpaysim.PayOptions{OutTradeNo: no, MchID: testMchID, V3Fault: fault}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "two refused attempts", 5*time.Second, func() bool {
+				r := notificationFor(g.sim, no)
+				return r != nil && len(r.Attempts) >= 2
+			})
+			r := notificationFor(g.sim, no)
+			for _, a := range r.Attempts {
+				if a.StatusCode < 400 || !strings.Contains(a.Body, `"code":"FAIL"`) {
+					t.Fatalf("attempt answered %d %s", a.StatusCode, a.Body)
+				}
+			}
+			if n := len(g.backend.got()); n != before {
+				t.Fatal("a refused notification was forwarded")
+			}
+		})
+	}
+	logs, err := os.ReadFile(g.logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), "signature probe (WECHATPAY/SIGNTEST) refused, as it must be") {
+		t.Error("the SIGNTEST probe was not logged as such")
+	}
+}
+
+// In certificate mode, WeChat rotating its platform certificate is
+// followed at once: the first answer signed with the new certificate
+// makes the gateway download the list (and wait for it), and verifies.
+// A restart loads the certificates from Caddy's storage without
+// downloading them.
+func TestV3CertificateRotationAndRestart(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "certificates"})
+	place := func(no string) {
+		t.Helper()
+		if status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": no, "total_fee": 5, "body": "b", "trade_type": "APP"}); status != 200 {
+			t.Fatalf("place %s: %d %v", no, status, out)
+		}
+	}
+	place("rot0001")
+	if n := g.sim.CertificateDownloads(testMchID); n != 1 {
+		t.Fatalf("%d downloads at start, want 1", n)
+	}
+	pc, err := wxpaysim.GeneratePlatformCertificate(time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.sim.RotatePlatformCertificate(testMchID, pc); err != nil {
+		t.Fatal(err)
+	}
+	place("rot0002")
+	if n := g.sim.CertificateDownloads(testMchID); n != 2 {
+		t.Fatalf("%d downloads after the rotation, want 2", n)
+	}
+	before := len(g.backend.got())
+	if _, err := g.sim.Pay(context.Background(), wxpaysim.PayOptions{OutTradeNo: "rot0002", MchID: testMchID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the payment signed with the new certificate", 5*time.Second, func() bool { return len(g.backend.got()) > before })
+	if r := notificationFor(g.sim, "rot0002"); r.Attempts[0].Serial != wxpaysim.CertificateSerial(pc.Certificate) || r.Attempts[0].StatusCode != http.StatusNoContent {
+		t.Fatalf("first attempt %+v", r.Attempts[0])
+	}
+
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	loadCaddyfile(t, g.cfg)
+	place("rot0003")
+	if n := g.sim.CertificateDownloads(testMchID); n != 2 {
+		t.Fatalf("%d downloads after a restart, want still 2 (loaded from storage)", n)
+	}
+}
+
+// v3Notification is an APIv3 notification as WeChat would send it in
+// public key mode for the demo merchant: resource encrypted with the APIv3
+// key, headers signed with the WeChat Pay public key's private half.
+func v3Notification(t *testing.T, eventType string, resource map[string]any, at time.Time) (http.Header, []byte) {
+	t.Helper()
+	plain, err := json.Marshal(resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := wxpayv3.EncryptResource(testV3Key, "", "transaction", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.OriginalType = "transaction"
+	body, err := json.Marshal(wxpayv3.Notification{ID: "EV-" + fmt.Sprint(at.UnixNano()), CreateTime: at.Format(time.RFC3339),
+		EventType: eventType, ResourceType: "encrypt-resource", Summary: "支付成功", Resource: *res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("../demo/v3/sim_pub_key_private.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := wxpayv3.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, nonce := fmt.Sprint(at.Unix()), wxpayv3.NonceStr()
+	sig, err := wxpayv3.SignSHA256WithRSA(key, wxpayv3.Message(ts, nonce, string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set(wxpayv3.HeaderTimestamp, ts)
+	h.Set(wxpayv3.HeaderNonce, nonce)
+	h.Set(wxpayv3.HeaderSignature, sig)
+	h.Set(wxpayv3.HeaderSerial, testPubKeyID)
+	h.Set(wxpayv3.HeaderSignatureType, wxpayv3.AuthScheme)
+	return h, body
+}
+
+// Notifications that verify but must not be believed, and malformed ones,
+// through a real Caddy: refused with nothing stored, or, for an amount
+// that disagrees with the order placed, stored and delivered only as
+// payment.mismatch.
+func TestV3NotificationChecks(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "public_key"})
+	if status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "chk0001", "total_fee": 300, "body": "b", "trade_type": "APP"}); status != 200 {
+		t.Fatalf("%d %v", status, out)
+	}
+	tx := func(mutate func(map[string]any)) map[string]any {
+		r := map[string]any{"appid": testAppID, "mchid": testMchID, "out_trade_no": "chk0001", "transaction_id": fmt.Sprint(4200000000000 + time.Now().UnixNano()%1e9),
+			"trade_type": "APP", "trade_state": "SUCCESS", "trade_state_desc": "支付成功", "bank_type": "OTHERS",
+			"success_time": time.Now().In(time.FixedZone("CST", 8*3600)).Format(time.RFC3339), "payer": map[string]any{"openid": "o1"},
+			"amount": map[string]any{"total": 300, "payer_total": 300, "currency": "CNY", "payer_currency": "CNY"}}
+		if mutate != nil {
+			mutate(r)
+		}
+		return r
+	}
+	post := func(h http.Header, body []byte) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, g.base+"/wxpay/notify", strings.NewReader(string(body)))
+		req.Header = h
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	type tc struct {
+		name   string
+		build  func() (http.Header, []byte)
+		status int
+	}
+	now := time.Now()
+	tests := []tc{
+		{"another mchid in the resource", func() (http.Header, []byte) {
+			return v3Notification(t, "TRANSACTION.SUCCESS", tx(func(r map[string]any) { r["mchid"] = "10000999" }), now)
+		}, 400},
+		{"an appid not the merchant's", func() (http.Header, []byte) {
+			return v3Notification(t, "TRANSACTION.SUCCESS", tx(func(r map[string]any) { r["appid"] = "wx0000000000000000" }), now)
+		}, 400},
+		{"a refund's event on the payment route", func() (http.Header, []byte) {
+			return v3Notification(t, "REFUND.SUCCESS", tx(nil), now)
+		}, 400},
+		{"no Wechatpay-Nonce", func() (http.Header, []byte) {
+			h, b := v3Notification(t, "TRANSACTION.SUCCESS", tx(nil), now)
+			h.Del(wxpayv3.HeaderNonce)
+			return h, b
+		}, 400},
+		{"no Wechatpay-Serial", func() (http.Header, []byte) {
+			h, b := v3Notification(t, "TRANSACTION.SUCCESS", tx(nil), now)
+			h.Del(wxpayv3.HeaderSerial)
+			return h, b
+		}, 400},
+		{"over 64 KiB", func() (http.Header, []byte) {
+			h, _ := v3Notification(t, "TRANSACTION.SUCCESS", tx(nil), now)
+			return h, []byte(`{"id":"` + strings.Repeat("x", 70<<10) + `"}`)
+		}, 413},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(g.backend.got())
+			status, body := post(tt.build())
+			if status != tt.status || !strings.Contains(body, "FAIL") {
+				t.Fatalf("%d %s", status, body)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if len(g.backend.got()) != before {
+				t.Fatal("a refused notification was forwarded")
+			}
+		})
+	}
+	t.Run("an amount that disagrees with the order", func(t *testing.T) {
+		before := len(g.backend.got())
+		h, b := v3Notification(t, "TRANSACTION.SUCCESS", tx(func(r map[string]any) {
+			r["amount"] = map[string]any{"total": 1, "payer_total": 1, "currency": "CNY"}
+		}), now)
+		if status, body := post(h, b); status != http.StatusNoContent {
+			t.Fatalf("%d %s", status, body)
+		}
+		waitFor(t, "the mismatch event", 5*time.Second, func() bool { return len(g.backend.got()) > before })
+		ev := checkEvent(t, g.backend.got()[before])
+		if ev["type"] != "payment.mismatch" || ev["order_checked"] != true {
+			t.Fatalf("event %v", ev)
+		}
+	})
 }

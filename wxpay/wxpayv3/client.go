@@ -51,6 +51,11 @@ type Client struct {
 	// platform certificate serial. WeChat signs its answer with the key it
 	// names, and it names the key that encrypted sensitive fields.
 	WechatpaySerial string
+	// WechatpaySerialFunc, when WechatpaySerial is empty, gives the header
+	// per request: with platform certificates only, the newest one's
+	// serial (PlatformCertificates.Newest), which changes as WeChat
+	// rotates them. "" sends no header.
+	WechatpaySerialFunc func() string
 	// UserAgent is sent as User-Agent; DefaultUserAgent when empty.
 	UserAgent string
 	// Now is the clock of request timestamps; time.Now when nil.
@@ -230,8 +235,12 @@ func (c *Client) send(ctx context.Context, op, method, target string, body []byt
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("User-Agent", c.userAgent())
-	if c.WechatpaySerial != "" {
-		req.Header.Set(HeaderSerial, c.WechatpaySerial)
+	serial := c.WechatpaySerial
+	if serial == "" && c.WechatpaySerialFunc != nil {
+		serial = c.WechatpaySerialFunc()
+	}
+	if serial != "" {
+		req.Header.Set(HeaderSerial, serial)
 	}
 	resp, err = c.httpClient().Do(req)
 	if err != nil {

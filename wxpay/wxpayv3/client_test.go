@@ -470,9 +470,14 @@ func TestDo(t *testing.T) {
 		got.Header.Get("Wechatpay-Serial") != "" || got.Auth.NonceStr != "fixednonce" || got.Auth.Timestamp != itoa(w.f.v.Now) {
 		t.Fatalf("%s %s %v %+v", got.URI, got.Body, got.Header, got.Auth)
 	}
-	// out nil: the answer is verified and dropped.
+	// out nil: the answer is verified and dropped. With a serial
+	// function (platform certificates only), the header is its answer.
+	c.WechatpaySerialFunc = func() string { return "5157F09EFDC096DE15EBE81A47057A7232F1B8E1" }
 	if err := c.Do(context.Background(), "GET", "/v3/echo", nil, nil, nil); err != nil {
 		t.Fatal(err)
+	}
+	if s := got.Header.Get("Wechatpay-Serial"); s != "5157F09EFDC096DE15EBE81A47057A7232F1B8E1" {
+		t.Fatalf("Wechatpay-Serial from the function: %q", s)
 	}
 	var re *ResponseError
 	if err := c.Do(context.Background(), "GET", "/v3/notjson", nil, nil, &out); !errors.As(err, &re) {
