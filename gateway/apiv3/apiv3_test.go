@@ -35,7 +35,7 @@ func TestPrepayRequest(t *testing.T) {
 			want: `{` + common + `,"scene_info":{"payer_client_ip":"14.23.150.211"}}`},
 		{name: "APP with detail", tradeType: "APP", path: "app",
 			detail: `{"cost_price":608800,"receipt_id":"wx123","goods_detail":[{"goods_id":"1246464644","wxpay_goods_id":"1001","goods_name":"iPhoneX 256G","quantity":1,"price":528800}]}`,
-			want: `{` + common + `,"detail":{"cost_price":608800,"invoice_id":"wx123","goods_detail":[{"merchant_goods_id":"1246464644","wechatpay_goods_id":"1001","goods_name":"iPhoneX 256G","quantity":1,"unit_price":528800}]},"scene_info":{"payer_client_ip":"14.23.150.211"}}`},
+			want:   `{` + common + `,"detail":{"cost_price":608800,"invoice_id":"wx123","goods_detail":[{"merchant_goods_id":"1246464644","wechatpay_goods_id":"1001","goods_name":"iPhoneX 256G","quantity":1,"unit_price":528800}]},"scene_info":{"payer_client_ip":"14.23.150.211"}}`},
 		{name: "APP with an unknown detail field", tradeType: "APP", detail: `{"goods":[]}`, err: "detail"},
 		{name: "MWEB", tradeType: "MWEB", path: "h5",
 			sceneInfo: `{"h5_info":{"type":"Wap","wap_url":"https://pay.qq.com","wap_name":"腾讯充值"}}`,
