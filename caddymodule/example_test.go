@@ -26,9 +26,24 @@ func readExample(t *testing.T) string {
 }
 
 // The README's demo: Caddyfile.example as shipped, walked through as the
-// README's curl commands do (on free ports instead of 8080 and 8081).
+// README's curl commands do (on free ports instead of 8080 and 8081); then
+// the same walk with the merchant switched to APIv3 as the file says (its
+// "#v3 " lines uncommented): nothing the caller or the backend sees
+// changes, except the decrypted resource under data.wechat.
 func TestExampleDemoLoop(t *testing.T) {
+	for _, v3 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "v2", true: "v3"}[v3], func(t *testing.T) { testExampleDemoLoop(t, v3) })
+	}
+}
+
+func testExampleDemoLoop(t *testing.T, v3 bool) {
 	cfg := readExample(t)
+	if v3 {
+		if !strings.Contains(cfg, "#v3 api_version v3") {
+			t.Fatal("Caddyfile.example has no #v3 lines")
+		}
+		cfg = strings.ReplaceAll(cfg, "#v3 ", "")
+	}
 	gw, sim := freePort(t), freePort(t)
 	tlsSim := freePort(t)
 	cfg = strings.ReplaceAll(cfg, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", gw))
@@ -36,6 +51,7 @@ func TestExampleDemoLoop(t *testing.T) {
 	cfg = strings.ReplaceAll(cfg, "localhost:8443", fmt.Sprintf("localhost:%d", tlsSim))
 	cfg = strings.ReplaceAll(cfg, " demo/", " ../demo/")
 	dir := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "xdg")) // the ledger's default place
 	cfg = strings.Replace(cfg, "{\n", fmt.Sprintf("{\n\tadmin off\n\tstorage file_system %s\n", filepath.Join(dir, "data")), 1)
 	loadCaddyfile(t, cfg)
 	t.Cleanup(func() { _ = caddy.Stop() })
@@ -74,6 +90,12 @@ func TestExampleDemoLoop(t *testing.T) {
 	ev := events[0]
 	if !ev.Verified || ev.Event.Type != "payment.succeeded" || ev.Event.Data["out_trade_no"] != "demo1001" || ev.Event.Data["total_fee"] != float64(1) {
 		t.Fatalf("stand-in backend got %+v", ev)
+	}
+	if _, has := ev.Event.Data["wechat"]; has != v3 {
+		t.Fatalf("data.wechat present: %v on v3: %v", has, v3)
+	}
+	if pp, _ := out["pay_params"].(map[string]any); (pp["signType"] == "RSA") != v3 {
+		t.Fatalf("pay_params signType %v on v3: %v", pp["signType"], v3)
 	}
 
 	// The rest of the README's walk: query, refund over mutual TLS, the
