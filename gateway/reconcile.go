@@ -21,6 +21,8 @@ type ReconcileLedger interface {
 	OrdersToCheck(ctx context.Context, now time.Time, limit int) ([]*ledger.Order, error)
 	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error
 	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
+	RefundsToSettle(ctx context.Context, before time.Time, limit int) ([]*ledger.Refund, error)
+	ForgetRefund(ctx context.Context, mchID, outRefundNo string) error
 }
 
 // ReconcileSetup is a running configuration's setup of the job.
@@ -143,6 +145,60 @@ func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL tim
 			return
 		}
 		rc.check(ctx, s, o, rc.now())
+	}
+	refunds, err := rc.ledger.RefundsToSettle(ctx, now.Add(-s.Delay), 20)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logger().Error("reconcile: reading refunds", zap.Error(err))
+		}
+		return
+	}
+	for _, r := range refunds {
+		if ctx.Err() != nil {
+			return
+		}
+		rc.settleRefund(ctx, s, r)
+	}
+}
+
+// settleRefund asks WeChat about a refund whose outcome the gateway does
+// not know (no answer came, or it failed verification) once its
+// notification is overdue: a refund WeChat never made is forgotten; one it
+// made is recorded as its notification would have been (in a final state,
+// with its event, under the id the notification would have had, so that
+// a late one is a duplicate), or as PROCESSING.
+func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *ledger.Refund) {
+	log := s.logger().With(zap.String("mch_id", r.MchID), zap.String("out_refund_no", r.OutRefundNo))
+	m, ok := s.Merchants[r.MchID]
+	if !ok {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	q, err := m.API.QueryRefund(cctx, m.AppIDs[0], r.OutRefundNo)
+	var entry *RefundEntry
+	if err == nil {
+		entry = q.Entry(r.OutRefundNo)
+	}
+	switch {
+	case (err != nil && callErrorKind(err) == NotFound) || (err == nil && entry == nil):
+		if err := rc.ledger.ForgetRefund(ctx, r.MchID, r.OutRefundNo); err != nil {
+			log.Error("reconcile: forgetting a refund WeChat never made", zap.Error(err))
+			return
+		}
+		log.Info("reconcile: refund whose answer never came was not made by WeChat; forgotten")
+	case err != nil:
+		log.Warn("reconcile: refund query failed; will retry", LogError(err))
+	case entry.RefundStatus == RefundStatusProcessing:
+		if err := s.Service.ledger.SetRefundState(ctx, r.MchID, r.OutRefundNo, ledger.RefundProcessing, entry.RefundID, rc.now()); err != nil {
+			log.Error("reconcile: recording a refund under way", zap.Error(err))
+		}
+	default:
+		if err := s.Service.recordQueriedRefund(ctx, m, q, entry); err != nil {
+			log.Error("reconcile: recording a refund found by a query", zap.Error(err))
+			return
+		}
+		log.Warn("reconcile: refund found whose outcome was unknown; recorded and forwarded", zap.String("refund_status", entry.RefundStatus))
 	}
 }
 

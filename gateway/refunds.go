@@ -53,7 +53,7 @@ func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (
 			// Recorded before WeChat is asked, so that its notification,
 			// which may come before WeChat's answer, always finds it.
 			rf := &ledger.Refund{MchID: m.MchID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
-				TransactionID: r.TransactionID, TotalFee: r.TotalFee, RefundFee: r.RefundFee, State: ledger.RefundUnknown}
+				TransactionID: r.TransactionID, TotalFee: r.TotalFee, RefundFee: r.RefundFee, State: ledger.RefundUnknown, CreatedAt: s.now()}
 			switch err := s.ledger.PutRefund(ctx, rf); {
 			case err == nil:
 				fresh = true
@@ -295,4 +295,33 @@ func effectUnknown(err error) bool {
 		return ce.Code == CodeSystemError
 	}
 	return false
+}
+
+// recordQueriedRefund records a refund in a final state that a query found
+// (its notification never came, or its answer said nothing), as its
+// notification would have: the event under the same id, the refund's
+// state, the cross-check of its amount.
+func (s *Service) recordQueriedRefund(ctx context.Context, m *Merchant, q *RefundQueryResponse, e *RefundEntry) error {
+	now := s.now()
+	data := map[string]any{
+		"mch_id": m.MchID, "out_trade_no": q.OutTradeNo, "transaction_id": q.TransactionID, "out_refund_no": e.OutRefundNo,
+		"refund_id": e.RefundID, "refund_fee": e.RefundFee, "total_fee": q.TotalFee, "refund_status": e.RefundStatus,
+	}
+	if e.SuccessTime != "" {
+		data["success_time"] = e.SuccessTime
+	}
+	if e.RecvAccount != "" {
+		data["refund_recv_accout"] = e.RecvAccount // sic: API v2's name
+	}
+	ev, err := event.NewRefund(m.MchID, e.RefundID, e.RefundStatus, data, now)
+	if err != nil {
+		return err
+	}
+	rn := &RefundNotice{MchID: m.MchID, OutRefundNo: e.OutRefundNo, RefundID: e.RefundID, OutTradeNo: q.OutTradeNo,
+		TransactionID: q.TransactionID, Status: e.RefundStatus, RefundFee: e.RefundFee, Data: data}
+	created, err := s.recordRefund(ctx, m, rn, ev, now, true)
+	if err == nil && created && s.outbox != nil {
+		s.outbox.Notify()
+	}
+	return err
 }

@@ -1013,3 +1013,84 @@ type failingRefundLedger struct{ ledger.Store }
 func (failingRefundLedger) PutRefund(context.Context, *ledger.Refund) error {
 	return errors.New("disk full")
 }
+
+// blindRefunds is the real protocol whose refund answers fail
+// verification: WeChat makes the refund, the gateway cannot tell.
+type blindRefunds struct{ gateway.Protocol }
+
+func (b blindRefunds) Refund(ctx context.Context, r *gateway.RefundRequest) (*gateway.RefundResponse, error) {
+	if _, err := b.Protocol.Refund(ctx, r); err != nil {
+		return nil, err
+	}
+	return nil, &gateway.CallError{Kind: gateway.BadSignature, Err: errors.New("the answer did not verify")}
+}
+
+// A refund whose answer failed verification, or never came, is recorded
+// UNKNOWN (the caller gets 502 or 504) and settled by the reconciler's
+// query once its notification is overdue: one WeChat made is recorded and
+// forwarded as its notification would have been; one it never made is
+// forgotten.
+func TestReconcilerSettlesUnknownRefunds(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
+	}))
+	defer elsewhere.Close()
+	resp := e.place("us1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("us1", 1)
+	blind := *e.merchant
+	blind.API = blindRefunds{e.merchant.API}
+	_, err := e.svc.Refund(ctx, &blind, &gateway.RefundRequest{OutTradeNo: "us1", OutRefundNo: "usr-made", TotalFee: 1000, RefundFee: 300,
+		NotifyURL: elsewhere.URL + "/refund"})
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusBadGateway || ge.Code != "WECHAT_BAD_SIGNATURE" {
+		t.Fatalf("a refund whose answer failed verification: %v", err)
+	}
+	e.sim.FailNext(wxpaysim.APIRefund, 1, "SYSTEMERROR")
+	e.sim.FailNext(wxpaysim.APIRefund, 1, "SYSTEMERROR") // the client's one retry too
+	_, err = e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "us1", OutRefundNo: "usr-none", TotalFee: 1000, RefundFee: 100})
+	if err == nil {
+		t.Fatal("a refund WeChat failed was accepted")
+	}
+	for _, no := range []string{"usr-made", "usr-none"} {
+		if r, err := e.store.GetRefund(ctx, mchID, no); err != nil || r.State != ledger.RefundUnknown {
+			t.Fatalf("%s: %+v, %v", no, r, err)
+		}
+	}
+	// Let WeChat settle the refund it made (its notification went
+	// elsewhere), then reconcile once the notification is overdue.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if rfs := e.sim.Refunds(); len(rfs) == 1 && rfs[0].Status == wxpaysim.RefundStatusSuccess {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("WeChat never settled the refund")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}
+	rc.Round(ctx, setup, time.Minute)
+	if r, _ := e.store.GetRefund(ctx, mchID, "usr-made"); r.State != ledger.RefundUnknown {
+		t.Fatalf("settled before its notification was overdue: %+v", r)
+	}
+	e.clock.Add(5 * time.Minute)
+	rc.Round(ctx, setup, time.Minute)
+	r, err := e.store.GetRefund(ctx, mchID, "usr-made")
+	if err != nil || r.State != ledger.RefundSuccess || r.RefundID == "" {
+		t.Fatalf("the refund WeChat made: %+v, %v", r, err)
+	}
+	ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, r.RefundID, event.RefundStatusSuccess))
+	if err != nil || ev.Type != event.RefundSucceeded {
+		t.Fatalf("its event: %+v, %v", ev, err)
+	}
+	if _, err := e.store.GetRefund(ctx, mchID, "usr-none"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("the refund WeChat never made is still recorded: %v", err)
+	}
+}

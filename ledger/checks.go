@@ -130,6 +130,31 @@ func (s *sqlStore) ForgetRefund(ctx context.Context, mchID, outRefundNo string) 
 	return nil
 }
 
+// RefundsToSettle returns up to limit refunds whose outcome is unknown
+// (state UNKNOWN), asked for at or before before, oldest first.
+func (s *sqlStore) RefundsToSettle(ctx context.Context, before time.Time, limit int) ([]*Refund, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
+	}
+	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(qRefundsToSettle), toNs(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
+	}
+	defer rows.Close()
+	var out []*Refund
+	for rows.Next() {
+		r, err := scanRefund(rows)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
+	}
+	return out, nil
+}
+
 // GetRefund returns a recorded refund; ErrNotFound (wrapped) when absent.
 func (s *sqlStore) GetRefund(ctx context.Context, mchID, outRefundNo string) (*Refund, error) {
 	if err := s.checkOpen(); err != nil {

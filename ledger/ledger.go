@@ -321,6 +321,9 @@ type Store interface {
 	// it, when WeChat refused it: only while its state is UNKNOWN and it
 	// has no refund_id.
 	ForgetRefund(ctx context.Context, mchID, outRefundNo string) error
+	// RefundsToSettle returns up to limit refunds whose outcome is
+	// unknown (UNKNOWN), asked for at or before before, oldest first.
+	RefundsToSettle(ctx context.Context, before time.Time, limit int) ([]*Refund, error)
 
 	// TryLease takes or renews a named lease for holder until now+ttl; it
 	// succeeds if the lease is free, expired, or already held by holder.

@@ -76,6 +76,10 @@ const (
 	qSetRefundState = `UPDATE refunds SET state = ?, updated_at = ?,
 		refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?
 		AND ` + refundRankOfState + ` < 3 AND ` + refundRankOfState + ` <= ` + refundRankOfParam
+	// qRefundsToSettle reads the refunds whose outcome is unknown, asked
+	// for before a time, oldest first.
+	qRefundsToSettle = `SELECT ` + refundCols + ` FROM refunds WHERE state = '` + RefundUnknown + `' AND created_at <= ?
+		ORDER BY created_at LIMIT ?`
 	// qForgetRefund removes a refund recorded before WeChat was asked for
 	// it, when WeChat refused it: only while its outcome is unknown and it
 	// has no refund_id.
