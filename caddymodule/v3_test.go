@@ -125,9 +125,16 @@ func checkV3PayParams(t *testing.T, tradeType string, out map[string]any, pub *r
 
 // The order API's other routes on APIv3 answer the JSON they answer on
 // v2: query (a lost payment recovered), close, refunds and their
-// notification, refund query, the day's bill.
+// notification, refund query, the day's bill; in each of WeChat's
+// signing modes.
 func TestV3Routes(t *testing.T) {
-	g := startGateway(t, gatewayOptions{v3: "public_key", global: "reconcile off"})
+	for _, mode := range []string{"public_key", "certificates", "migration"} {
+		t.Run(mode, func(t *testing.T) { testV3Routes(t, mode) })
+	}
+}
+
+func testV3Routes(t *testing.T, mode string) {
+	g := startGateway(t, gatewayOptions{v3: mode, global: "reconcile off"})
 	ctx := context.Background()
 	place := func(no string, fee int) {
 		t.Helper()
