@@ -28,9 +28,11 @@ func (cfg *Merchant) hasV3() bool {
 		cfg.WechatpayPublicKeyID != "" || cfg.WechatpayPublicKey != "" || cfg.PlatformCertificates != ""
 }
 
-// pemOrFile resolves a key or certificate option: a placeholder may give
-// the PEM itself; anything else is a file path.
-func pemOrFile(field, raw string, repl *caddy.Replacer) ([]byte, error) {
+// PEMOrFile resolves a key or certificate option named field: a
+// placeholder may give the PEM itself ({file.…} of a PEM file, {env.…});
+// anything else is a file path. The error names the field, never the
+// content.
+func PEMOrFile(field, raw string, repl *caddy.Replacer) ([]byte, error) {
 	v := strings.TrimSpace(repl.ReplaceAll(raw, ""))
 	if v == "" {
 		return nil, fmt.Errorf("%s is empty once resolved%s", field, emptyFrom(raw))
@@ -61,7 +63,7 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 	if cfg.PrivateKey == "" {
 		return nil, errors.New("private_key is required with api_version v3 (apiclient_key.pem)")
 	}
-	keyPEM, err := pemOrFile("private_key", cfg.PrivateKey, repl)
+	keyPEM, err := PEMOrFile("private_key", cfg.PrivateKey, repl)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +89,7 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 		if err := wxpayv3.CheckPublicKeyID(pubID); err != nil {
 			return nil, fmt.Errorf("wechatpay_public_key: %w", err)
 		}
-		pubPEM, err := pemOrFile("wechatpay_public_key", cfg.WechatpayPublicKey, repl)
+		pubPEM, err := PEMOrFile("wechatpay_public_key", cfg.WechatpayPublicKey, repl)
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +171,7 @@ func (cfg *Merchant) merchantSerial(repl *caddy.Replacer, key *rsa.PrivateKey) (
 		}
 		return serial, nil
 	}
-	certPEM, err := pemOrFile("merchant_cert", cfg.MerchantCert, repl)
+	certPEM, err := PEMOrFile("merchant_cert", cfg.MerchantCert, repl)
 	if err != nil {
 		return "", err
 	}

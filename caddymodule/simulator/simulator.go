@@ -147,30 +147,13 @@ type SimulatedPlatformCertificate struct {
 	Key  string `json:"key,omitempty"`
 }
 
-// pemOrFile reads a PEM option: a placeholder may give the PEM itself,
-// anything else is a path.
-func pemOrFile(field, raw string, repl *caddy.Replacer) ([]byte, error) {
-	v := strings.TrimSpace(repl.ReplaceAll(raw, ""))
-	if v == "" {
-		return nil, fmt.Errorf("%s is required", field)
-	}
-	if strings.HasPrefix(v, "-----BEGIN") {
-		return []byte(v), nil
-	}
-	b, err := os.ReadFile(v)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	return b, nil
-}
-
 // provision builds the simulator's APIv3 side of a merchant.
 func (v *SimulatedV3) provision(repl *caddy.Replacer) (*wxpaysim.MerchantV3, error) {
 	out := &wxpaysim.MerchantV3{APIv3Key: strings.TrimSpace(repl.ReplaceAll(v.APIv3Key, "")), PublicKeyShare: 0.5}
 	if v.PublicKeyShare != nil {
 		out.PublicKeyShare = *v.PublicKeyShare
 	}
-	certPEM, err := pemOrFile("merchant_cert", v.MerchantCert, repl)
+	certPEM, err := caddymodule.PEMOrFile("merchant_cert", v.MerchantCert, repl)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +162,7 @@ func (v *SimulatedV3) provision(repl *caddy.Replacer) (*wxpaysim.MerchantV3, err
 	}
 	if v.PublicKeyID != "" {
 		out.PublicKeyID = strings.TrimSpace(repl.ReplaceAll(v.PublicKeyID, ""))
-		keyPEM, err := pemOrFile("wechatpay_public_key", v.PublicKeyPrivate, repl)
+		keyPEM, err := caddymodule.PEMOrFile("wechatpay_public_key", v.PublicKeyPrivate, repl)
 		if err != nil {
 			return nil, err
 		}
@@ -188,11 +171,11 @@ func (v *SimulatedV3) provision(repl *caddy.Replacer) (*wxpaysim.MerchantV3, err
 		}
 	}
 	for _, pc := range v.PlatformCertificates {
-		certPEM, err := pemOrFile("platform_certificate", pc.Cert, repl)
+		certPEM, err := caddymodule.PEMOrFile("platform_certificate", pc.Cert, repl)
 		if err != nil {
 			return nil, err
 		}
-		keyPEM, err := pemOrFile("platform_certificate key", pc.Key, repl)
+		keyPEM, err := caddymodule.PEMOrFile("platform_certificate key", pc.Key, repl)
 		if err != nil {
 			return nil, err
 		}
