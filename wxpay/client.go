@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
 )
 
 // DefaultEndpoint is WeChat Pay's API host.
@@ -59,33 +59,10 @@ type Client struct {
 }
 
 // NewHTTPClient returns an HTTP client for calls to WeChat sized for
-// maxConcurrent concurrent calls: Go's default transport keeps 2 idle
-// connections per host, which makes a busy gateway open a new TLS
-// connection for most calls. It trusts the system's root certificates.
-func NewHTTPClient(maxConcurrent int) *http.Client {
-	if maxConcurrent < 2 {
-		maxConcurrent = 2
-	}
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy: http.ProxyFromEnvironment,
-			DialContext: (&net.Dialer{
-				Timeout:   5 * time.Second,
-				KeepAlive: 30 * time.Second,
-			}).DialContext,
-			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-			TLSHandshakeTimeout:   5 * time.Second,
-			MaxIdleConns:          4 * maxConcurrent,
-			MaxIdleConnsPerHost:   maxConcurrent,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			ForceAttemptHTTP2:     true,
-		},
-		// WeChat's API never redirects; following one would send a
-		// signed request somewhere else.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
+// maxConcurrent concurrent calls. It never follows redirects (following
+// one would send a signed request elsewhere) and trusts the system's root
+// certificates.
+func NewHTTPClient(maxConcurrent int) *http.Client { return httpclient.New(maxConcurrent) }
 
 // NonceStr returns a random nonce_str from crypto/rand: 26 characters of
 // base32, within WeChat's 32.

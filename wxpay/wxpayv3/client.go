@@ -3,16 +3,16 @@ package wxpayv3
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
 )
 
 // DefaultEndpoint is WeChat Pay's API host.
@@ -68,31 +68,10 @@ type Client struct {
 }
 
 // NewHTTPClient returns an HTTP client for calls to WeChat sized for
-// maxConcurrent concurrent calls. It never follows redirects (WeChat's API
-// does not redirect, and following one would send a signed request
-// elsewhere) and trusts the system's root certificates.
-func NewHTTPClient(maxConcurrent int) *http.Client {
-	if maxConcurrent < 2 {
-		maxConcurrent = 2
-	}
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy: http.ProxyFromEnvironment,
-			DialContext: (&net.Dialer{
-				Timeout:   5 * time.Second,
-				KeepAlive: 30 * time.Second,
-			}).DialContext,
-			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-			TLSHandshakeTimeout:   5 * time.Second,
-			MaxIdleConns:          4 * maxConcurrent,
-			MaxIdleConnsPerHost:   maxConcurrent,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			ForceAttemptHTTP2:     true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
+// maxConcurrent concurrent calls. It never follows redirects (following
+// one would send a signed request elsewhere) and trusts the system's root
+// certificates.
+func NewHTTPClient(maxConcurrent int) *http.Client { return httpclient.New(maxConcurrent) }
 
 func (c *Client) httpClient() *http.Client {
 	if c.HTTPClient != nil {
