@@ -157,3 +157,36 @@ func LogError(err error) zap.Field {
 	}
 	return zap.String("error", LogText(err.Error()))
 }
+
+// effectUnknown reports whether a failed call to WeChat may still have had
+// its effect: no answer in time, a connection lost after the request may
+// have gone out, or an answer that failed verification or could not be
+// read (WeChat's own SYSTEMERROR too: the same call may be made again).
+func effectUnknown(err error) bool {
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	switch ce.Kind {
+	case Timeout, Unreachable, BadSignature, BadReply:
+		return true
+	case Refused:
+		return ce.Code == CodeSystemError
+	}
+	return false
+}
+
+// wechatRefused reports whether err says WeChat did not do what it was
+// asked (a business error, a conflict with what it knows under that
+// number, a rate limit), or the request was refused before WeChat was
+// asked: the complement of effectUnknown among the failures of a call.
+func wechatRefused(err error) bool {
+	var (
+		ce *CallError
+		ge *Error
+	)
+	if errors.As(err, &ce) {
+		return !effectUnknown(err)
+	}
+	return errors.As(err, &ge)
+}

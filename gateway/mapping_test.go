@@ -365,3 +365,32 @@ func (refusingProtocol) TakesNotification(http.Header) bool { return true }
 func (refusingProtocol) NotifyReply(status int, reason string) Reply {
 	return Reply{Status: status, Body: []byte(reason)}
 }
+
+// After a failed call, a record made before it is removed only when WeChat
+// surely did nothing, and kept when the effect is unknown: each failure is
+// exactly one of the two (or neither, for a failure that is no answer of
+// WeChat's and no refusal of the gateway's).
+func TestRefusedOrUnknown(t *testing.T) {
+	tests := []struct {
+		name             string
+		err              error
+		refused, unknown bool
+	}{
+		{"business error", &CallError{Kind: Refused, Code: "PARAM_ERROR"}, true, false},
+		{"WeChat's system error", &CallError{Kind: Refused, Code: CodeSystemError}, false, true},
+		{"conflict", &CallError{Kind: Conflict, Code: "OUT_TRADE_NO_USED"}, true, false},
+		{"not found", &CallError{Kind: NotFound}, true, false},
+		{"rate limit", &CallError{Kind: RateLimited}, true, false},
+		{"timeout", &CallError{Kind: Timeout}, false, true},
+		{"unreachable", &CallError{Kind: Unreachable}, false, true},
+		{"answer not verified", &CallError{Kind: BadSignature}, false, true},
+		{"answer unusable", fmt.Errorf("wrapped: %w", &CallError{Kind: BadReply}), false, true},
+		{"refused by the gateway", BadRequest("total_fee must be positive"), true, false},
+		{"anything else", errors.New("context canceled"), false, false},
+	}
+	for _, tt := range tests {
+		if r, u := wechatRefused(tt.err), effectUnknown(tt.err); r != tt.refused || u != tt.unknown {
+			t.Errorf("%s: refused %v unknown %v, want %v %v", tt.name, r, u, tt.refused, tt.unknown)
+		}
+	}
+}

@@ -122,28 +122,6 @@ func (s *Service) recordPlacement(ctx context.Context, lo *ledger.Order) (known 
 	return nil, false, storageError("the order's record changed while it was placed; place it again", err)
 }
 
-// wechatRefused reports whether err is WeChat's answer that it did not
-// create the order: a business error, a conflict with an order it knows
-// under that number (placed elsewhere or earlier), or a rate limit. Not a
-// call whose effect is unknown (timeout, unreachable, an answer that
-// failed verification or could not be used).
-func wechatRefused(err error) bool {
-	var ce *CallError
-	if !errors.As(err, &ce) {
-		// Refused before WeChat was asked (validation).
-		var ge *Error
-		return errors.As(err, &ge)
-	}
-	switch ce.Kind {
-	case Refused:
-		// WeChat's own failure: the effect is unknown.
-		return ce.Code != CodeSystemError
-	case Conflict, NotFound, RateLimited:
-		return true
-	}
-	return false
-}
-
 // storageError is the 503 of a request the ledger could not serve.
 func storageError(message string, err error) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Code: "STORAGE_UNAVAILABLE", Message: message, Err: err}

@@ -279,24 +279,6 @@ func (s *Service) DownloadBill(ctx context.Context, m *Merchant, date, billType 
 	return m.API.DownloadBill(ctx, BillRequest{AppID: appID, Date: date, Type: billType, Gzip: gzipped})
 }
 
-// effectUnknown reports whether a failed call to WeChat may still have had
-// its effect: no answer in time, a connection lost after the request may
-// have gone out, or an answer that failed verification or could not be
-// read (WeChat's own SYSTEMERROR too: the same call may be made again).
-func effectUnknown(err error) bool {
-	var ce *CallError
-	if !errors.As(err, &ce) {
-		return false
-	}
-	switch ce.Kind {
-	case Timeout, Unreachable, BadSignature, BadReply:
-		return true
-	case Refused:
-		return ce.Code == CodeSystemError
-	}
-	return false
-}
-
 // recordQueriedRefund records a refund in a final state that a query found
 // (its notification never came, or its answer said nothing), as its
 // notification would have: the event under the same id, the refund's

@@ -218,3 +218,41 @@ func TestNotificationsAndReplies(t *testing.T) {
 		t.Fatalf("refused: %d %s %s", r.Status, r.ContentType, r.Body)
 	}
 }
+
+// APIv3's limits, checked before anything happens to an order (its
+// out_trade_no is 6 to 32 characters of [0-9A-Za-z_-|*]; description at
+// most 127 characters; attach at most 128).
+func TestValidateOrder(t *testing.T) {
+	p := New(Config{Client: &wxpayv3.Client{MchID: "1230000109"}})
+	ok := gateway.Order{OrderRequest: gateway.OrderRequest{OutTradeNo: "abc123", TotalFee: 1, Body: "b", TradeType: "NATIVE",
+		AppID: "wx1"}, NotifyURL: "https://pay.example.com/wxpay/notify"}
+	tests := []struct {
+		name   string
+		mutate func(o *gateway.Order)
+		field  string // "" valid
+	}{
+		{"valid", func(*gateway.Order) {}, ""},
+		{"32 characters", func(o *gateway.Order) { o.OutTradeNo = strings.Repeat("a", 32) }, ""},
+		{"5 characters", func(o *gateway.Order) { o.OutTradeNo = "abc12" }, "out_trade_no"},
+		{"33 characters", func(o *gateway.Order) { o.OutTradeNo = strings.Repeat("a", 33) }, "out_trade_no"},
+		{"a dot", func(o *gateway.Order) { o.OutTradeNo = "abc.123" }, "out_trade_no"},
+		{"zero fee", func(o *gateway.Order) { o.TotalFee = 0 }, "total_fee"},
+		{"no body", func(o *gateway.Order) { o.Body = "" }, "body"},
+		{"127 characters of body", func(o *gateway.Order) { o.Body = strings.Repeat("商", 127) }, ""},
+		{"128 characters of body", func(o *gateway.Order) { o.Body = strings.Repeat("商", 128) }, "body"},
+		{"129 characters of attach", func(o *gateway.Order) { o.Attach = strings.Repeat("a", 129) }, "attach"},
+		{"JSAPI without openid", func(o *gateway.Order) { o.TradeType = "JSAPI" }, "openid"},
+	}
+	for _, tt := range tests {
+		o := ok
+		tt.mutate(&o)
+		err := p.ValidateOrder(&o)
+		var ge *gateway.Error
+		switch {
+		case tt.field == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.field != "" && (!errors.As(err, &ge) || ge.Status != http.StatusBadRequest || !strings.HasPrefix(ge.Message, tt.field)):
+			t.Errorf("%s: err = %v, want a 400 naming %s", tt.name, err, tt.field)
+		}
+	}
+}
