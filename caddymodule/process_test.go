@@ -284,6 +284,11 @@ func TestCrashMidBurst(t *testing.T) {
 
 	// The operator's view agrees: nothing pending or dead.
 	var out []byte
+	defer func() {
+		if t.Failed() {
+			t.Logf("last status: %s", out)
+		}
+	}()
 	waitFor(t, "the ledger to show every event delivered", 30*time.Second, func() bool {
 		var err error
 		out, err = exec.Command(bin, "wxpay", "status", "--config", cfgFile, "--adapter", "caddyfile").Output()

@@ -19,9 +19,9 @@ type fetchCounter struct {
 	fetches atomic.Int64
 }
 
-func (f *fetchCounter) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*ledger.Event, error) {
+func (f *fetchCounter) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string, lease time.Duration) ([]*ledger.Event, error) {
 	f.fetches.Add(1)
-	return f.Outbox.DueEvents(ctx, now, limit, exclude)
+	return f.Outbox.DueEvents(ctx, now, limit, exclude, lease)
 }
 
 // orderBackend checks, as it takes events, that no two events of one order

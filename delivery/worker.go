@@ -45,7 +45,7 @@ type Sender interface {
 // next is due, and a place to record each attempt and its outcome.
 // Package ledger implements it.
 type Outbox interface {
-	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*ledger.Event, error)
+	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string, lease time.Duration) ([]*ledger.Event, error)
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
 	RecordAttempt(ctx context.Context, a ledger.Attempt, o ledger.Outcome) error
 }
@@ -266,6 +266,14 @@ func (w *Worker) InFlight() int {
 //     while paused (queued events wait); Stop drops the queue (the events
 //     stay pending in the store) and waits for the attempts in flight.
 //
+// Several gateways on one database (PostgreSQL): a fetch claims the events
+// it returns for claimLease (ledger.Store.DueEvents), long enough for each
+// queued event to wait for a slot and be attempted; an event whose claim
+// would end before its attempt could (a worker paused, or slower than its
+// lease) is dropped from the queue instead of started: another gateway may
+// take it once the claim expires, and this one fetches it again if not.
+// So no event is ever sent by two gateways at once.
+//
 // Retries: the worker remembers the retry times its attempts scheduled and
 // wakes for them; NextDue (when idle) and the poll interval cover the rest.
 const (
@@ -276,17 +284,35 @@ const (
 	// up (the last fetch was not full) and is not idle: notifications that
 	// arrive meanwhile are fetched together. An idle worker fetches at once.
 	fetchGap = 5 * time.Millisecond
+	// claimMargin is what a claim keeps beyond the attempt it covers
+	// (recording the outcome, clocks of two gateways that differ a
+	// little).
+	claimMargin = 10 * time.Second
 )
+
+// claimLease is how long a fetch claims its events for on a shared
+// database: every queued event may wait for queueFactor attempts before
+// its own (one slot), then be attempted.
+func claimLease(p Policy) time.Duration {
+	return time.Duration(queueFactor+1)*p.AttemptTimeout + claimMargin
+}
+
+// queued is an event fetched and not started yet, claimed until a time
+// (zero on a database of one process: no claims).
+type queued struct {
+	e     *ledger.Event
+	until time.Time
+}
 
 func (w *Worker) dispatch(ctx context.Context) {
 	defer close(w.done)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var (
-		queue     []*ledger.Event // fetched, not started: first of their orders, none in flight
-		more      = true          // the store may hold due events not fetched yet
-		backlog   bool            // the last fetch was full
-		lastFetch time.Time       // wall clock (not cfg.Now, which tests may freeze)
+		queue     []queued  // fetched, not started: first of their orders, none in flight
+		more      = true    // the store may hold due events not fetched yet
+		backlog   bool      // the last fetch was full
+		lastFetch time.Time // wall clock (not cfg.Now, which tests may freeze)
 		exclude   []string
 	)
 	for {
@@ -306,7 +332,8 @@ func (w *Worker) dispatch(ctx context.Context) {
 					more, lastFetch = false, time.Now()
 					limit := queueFactor*c - len(queue)
 					exclude = w.excludeList(exclude[:0], queue)
-					due, err := w.cfg.Store.DueEvents(ctx, w.cfg.Now(), limit, exclude)
+					lease, now := claimLease(box.p), w.cfg.Now()
+					due, err := w.cfg.Store.DueEvents(ctx, now, limit, exclude, lease)
 					clear(exclude)
 					switch {
 					case err != nil:
@@ -317,7 +344,9 @@ func (w *Worker) dispatch(ctx context.Context) {
 						more, sleep = true, time.Second
 					default:
 						backlog = len(due) >= limit
-						queue = append(queue, due...)
+						for _, e := range due {
+							queue = append(queue, queued{e: e, until: now.Add(lease)})
+						}
 						queue = w.startQueued(queue, box)
 						if d, ok := w.untilNextDue(ctx, queue, backlog); ok {
 							sleep = d
@@ -347,21 +376,34 @@ func (w *Worker) dispatch(ctx context.Context) {
 }
 
 // excludeList appends the IDs in flight and queued to dst.
-func (w *Worker) excludeList(dst []string, queue []*ledger.Event) []string {
+func (w *Worker) excludeList(dst []string, queue []queued) []string {
 	w.mu.Lock()
 	for id := range w.inflight {
 		dst = append(dst, id)
 	}
 	w.mu.Unlock()
-	for _, e := range queue {
-		dst = append(dst, e.ID)
+	for _, q := range queue {
+		dst = append(dst, q.e.ID)
 	}
 	return dst
 }
 
 // startQueued starts attempts for the head of queue, as many as there are
-// free slots, and returns the rest.
-func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Event {
+// free slots, and returns the rest. An event whose claim would expire
+// before its attempt ends is dropped, not started.
+func (w *Worker) startQueued(queue []queued, box *senderBox) []queued {
+	if len(queue) == 0 {
+		return queue
+	}
+	latest := w.cfg.Now().Add(box.p.AttemptTimeout + claimMargin/2)
+	keep := queue[:0]
+	for _, q := range queue {
+		if q.until.IsZero() || !q.until.Before(latest) {
+			keep = append(keep, q)
+		}
+	}
+	clear(queue[len(keep):])
+	queue = keep
 	if len(queue) == 0 {
 		return queue
 	}
@@ -371,14 +413,14 @@ func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Ev
 		w.mu.Unlock()
 		return queue
 	}
-	for _, e := range queue[:n] {
-		w.inflight[e.ID] = true
+	for _, q := range queue[:n] {
+		w.inflight[q.e.ID] = true
 	}
 	w.sending += n
 	w.attempts.Add(n)
 	w.mu.Unlock()
-	for _, e := range queue[:n] {
-		go w.attempt(e, box)
+	for _, q := range queue[:n] {
+		go w.attempt(q.e, box)
 	}
 	rest := copy(queue, queue[n:])
 	clear(queue[rest:])
@@ -389,7 +431,7 @@ func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Ev
 // events (and started or queued them), when nothing is in flight or queued:
 // until the next event falls due. ok=false: keep the default (attempts
 // in flight or queued will wake the dispatcher as they finish).
-func (w *Worker) untilNextDue(ctx context.Context, queue []*ledger.Event, backlog bool) (time.Duration, bool) {
+func (w *Worker) untilNextDue(ctx context.Context, queue []queued, backlog bool) (time.Duration, bool) {
 	if backlog || len(queue) > 0 || w.InFlight() > 0 {
 		return 0, false
 	}

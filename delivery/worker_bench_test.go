@@ -34,8 +34,8 @@ type countingStore struct {
 	fetches, fetched, nextDue atomic.Int64
 }
 
-func (c *countingStore) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*ledger.Event, error) {
-	evs, err := c.Outbox.DueEvents(ctx, now, limit, exclude)
+func (c *countingStore) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string, lease time.Duration) ([]*ledger.Event, error) {
+	evs, err := c.Outbox.DueEvents(ctx, now, limit, exclude, lease)
 	c.fetches.Add(1)
 	c.fetched.Add(int64(len(evs)))
 	return evs, err

@@ -10,85 +10,89 @@ import (
 )
 
 func TestOrderChecks(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	put := func(no string, next time.Time, state string) {
-		t.Helper()
-		if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, TotalFee: 1, State: state, NextCheckAt: next, CreatedAt: at(0)}); err != nil {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		put := func(no string, next time.Time, state string) {
+			t.Helper()
+			if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: no, TotalFee: 1, State: state, NextCheckAt: next, CreatedAt: at(0)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put("late", at(30), OrderNotPay)
+		put("early", at(10), OrderNotPay)
+		put("never", time.Time{}, OrderNotPay)
+		put("paid", at(5), OrderPaid)
+		due, err := s.OrdersToCheck(ctx, at(20), 10)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	put("late", at(30), OrderNotPay)
-	put("early", at(10), OrderNotPay)
-	put("never", time.Time{}, OrderNotPay)
-	put("paid", at(5), OrderPaid)
-	due, err := s.OrdersToCheck(ctx, at(20), 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(due) != 1 || due[0].OutTradeNo != "early" || !due[0].NextCheckAt.Equal(at(10)) {
-		t.Fatalf("due at 20: %+v", due)
-	}
-	if err := s.ScheduleCheck(ctx, "m", "early", at(40), 1); err != nil {
-		t.Fatal(err)
-	}
-	due, _ = s.OrdersToCheck(ctx, at(50), 10)
-	if len(due) != 2 || due[0].OutTradeNo != "late" || due[1].OutTradeNo != "early" || due[1].Checks != 1 {
-		t.Fatalf("due at 50: %+v", due)
-	}
-	if err := s.ScheduleCheck(ctx, "m", "late", time.Time{}, 3); err != nil {
-		t.Fatal(err)
-	}
-	due, _ = s.OrdersToCheck(ctx, at(50), 1)
-	if len(due) != 1 || due[0].OutTradeNo != "early" {
-		t.Fatalf("after unscheduling, limit 1: %+v", due)
-	}
-	if err := s.ScheduleCheck(ctx, "m", "nope", at(1), 1); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown order: %v", err)
-	}
-	o, err := s.GetOrder(ctx, "m", "late")
-	if err != nil || o.Checks != 3 || !o.NextCheckAt.IsZero() {
-		t.Fatalf("GetOrder after ScheduleCheck: %+v %v", o, err)
-	}
+		if len(due) != 1 || due[0].OutTradeNo != "early" || !due[0].NextCheckAt.Equal(at(10)) {
+			t.Fatalf("due at 20: %+v", due)
+		}
+		if err := s.ScheduleCheck(ctx, "m", "early", at(40), 1); err != nil {
+			t.Fatal(err)
+		}
+		due, _ = s.OrdersToCheck(ctx, at(50), 10)
+		if len(due) != 2 || due[0].OutTradeNo != "late" || due[1].OutTradeNo != "early" || due[1].Checks != 1 {
+			t.Fatalf("due at 50: %+v", due)
+		}
+		if err := s.ScheduleCheck(ctx, "m", "late", time.Time{}, 3); err != nil {
+			t.Fatal(err)
+		}
+		due, _ = s.OrdersToCheck(ctx, at(50), 1)
+		if len(due) != 1 || due[0].OutTradeNo != "early" {
+			t.Fatalf("after unscheduling, limit 1: %+v", due)
+		}
+		if err := s.ScheduleCheck(ctx, "m", "nope", at(1), 1); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown order: %v", err)
+		}
+		o, err := s.GetOrder(ctx, "m", "late")
+		if err != nil || o.Checks != 3 || !o.NextCheckAt.IsZero() {
+			t.Fatalf("GetOrder after ScheduleCheck: %+v %v", o, err)
+		}
+	})
 }
 
 func TestRefunds(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	r := &Refund{MchID: "m", OutRefundNo: "r1", OutTradeNo: "o1", TotalFee: 100, RefundFee: 40, CreatedAt: at(0)}
-	if err := s.PutRefund(ctx, r); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutRefund(ctx, &Refund{MchID: "m", OutRefundNo: "r1", TotalFee: 1, RefundFee: 1}); !errors.Is(err, ErrExists) {
-		t.Fatalf("second put: %v", err)
-	}
-	got, err := s.GetRefund(ctx, "m", "r1")
-	if err != nil || got.State != RefundProcessing || got.RefundFee != 40 || got.OutTradeNo != "o1" {
-		t.Fatalf("get: %+v %v", got, err)
-	}
-	if err := s.SetRefundState(ctx, "m", "r1", RefundSuccess, "5000001", at(5)); err != nil {
-		t.Fatal(err)
-	}
-	// SUCCESS is final: the same again, or a state behind it, changes
-	// nothing and is no error.
-	for _, st := range []string{RefundSuccess, RefundProcessing, RefundChange, RefundUnknown} {
-		if err := s.SetRefundState(ctx, "m", "r1", st, "", at(6)); err != nil {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		r := &Refund{MchID: "m", OutRefundNo: "r1", OutTradeNo: "o1", TotalFee: 100, RefundFee: 40, CreatedAt: at(0)}
+		if err := s.PutRefund(ctx, r); err != nil {
 			t.Fatal(err)
 		}
-	}
-	got, _ = s.GetRefund(ctx, "m", "r1")
-	if got.State != RefundSuccess || got.RefundID != "5000001" || !got.UpdatedAt.Equal(at(5)) {
-		t.Fatalf("after state changes: %+v", got)
-	}
-	if err := s.SetRefundState(ctx, "m", "r-absent", RefundSuccess, "", at(6)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("an absent refund: %v", err)
-	}
-	if _, err := s.GetRefund(ctx, "m", "r2"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown refund: %v", err)
-	}
-	if err := s.SetRefundState(ctx, "m", "r2", RefundSuccess, "", at(1)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown refund state: %v", err)
-	}
+		if err := s.PutRefund(ctx, &Refund{MchID: "m", OutRefundNo: "r1", TotalFee: 1, RefundFee: 1}); !errors.Is(err, ErrExists) {
+			t.Fatalf("second put: %v", err)
+		}
+		got, err := s.GetRefund(ctx, "m", "r1")
+		if err != nil || got.State != RefundProcessing || got.RefundFee != 40 || got.OutTradeNo != "o1" {
+			t.Fatalf("get: %+v %v", got, err)
+		}
+		if err := s.SetRefundState(ctx, "m", "r1", RefundSuccess, "5000001", at(5)); err != nil {
+			t.Fatal(err)
+		}
+		// SUCCESS is final: the same again, or a state behind it, changes
+		// nothing and is no error.
+		for _, st := range []string{RefundSuccess, RefundProcessing, RefundChange, RefundUnknown} {
+			if err := s.SetRefundState(ctx, "m", "r1", st, "", at(6)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, _ = s.GetRefund(ctx, "m", "r1")
+		if got.State != RefundSuccess || got.RefundID != "5000001" || !got.UpdatedAt.Equal(at(5)) {
+			t.Fatalf("after state changes: %+v", got)
+		}
+		if err := s.SetRefundState(ctx, "m", "r-absent", RefundSuccess, "", at(6)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("an absent refund: %v", err)
+		}
+		if _, err := s.GetRefund(ctx, "m", "r2"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown refund: %v", err)
+		}
+		if err := s.SetRefundState(ctx, "m", "r2", RefundSuccess, "", at(1)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown refund state: %v", err)
+		}
+	})
 }
 
 // A ledger written by the first schema opens with the second, its data kept.

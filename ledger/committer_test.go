@@ -129,33 +129,35 @@ func TestBatchFailureSparesOtherWrites(t *testing.T) {
 // GetOrder through the committer sees every write submitted before it,
 // whether it arrives between batches, during a linger or inside a batch.
 func TestGetOrderReadsItsWrites(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Go(func() {
-			no := fmt.Sprintf("o%02d", i)
-			if _, err := s.GetOrder(ctx, "m", no); !errors.Is(err, ErrNotFound) {
-				t.Errorf("%s before PutOrder: %v", no, err)
-			}
-			o := &Order{MchID: "m", OutTradeNo: no, TotalFee: int64(i), CreatedAt: at(i)}
-			if err := s.PutOrder(ctx, o); err != nil {
-				t.Error(err)
-				return
-			}
-			got, err := s.GetOrder(ctx, "m", no)
-			if err != nil || got.TotalFee != int64(i) {
-				t.Errorf("%s after PutOrder: %+v, %v", no, got, err)
-			}
-			if err := s.SetOrderState(ctx, "m", no, OrderPaid, at(100)); err != nil {
-				t.Error(err)
-			}
-			if got, err := s.GetOrder(ctx, "m", no); err != nil || got.State != OrderPaid {
-				t.Errorf("%s after SetOrderState: %+v, %v", no, got, err)
-			}
-		})
-	}
-	wg.Wait()
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		var wg sync.WaitGroup
+		for i := range 50 {
+			wg.Go(func() {
+				no := fmt.Sprintf("o%02d", i)
+				if _, err := s.GetOrder(ctx, "m", no); !errors.Is(err, ErrNotFound) {
+					t.Errorf("%s before PutOrder: %v", no, err)
+				}
+				o := &Order{MchID: "m", OutTradeNo: no, TotalFee: int64(i), CreatedAt: at(i)}
+				if err := s.PutOrder(ctx, o); err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := s.GetOrder(ctx, "m", no)
+				if err != nil || got.TotalFee != int64(i) {
+					t.Errorf("%s after PutOrder: %+v, %v", no, got, err)
+				}
+				if err := s.SetOrderState(ctx, "m", no, OrderPaid, at(100)); err != nil {
+					t.Error(err)
+				}
+				if got, err := s.GetOrder(ctx, "m", no); err != nil || got.State != OrderPaid {
+					t.Errorf("%s after SetOrderState: %+v, %v", no, got, err)
+				}
+			})
+		}
+		wg.Wait()
+	})
 }
 
 // A caller that gives up gets its context's error; the store goes on.
@@ -177,33 +179,34 @@ func TestGroupedCallsContext(t *testing.T) {
 // DueEvents gives the same answer whatever the length of the exclude list:
 // each prepared shape (padded), and beyond the largest.
 func TestDueEventsExcludeShapes(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	const n = 300
-	var all []string
-	for i := range n {
-		id := fmt.Sprintf("evt_%03d", i)
-		mustRecord(t, s, ev(id, "m", fmt.Sprintf("o%03d", i), at(i)), "")
-		all = append(all, id)
-	}
-	// A second event of order o000, blocked behind the first.
-	mustRecord(t, s, ev("evt_zzz", "m", "o000", at(n)), "")
-	for _, k := range []int{0, 1, 7, 8, 9, 31, 64, 65, 128, 129, 200} {
-		t.Run(fmt.Sprint(k), func(t *testing.T) {
-			exclude := all[:k]
-			got, err := s.DueEvents(ctx, at(n+1), n, exclude)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := all[k:] // evt_zzz waits for evt_000, excluded or not
-			if !slices.Equal(ids(got), want) {
-				t.Fatalf("%d excluded: %d due (%v…), want %d", k, len(got), ids(got)[:min(3, len(got))], len(want))
-			}
-			if got, _ := s.DueEvents(ctx, at(n+1), 5, exclude); !slices.Equal(ids(got), want[:min(5, len(want))]) {
-				t.Fatalf("%d excluded, limit 5: %v", k, ids(got))
-			}
-		})
-	}
+	forEachEngine(t, func(t *testing.T) {
+		s := openTest(t)
+		const n = 300
+		var all []string
+		for i := range n {
+			id := fmt.Sprintf("evt_%03d", i)
+			mustRecord(t, s, ev(id, "m", fmt.Sprintf("o%03d", i), at(i)), "")
+			all = append(all, id)
+		}
+		// A second event of order o000, blocked behind the first.
+		mustRecord(t, s, ev("evt_zzz", "m", "o000", at(n)), "")
+		for _, k := range []int{0, 1, 7, 8, 9, 31, 64, 65, 128, 129, 200} {
+			t.Run(fmt.Sprint(k), func(t *testing.T) {
+				exclude := all[:k]
+				got, err := dueAfresh(t, s, at(n+1), n, exclude)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := all[k:] // evt_zzz waits for evt_000, excluded or not
+				if !slices.Equal(ids(got), want) {
+					t.Fatalf("%d excluded: %d due (%v…), want %d", k, len(got), ids(got)[:min(3, len(got))], len(want))
+				}
+				if got, _ := dueAfresh(t, s, at(n+1), 5, exclude); !slices.Equal(ids(got), want[:min(5, len(want))]) {
+					t.Fatalf("%d excluded, limit 5: %v", k, ids(got))
+				}
+			})
+		}
+	})
 }
 
 // Migration 3 replaces the outbox indexes of a version-2 database and
@@ -218,6 +221,7 @@ func TestMigration3(t *testing.T) {
 		`CREATE INDEX events_due ON events (state, next_attempt_at)`,
 		`CREATE INDEX events_order ON events (mch_id, out_trade_no, created_at)`,
 		`DROP INDEX orders_open_check`, `CREATE INDEX orders_check ON orders (state, next_check_at)`,
+		`ALTER TABLE events DROP COLUMN claimed_until`,
 		`DELETE FROM schema_migrations WHERE version >= 3`,
 	} {
 		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {
@@ -249,7 +253,7 @@ func TestMigration3(t *testing.T) {
 	if want := []string{"events_created", "events_due_order", "events_pending_order"}; !slices.Equal(names, want) {
 		t.Fatalf("indexes %v, want %v", names, want)
 	}
-	got, err := s2.DueEvents(ctx, at(10), 10, nil)
+	got, err := dueAfresh(t, s2, at(10), 10, nil)
 	if err != nil || !slices.Equal(ids(got), []string{"evt_a"}) {
 		t.Fatalf("due after migration: %v %v", ids(got), err)
 	}
@@ -324,6 +328,7 @@ func TestMigrations4And5(t *testing.T) {
 	for _, q := range []string{
 		`DROP INDEX orders_open_check`,
 		`CREATE INDEX orders_check ON orders (state, next_check_at)`,
+		`ALTER TABLE events DROP COLUMN claimed_until`,
 		`DELETE FROM schema_migrations WHERE version >= 4`,
 	} {
 		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {

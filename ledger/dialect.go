@@ -20,6 +20,11 @@ type dialect struct {
 	// (≥ 3.35) and PostgreSQL (≥ 12) spell it MATERIALIZED; older
 	// PostgreSQL materializes every CTE and knows no keyword.
 	materialized string
+	// skipLocked ends the SELECT of the events an outbox claim takes, so
+	// that concurrent claims (of several processes) skip each other's
+	// rows instead of waiting for them: PostgreSQL's FOR UPDATE … SKIP
+	// LOCKED. Empty where one process writes at a time (SQLite).
+	skipLocked string
 }
 
 // rebind turns the "?" placeholders of q into the dialect's. The queries of

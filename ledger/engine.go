@@ -45,6 +45,12 @@ type engine interface {
 	// with this key is in the ledger (inserted, or found there).
 	orderWritten(mchID, outTradeNo string)
 
+	// shared reports whether several processes may use the database at
+	// once (PostgreSQL): the outbox is then claimed (DueEvents marks the
+	// events it returns as taken until a lease expires). A database of
+	// one process (SQLite) has its worker's in-flight list for that.
+	shared() bool
+
 	// close stops the engine (writes not yet taken fail with ErrClosed)
 	// and closes its connections.
 	close() error

@@ -25,9 +25,14 @@ func testPath(t testing.TB) string {
 	return filepath.Join(t.TempDir(), "sub", "ledger.db")
 }
 
-// openAt opens the ledger at path and closes it when the test ends.
+// openAt opens the ledger at path and closes it when the test ends. Under
+// the postgres engine (see forEachEngine) path names a schema of the test
+// database instead (the same path, the same schema), and opts are unused.
 func openAt(t testing.TB, path string, opts SQLiteOptions) *sqlStore {
 	t.Helper()
+	if onPostgres(t) {
+		return openPostgresAt(t, path)
+	}
 	opts.Path = path
 	s, err := openSQLite(context.Background(), opts)
 	if err != nil {

@@ -137,6 +137,10 @@ type ListFilter struct {
 	Before string // pagination: events created before the event with this ID ("" = newest first from the top)
 }
 
+// DefaultClaimLease is how long DueEvents claims the events it returns on a
+// shared database when its caller names no lease.
+const DefaultClaimLease = time.Minute
+
 // Limits of ListEvents and of the text kept of an attempt.
 const (
 	DefaultListLimit = 100
@@ -282,7 +286,15 @@ type Store interface {
 	// no older (by CreatedAt, then ID) event of the same (MchID, OutTradeNo)
 	// is still pending. Events whose ID is in exclude (in flight) are
 	// skipped, and so are the other events of their orders.
-	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*Event, error)
+	//
+	// On a database several gateways share (PostgreSQL), the events
+	// returned are claimed until now+lease (DefaultClaimLease when lease
+	// is 0): no other DueEvents returns them before then, unless their
+	// attempt is recorded (RecordAttempt ends the claim). The caller's
+	// lease must cover the wait before their attempts and the attempts
+	// themselves; a claim that expires (its worker died) lets another
+	// worker take the event. On SQLite (one process) lease is unused.
+	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string, lease time.Duration) ([]*Event, error)
 	// NextDue returns the earliest NextAttemptAt among the pending events
 	// that are first of their order (a later event of an order waits for
 	// the first, not for the clock); ok=false if none. Events in flight

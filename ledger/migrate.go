@@ -142,6 +142,18 @@ func migrations() []migration {
 				`DROP INDEX orders_unpaid_check`,
 			},
 		},
+		{
+			version: 6,
+			name:    "outbox claims (several gateways on one database)",
+			// A pending event a delivery worker has taken is claimed
+			// until this time (Unix ns; 0: not claimed): no other worker
+			// takes it before then, and a worker that died leaves a claim
+			// that expires. Used where several processes share the
+			// database; always 0 on SQLite.
+			steps: []string{
+				`ALTER TABLE events ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0`,
+			},
+		},
 	}
 }
 
@@ -149,7 +161,7 @@ func migrations() []migration {
 // applied in a transaction of its own. An up-to-date database is only read.
 // A database stamped with a version newer than the latest is refused
 // (ErrSchemaTooNew).
-func migrate(ctx context.Context, db *sql.DB, d dialect, migs []migration, now func() time.Time) (int, error) {
+func migrate(ctx context.Context, db sqlConn, d dialect, migs []migration, now func() time.Time) (int, error) {
 	for i, m := range migs {
 		if m.version != i+1 {
 			return 0, fmt.Errorf("ledger: migration %d has version %d (versions must be 1, 2, 3, …)", i, m.version)
@@ -199,6 +211,13 @@ func migrate(ctx context.Context, db *sql.DB, d dialect, migs []migration, now f
 		}
 	}
 	return schemaVersion(ctx, db)
+}
+
+// sqlConn is a pool (*sql.DB) or one of its connections (*sql.Conn).
+type sqlConn interface {
+	queryRower
+	txStarter
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 type queryRower interface {

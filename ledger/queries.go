@@ -112,9 +112,11 @@ const (
 	// qAttemptEvent then applies the attempt's outcome to its event:
 	// parameters status, error, response, state, state again, next attempt
 	// (used only when the new state is pending: a delivered or dead event
-	// keeps its last schedule), delivered at, id.
+	// keeps its last schedule), delivered at, id. The event's claim (if
+	// any) ends with its attempt.
 	qAttemptEvent = `UPDATE events SET attempts = attempts + 1, last_status = ?, last_error = ?, last_response = ?,
-		state = ?, next_attempt_at = CASE WHEN ? = '` + EventPending + `' THEN ? ELSE next_attempt_at END, delivered_at = ?
+		state = ?, next_attempt_at = CASE WHEN ? = '` + EventPending + `' THEN ? ELSE next_attempt_at END, delivered_at = ?,
+		claimed_until = 0
 		WHERE id = ?`
 )
 
@@ -166,6 +168,33 @@ func dueQuery(d dialect, n int) string {
 	return b.String()
 }
 
+// claimQuery is DueEvents' query on a shared database: the due events that
+// are first of their order and not claimed, as dueQuery takes them, are
+// claimed until a time and returned (in no order: the caller sorts them).
+// Parameters: the exclude list (when n > 0), the claim's end, now, now
+// again, the limit. The selection locks the rows it takes and skips those
+// another claim has locked (dialect.skipLocked): concurrent claims take
+// disjoint events, and a row claimed meanwhile fails the claimed_until
+// test when it is read again under the lock.
+func claimQuery(d dialect, n int) string {
+	var b strings.Builder
+	if n > 0 {
+		b.WriteString(`WITH held AS ` + d.materialized + ` (SELECT mch_id, out_trade_no FROM events WHERE id IN (` + placeholders(n) + `)) `)
+	}
+	b.WriteString(`UPDATE events SET claimed_until = ? WHERE id IN (SELECT e.id FROM events e
+		WHERE e.state = '` + EventPending + `' AND e.next_attempt_at <= ? AND e.claimed_until <= ? AND ` + firstOfOrder)
+	if n > 0 {
+		b.WriteString(` AND NOT EXISTS (SELECT 1 FROM held h WHERE h.mch_id = e.mch_id AND h.out_trade_no = e.out_trade_no)`)
+	}
+	b.WriteString(` ORDER BY e.next_attempt_at, e.created_at, e.id LIMIT ?` + d.skipLocked + `) RETURNING ` + eventCols)
+	return b.String()
+}
+
+// qNextDueClaimed is qNextDue on a shared database: a claimed event falls
+// due when its claim expires, if it is still pending then.
+const qNextDueClaimed = `SELECT CASE WHEN e.claimed_until > e.next_attempt_at THEN e.claimed_until ELSE e.next_attempt_at END AS due
+	FROM events e WHERE e.state = '` + EventPending + `' AND ` + firstOfOrder + ` ORDER BY due LIMIT 1`
+
 // stmts are the ledger's prepared statements.
 type stmts struct {
 	getOrder, putOrder, setPrepay, forgetOrder *stmt
@@ -174,12 +203,16 @@ type stmts struct {
 	insertEvent, insertHeldEvent, replay       *stmt
 	getEvent, getAttempts, orderExists         *stmt
 	eventCreated, nextDue                      *stmt
-	due                                        [len(dueShapes)]*stmt
+	due                                        [len(dueShapes)]*stmt // claims, on a shared database
 	insertAttempt, attemptEvent                *stmt
 }
 
 // prepare prepares every statement on e.
 func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
+	due, nextDue := dueQuery, qNextDue
+	if e.shared() {
+		due, nextDue = claimQuery, qNextDueClaimed
+	}
 	p := func(dst **stmt, q string) {
 		if err != nil {
 			return
@@ -202,9 +235,9 @@ func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
 	p(&st.getEvent, qGetEvent)
 	p(&st.getAttempts, qGetAttempts)
 	p(&st.eventCreated, qEventCreated)
-	p(&st.nextDue, qNextDue)
+	p(&st.nextDue, nextDue)
 	for i, n := range dueShapes {
-		p(&st.due[i], dueQuery(d, n))
+		p(&st.due[i], due(d, n))
 	}
 	p(&st.insertAttempt, qInsertAttempt)
 	p(&st.attemptEvent, qAttemptEvent)

@@ -317,6 +317,8 @@ func (e *sqliteEngine) orderWritten(mchID, outTradeNo string) {
 	}
 }
 
+func (e *sqliteEngine) shared() bool { return false }
+
 func (e *sqliteEngine) close() error {
 	close(e.closing)
 	if e.started {

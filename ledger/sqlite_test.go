@@ -20,79 +20,81 @@ import (
 )
 
 func TestOrders(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
 
-	o := &Order{
-		MchID: "10000100", OutTradeNo: "o1", AppID: "wxd930ea5d5a258f4f", TradeType: "NATIVE", TotalFee: 101,
-		ContentHash: "h1", PrepayID: "wx1", CodeURL: "weixin://wxpay/bizpayurl?pr=1", CreatedAt: at(0),
-	}
-	if err := s.PutOrder(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	// Defaults filled in.
-	if o.State != OrderNotPay || !o.ExpiresAt.Equal(at(0).Add(2*time.Hour)) || !o.UpdatedAt.Equal(at(0)) {
-		t.Fatalf("defaults: %+v", o)
-	}
-	got, err := s.GetOrder(ctx, "10000100", "o1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, o) {
-		t.Fatalf("GetOrder = %+v, want %+v", got, o)
-	}
-	if got.CreatedAt.Location() != time.UTC {
-		t.Fatalf("times not UTC: %v", got.CreatedAt.Location())
-	}
+		o := &Order{
+			MchID: "10000100", OutTradeNo: "o1", AppID: "wxd930ea5d5a258f4f", TradeType: "NATIVE", TotalFee: 101,
+			ContentHash: "h1", PrepayID: "wx1", CodeURL: "weixin://wxpay/bizpayurl?pr=1", CreatedAt: at(0),
+		}
+		if err := s.PutOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		// Defaults filled in.
+		if o.State != OrderNotPay || !o.ExpiresAt.Equal(at(0).Add(2*time.Hour)) || !o.UpdatedAt.Equal(at(0)) {
+			t.Fatalf("defaults: %+v", o)
+		}
+		got, err := s.GetOrder(ctx, "10000100", "o1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, o) {
+			t.Fatalf("GetOrder = %+v, want %+v", got, o)
+		}
+		if got.CreatedAt.Location() != time.UTC {
+			t.Fatalf("times not UTC: %v", got.CreatedAt.Location())
+		}
 
-	dup := *o
-	dup.ContentHash = "other"
-	r := *o
-	r.PrepayID, r.ExpiresAt, r.UpdatedAt, r.MWebURL = "wx2", at(9000), at(8000), "https://wx.tenpay.com/x"
+		dup := *o
+		dup.ContentHash = "other"
+		r := *o
+		r.PrepayID, r.ExpiresAt, r.UpdatedAt, r.MWebURL = "wx2", at(9000), at(8000), "https://wx.tenpay.com/x"
 
-	tests := []struct {
-		name    string
-		op      func() error
-		wantErr error
-	}{
-		{"put duplicate", func() error { return s.PutOrder(ctx, &dup) }, ErrExists},
-		{"put other merchant same no", func() error {
-			return s.PutOrder(ctx, &Order{MchID: "10000200", OutTradeNo: "o1", CreatedAt: at(1)})
-		}, nil},
-		{"put without key", func() error { return s.PutOrder(ctx, &Order{MchID: "10000100"}) }, nil},
-		{"get absent", func() error { _, err := s.GetOrder(ctx, "10000100", "nope"); return err }, ErrNotFound},
-		{"record prepay", func() error { return s.RecordPrepay(ctx, &r) }, nil},
-		{"record prepay other content", func() error { return s.RecordPrepay(ctx, &dup) }, ErrExists},
-		{"state", func() error { return s.SetOrderState(ctx, "10000100", "o1", OrderPaid, at(9500)) }, nil},
-		{"state absent", func() error { return s.SetOrderState(ctx, "10000100", "nope", OrderPaid, at(1)) }, ErrNotFound},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.op()
-			if tc.name == "put without key" {
-				if err == nil {
-					t.Fatal("no error for an order without out_trade_no")
+		tests := []struct {
+			name    string
+			op      func() error
+			wantErr error
+		}{
+			{"put duplicate", func() error { return s.PutOrder(ctx, &dup) }, ErrExists},
+			{"put other merchant same no", func() error {
+				return s.PutOrder(ctx, &Order{MchID: "10000200", OutTradeNo: "o1", CreatedAt: at(1)})
+			}, nil},
+			{"put without key", func() error { return s.PutOrder(ctx, &Order{MchID: "10000100"}) }, nil},
+			{"get absent", func() error { _, err := s.GetOrder(ctx, "10000100", "nope"); return err }, ErrNotFound},
+			{"record prepay", func() error { return s.RecordPrepay(ctx, &r) }, nil},
+			{"record prepay other content", func() error { return s.RecordPrepay(ctx, &dup) }, ErrExists},
+			{"state", func() error { return s.SetOrderState(ctx, "10000100", "o1", OrderPaid, at(9500)) }, nil},
+			{"state absent", func() error { return s.SetOrderState(ctx, "10000100", "nope", OrderPaid, at(1)) }, ErrNotFound},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				err := tc.op()
+				if tc.name == "put without key" {
+					if err == nil {
+						t.Fatal("no error for an order without out_trade_no")
+					}
+					return
 				}
-				return
-			}
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("err = %v, want %v", err, tc.wantErr)
-			}
-			if err != nil && !strings.HasPrefix(err.Error(), "ledger: ") {
-				t.Fatalf("error without context: %v", err)
-			}
-		})
-	}
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				if err != nil && !strings.HasPrefix(err.Error(), "ledger: ") {
+					t.Fatalf("error without context: %v", err)
+				}
+			})
+		}
 
-	got, err = s.GetOrder(ctx, "10000100", "o1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := r
-	want.State, want.UpdatedAt = OrderPaid, at(9500)
-	if !reflect.DeepEqual(got, &want) {
-		t.Fatalf("after prepay+state: %+v, want %+v", got, &want)
-	}
+		got, err = s.GetOrder(ctx, "10000100", "o1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := r
+		want.State, want.UpdatedAt = OrderPaid, at(9500)
+		if !reflect.DeepEqual(got, &want) {
+			t.Fatalf("after prepay+state: %+v, want %+v", got, &want)
+		}
+	})
 }
 
 // TestPlacementRecords: an order recorded before its placement (PutOrder,
@@ -100,199 +102,209 @@ func TestOrders(t *testing.T) {
 // happened to it meanwhile, is forgotten only while nothing but the
 // placement touched it, and is recorded whole when it was forgotten.
 func TestPlacementRecords(t *testing.T) {
-	ctx := context.Background()
-	placed := func(no string) *Order {
-		return &Order{MchID: "10000100", OutTradeNo: no, AppID: "wxd930ea5d5a258f4f", TradeType: "JSAPI",
-			TotalFee: 1, ContentHash: "h-" + no, CreatedAt: at(0), NextCheckAt: at(600)}
-	}
-	answered := func(no string) *Order {
-		o := placed(no)
-		o.PrepayID, o.ExpiresAt, o.UpdatedAt, o.NextCheckAt = "wx-"+no, at(7000), at(3), at(700)
-		return o
-	}
-	tests := []struct {
-		name     string
-		meantime func(s *sqlStore) error // after PutOrder(placed), before the step
-		step     func(s *sqlStore) error
-		wantErr  error
-		want     func() *Order // nil: absent
-	}{
-		{"answer recorded", nil, func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
-			func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
-		{"paid meanwhile: state and checks stay", func(s *sqlStore) error {
-			if err := s.SetOrderState(ctx, "10000100", "a", OrderPaid, at(2)); err != nil {
-				return err
-			}
-			return s.ScheduleCheck(ctx, "10000100", "a", time.Time{}, 3)
-		}, func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
-			func() *Order {
-				o := answered("a")
-				o.State, o.NextCheckAt, o.Checks = OrderPaid, time.Time{}, 3
-				return o
-			}},
-		{"forgotten meanwhile: recorded whole", func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") },
-			func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
-			func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
-		{"forget", nil, func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil, nil},
-		{"forget other content: kept", nil, func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-other") }, nil,
-			func() *Order {
-				o := placed("a")
-				o.State, o.ExpiresAt, o.UpdatedAt = OrderNotPay, at(7200), at(0)
-				return o
-			}},
-		{"forget answered: kept", func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) },
-			func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil,
-			func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
-		{"forget closed: kept", func(s *sqlStore) error { return s.SetOrderState(ctx, "10000100", "a", OrderClosed, at(5)) },
-			func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil,
-			func() *Order {
-				o := placed("a")
-				o.State, o.ExpiresAt, o.UpdatedAt = OrderClosed, at(7200), at(5)
-				return o
-			}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := openTest(t)
-			if err := s.PutOrder(ctx, placed("a")); err != nil {
-				t.Fatal(err)
-			}
-			if tc.meantime != nil {
-				if err := tc.meantime(s); err != nil {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		placed := func(no string) *Order {
+			return &Order{MchID: "10000100", OutTradeNo: no, AppID: "wxd930ea5d5a258f4f", TradeType: "JSAPI",
+				TotalFee: 1, ContentHash: "h-" + no, CreatedAt: at(0), NextCheckAt: at(600)}
+		}
+		answered := func(no string) *Order {
+			o := placed(no)
+			o.PrepayID, o.ExpiresAt, o.UpdatedAt, o.NextCheckAt = "wx-"+no, at(7000), at(3), at(700)
+			return o
+		}
+		tests := []struct {
+			name     string
+			meantime func(s *sqlStore) error // after PutOrder(placed), before the step
+			step     func(s *sqlStore) error
+			wantErr  error
+			want     func() *Order // nil: absent
+		}{
+			{"answer recorded", nil, func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
+				func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
+			{"paid meanwhile: state and checks stay", func(s *sqlStore) error {
+				if err := s.SetOrderState(ctx, "10000100", "a", OrderPaid, at(2)); err != nil {
+					return err
+				}
+				return s.ScheduleCheck(ctx, "10000100", "a", time.Time{}, 3)
+			}, func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
+				func() *Order {
+					o := answered("a")
+					o.State, o.NextCheckAt, o.Checks = OrderPaid, time.Time{}, 3
+					return o
+				}},
+			{"forgotten meanwhile: recorded whole", func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") },
+				func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) }, nil,
+				func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
+			{"forget", nil, func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil, nil},
+			{"forget other content: kept", nil, func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-other") }, nil,
+				func() *Order {
+					o := placed("a")
+					o.State, o.ExpiresAt, o.UpdatedAt = OrderNotPay, at(7200), at(0)
+					return o
+				}},
+			{"forget answered: kept", func(s *sqlStore) error { return s.RecordPrepay(ctx, answered("a")) },
+				func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil,
+				func() *Order { o := answered("a"); o.State = OrderNotPay; return o }},
+			{"forget closed: kept", func(s *sqlStore) error { return s.SetOrderState(ctx, "10000100", "a", OrderClosed, at(5)) },
+				func(s *sqlStore) error { return s.ForgetOrder(ctx, "10000100", "a", "h-a") }, nil,
+				func() *Order {
+					o := placed("a")
+					o.State, o.ExpiresAt, o.UpdatedAt = OrderClosed, at(7200), at(5)
+					return o
+				}},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				s := openTest(t)
+				if err := s.PutOrder(ctx, placed("a")); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if err := tc.step(s); !errors.Is(err, tc.wantErr) {
-				t.Fatalf("err = %v, want %v", err, tc.wantErr)
-			}
-			got, err := s.GetOrder(ctx, "10000100", "a")
-			if tc.want == nil {
-				if !errors.Is(err, ErrNotFound) {
-					t.Fatalf("order still recorded: %+v, %v", got, err)
+				if tc.meantime != nil {
+					if err := tc.meantime(s); err != nil {
+						t.Fatal(err)
+					}
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := tc.want(); !reflect.DeepEqual(got, want) {
-				t.Fatalf("order = %+v\nwant %+v", got, want)
-			}
-		})
-	}
+				if err := tc.step(s); !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				got, err := s.GetOrder(ctx, "10000100", "a")
+				if tc.want == nil {
+					if !errors.Is(err, ErrNotFound) {
+						t.Fatalf("order still recorded: %+v, %v", got, err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := tc.want(); !reflect.DeepEqual(got, want) {
+					t.Fatalf("order = %+v\nwant %+v", got, want)
+				}
+			})
+		}
+	})
 }
 
 func TestRecordEventDuplicate(t *testing.T) {
-	for _, group := range []bool{true, false} {
-		t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
-			ctx := context.Background()
-			s := openTest(t, SQLiteOptions{DisableGroupCommit: !group})
+	forEachEngine(t, func(t *testing.T) {
+		for _, group := range []bool{true, false} {
+			t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
+				ctx := context.Background()
+				s := openTest(t, SQLiteOptions{DisableGroupCommit: !group})
 
-			e := ev("evt_1", "m", "o1", at(0))
-			mustRecord(t, s, e, "")
-			dup := ev("evt_1", "m2", "o2", at(5))
-			dup.Payload = []byte(`{"other":true}`)
-			created, err := s.RecordEvent(ctx, dup, Change{})
-			if err != nil || created {
-				t.Fatalf("duplicate: created=%v err=%v", created, err)
-			}
-			got, atts, err := s.GetEvent(ctx, "evt_1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(atts) != 0 {
-				t.Fatalf("attempts: %v", atts)
-			}
-			want := &Event{
-				ID: "evt_1", MchID: "m", Type: "payment.succeeded", OutTradeNo: "o1", TransactionID: "4200evt_1",
-				Payload: []byte(`{"id":"evt_1"}`), CreatedAt: at(0), State: EventPending, NextAttemptAt: at(0),
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("GetEvent = %+v\nwant %+v", got, want)
-			}
-			if _, _, err := s.GetEvent(ctx, "evt_nope"); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("absent: %v", err)
-			}
-			if _, err := s.RecordEvent(ctx, &Event{}, Change{}); err == nil {
-				t.Fatal("event without ID accepted")
-			}
-		})
-	}
+				e := ev("evt_1", "m", "o1", at(0))
+				mustRecord(t, s, e, "")
+				dup := ev("evt_1", "m2", "o2", at(5))
+				dup.Payload = []byte(`{"other":true}`)
+				created, err := s.RecordEvent(ctx, dup, Change{})
+				if err != nil || created {
+					t.Fatalf("duplicate: created=%v err=%v", created, err)
+				}
+				got, atts, err := s.GetEvent(ctx, "evt_1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(atts) != 0 {
+					t.Fatalf("attempts: %v", atts)
+				}
+				want := &Event{
+					ID: "evt_1", MchID: "m", Type: "payment.succeeded", OutTradeNo: "o1", TransactionID: "4200evt_1",
+					Payload: []byte(`{"id":"evt_1"}`), CreatedAt: at(0), State: EventPending, NextAttemptAt: at(0),
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("GetEvent = %+v\nwant %+v", got, want)
+				}
+				if _, _, err := s.GetEvent(ctx, "evt_nope"); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("absent: %v", err)
+				}
+				if _, err := s.RecordEvent(ctx, &Event{}, Change{}); err == nil {
+					t.Fatal("event without ID accepted")
+				}
+			})
+		}
+	})
 }
 
 func TestRecordEventNextAttemptAndEmptyPayload(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	e := &Event{ID: "evt_x", MchID: "m", OutTradeNo: "o", CreatedAt: at(0), NextAttemptAt: at(30)}
-	mustRecord(t, s, e, "")
-	got, _, err := s.GetEvent(ctx, "evt_x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !got.NextAttemptAt.Equal(at(30)) || got.Payload == nil || len(got.Payload) != 0 {
-		t.Fatalf("got %+v", got)
-	}
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		e := &Event{ID: "evt_x", MchID: "m", OutTradeNo: "o", CreatedAt: at(0), NextAttemptAt: at(30)}
+		mustRecord(t, s, e, "")
+		got, _, err := s.GetEvent(ctx, "evt_x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.NextAttemptAt.Equal(at(30)) || got.Payload == nil || len(got.Payload) != 0 {
+			t.Fatalf("got %+v", got)
+		}
+	})
 }
 
 func TestRecordEventOrderState(t *testing.T) {
-	for _, group := range []bool{true, false} {
-		t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
-			ctx := context.Background()
-			s := openTest(t, SQLiteOptions{DisableGroupCommit: !group})
-			if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o1", CreatedAt: at(0)}); err != nil {
-				t.Fatal(err)
-			}
-			mustRecord(t, s, ev("evt_1", "m", "o1", at(10)), OrderPaid)
-			o, err := s.GetOrder(ctx, "m", "o1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if o.State != OrderPaid || !o.UpdatedAt.Equal(at(10)) {
-				t.Fatalf("order after event: %+v", o)
-			}
-			// A duplicate changes nothing, not even the order.
-			if created, err := s.RecordEvent(ctx, ev("evt_1", "m", "o1", at(20)), Change{OrderState: OrderMismatch}); err != nil || created {
-				t.Fatalf("dup: %v %v", created, err)
-			}
-			if o, _ := s.GetOrder(ctx, "m", "o1"); o.State != OrderPaid {
-				t.Fatalf("duplicate changed the order: %+v", o)
-			}
-			// An event of an unknown order is stored all the same.
-			mustRecord(t, s, ev("evt_2", "m", "unknown", at(30)), OrderPaid)
-		})
-	}
+	forEachEngine(t, func(t *testing.T) {
+		for _, group := range []bool{true, false} {
+			t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
+				ctx := context.Background()
+				s := openTest(t, SQLiteOptions{DisableGroupCommit: !group})
+				if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "o1", CreatedAt: at(0)}); err != nil {
+					t.Fatal(err)
+				}
+				mustRecord(t, s, ev("evt_1", "m", "o1", at(10)), OrderPaid)
+				o, err := s.GetOrder(ctx, "m", "o1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o.State != OrderPaid || !o.UpdatedAt.Equal(at(10)) {
+					t.Fatalf("order after event: %+v", o)
+				}
+				// A duplicate changes nothing, not even the order.
+				if created, err := s.RecordEvent(ctx, ev("evt_1", "m", "o1", at(20)), Change{OrderState: OrderMismatch}); err != nil || created {
+					t.Fatalf("dup: %v %v", created, err)
+				}
+				if o, _ := s.GetOrder(ctx, "m", "o1"); o.State != OrderPaid {
+					t.Fatalf("duplicate changed the order: %+v", o)
+				}
+				// An event of an unknown order is stored all the same.
+				mustRecord(t, s, ev("evt_2", "m", "unknown", at(30)), OrderPaid)
+			})
+		}
+	})
 }
 
 func TestRecordEventConcurrentSameID(t *testing.T) {
-	for _, group := range []bool{true, false} {
-		t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
-			ctx := context.Background()
-			s := openTest(t, SQLiteOptions{DisableGroupCommit: !group})
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			createdN, errs := 0, []error(nil)
-			for range 20 {
-				wg.Go(func() {
-					c, err := s.RecordEvent(ctx, ev("evt_same", "m", "o", at(0)), Change{OrderState: OrderPaid})
-					mu.Lock()
-					defer mu.Unlock()
-					if c {
-						createdN++
-					}
-					if err != nil {
-						errs = append(errs, err)
-					}
-				})
-			}
-			wg.Wait()
-			if createdN != 1 || len(errs) != 0 {
-				t.Fatalf("created %d times, errors %v", createdN, errs)
-			}
-			if n, _ := s.CountEvents(ctx); n[EventPending] != 1 {
-				t.Fatalf("counts %v", n)
-			}
-		})
-	}
+	forEachEngine(t, func(t *testing.T) {
+		for _, group := range []bool{true, false} {
+			t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
+				ctx := context.Background()
+				s := openTest(t, SQLiteOptions{DisableGroupCommit: !group})
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				createdN, errs := 0, []error(nil)
+				for range 20 {
+					wg.Go(func() {
+						c, err := s.RecordEvent(ctx, ev("evt_same", "m", "o", at(0)), Change{OrderState: OrderPaid})
+						mu.Lock()
+						defer mu.Unlock()
+						if c {
+							createdN++
+						}
+						if err != nil {
+							errs = append(errs, err)
+						}
+					})
+				}
+				wg.Wait()
+				if createdN != 1 || len(errs) != 0 {
+					t.Fatalf("created %d times, errors %v", createdN, errs)
+				}
+				if n, _ := s.CountEvents(ctx); n[EventPending] != 1 {
+					t.Fatalf("counts %v", n)
+				}
+			})
+		}
+	})
 }
 
 func TestRecordEventGroupCommit(t *testing.T) {
@@ -488,185 +500,191 @@ func TestPragmas(t *testing.T) {
 }
 
 func TestDueEvents(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	// o1: three events; o2: one, due later; o3: one.
-	mustRecord(t, s, ev("evt_a1", "m", "o1", at(0)), "")
-	mustRecord(t, s, ev("evt_b1", "m", "o2", at(1)), "")
-	mustRecord(t, s, ev("evt_a2", "m", "o1", at(2)), "")
-	mustRecord(t, s, &Event{ID: "evt_c1", MchID: "m", OutTradeNo: "o3", CreatedAt: at(3), NextAttemptAt: at(60)}, "")
-	mustRecord(t, s, ev("evt_a3", "m", "o1", at(4)), "")
-	// Same order number at another merchant: another order.
-	mustRecord(t, s, ev("evt_x1", "m2", "o1", at(5)), "")
-	// Two events of one order created at the same instant: ID breaks the tie.
-	mustRecord(t, s, ev("evt_t2", "m", "o4", at(6)), "")
-	mustRecord(t, s, ev("evt_t1", "m", "o4", at(6)), "")
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		// o1: three events; o2: one, due later; o3: one.
+		mustRecord(t, s, ev("evt_a1", "m", "o1", at(0)), "")
+		mustRecord(t, s, ev("evt_b1", "m", "o2", at(1)), "")
+		mustRecord(t, s, ev("evt_a2", "m", "o1", at(2)), "")
+		mustRecord(t, s, &Event{ID: "evt_c1", MchID: "m", OutTradeNo: "o3", CreatedAt: at(3), NextAttemptAt: at(60)}, "")
+		mustRecord(t, s, ev("evt_a3", "m", "o1", at(4)), "")
+		// Same order number at another merchant: another order.
+		mustRecord(t, s, ev("evt_x1", "m2", "o1", at(5)), "")
+		// Two events of one order created at the same instant: ID breaks the tie.
+		mustRecord(t, s, ev("evt_t2", "m", "o4", at(6)), "")
+		mustRecord(t, s, ev("evt_t1", "m", "o4", at(6)), "")
 
-	tests := []struct {
-		name    string
-		now     time.Time
-		limit   int
-		exclude []string
-		want    []string
-	}{
-		{"before anything", at(-1), 10, nil, nil},
-		{"time filter", at(1), 10, nil, []string{"evt_a1", "evt_b1"}},
-		// Earliest due first: evt_c1 was created before evt_x1 but is due later.
-		{"all first of order", at(100), 10, nil, []string{"evt_a1", "evt_b1", "evt_x1", "evt_t1", "evt_c1"}},
-		{"not yet due", at(30), 10, nil, []string{"evt_a1", "evt_b1", "evt_x1", "evt_t1"}},
-		{"limit", at(100), 2, nil, []string{"evt_a1", "evt_b1"}},
-		{"exclude in flight and its order", at(100), 10, []string{"evt_a1", "evt_b1", "evt_b1"}, []string{"evt_x1", "evt_t1", "evt_c1"}},
-		{"exclude unknown", at(100), 10, []string{"evt_zz"}, []string{"evt_a1", "evt_b1", "evt_x1", "evt_t1", "evt_c1"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := s.DueEvents(ctx, tc.now, tc.limit, tc.exclude)
+		tests := []struct {
+			name    string
+			now     time.Time
+			limit   int
+			exclude []string
+			want    []string
+		}{
+			{"before anything", at(-1), 10, nil, nil},
+			{"time filter", at(1), 10, nil, []string{"evt_a1", "evt_b1"}},
+			// Earliest due first: evt_c1 was created before evt_x1 but is due later.
+			{"all first of order", at(100), 10, nil, []string{"evt_a1", "evt_b1", "evt_x1", "evt_t1", "evt_c1"}},
+			{"not yet due", at(30), 10, nil, []string{"evt_a1", "evt_b1", "evt_x1", "evt_t1"}},
+			{"limit", at(100), 2, nil, []string{"evt_a1", "evt_b1"}},
+			{"exclude in flight and its order", at(100), 10, []string{"evt_a1", "evt_b1", "evt_b1"}, []string{"evt_x1", "evt_t1", "evt_c1"}},
+			{"exclude unknown", at(100), 10, []string{"evt_zz"}, []string{"evt_a1", "evt_b1", "evt_x1", "evt_t1", "evt_c1"}},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				got, err := dueAfresh(t, s, tc.now, tc.limit, tc.exclude)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(ids(got), tc.want) {
+					t.Fatalf("due = %v, want %v", ids(got), tc.want)
+				}
+			})
+		}
+
+		// The second event of o1 is due once the first is delivered; the third
+		// once the second is dead; a retry of the first blocks the rest.
+		steps := []struct {
+			id      string
+			outcome Outcome
+			want    []string
+		}{
+			{"evt_a1", Outcome{RetryAt: at(50)}, []string{"evt_b1", "evt_x1", "evt_t1"}},
+			{"evt_a1", Outcome{Delivered: true}, []string{"evt_b1", "evt_a2", "evt_x1", "evt_t1"}},
+			{"evt_a2", Outcome{Dead: true}, []string{"evt_b1", "evt_a3", "evt_x1", "evt_t1"}},
+		}
+		for _, st := range steps {
+			if err := s.RecordAttempt(ctx, Attempt{EventID: st.id, At: at(10), Status: 500}, st.outcome); err != nil {
+				t.Fatal(err)
+			}
+			got, err := dueAfresh(t, s, at(30), 10, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(ids(got), tc.want) {
-				t.Fatalf("due = %v, want %v", ids(got), tc.want)
+			if !slices.Equal(ids(got), st.want) {
+				t.Fatalf("after %s %+v: due = %v, want %v", st.id, st.outcome, ids(got), st.want)
 			}
-		})
-	}
-
-	// The second event of o1 is due once the first is delivered; the third
-	// once the second is dead; a retry of the first blocks the rest.
-	steps := []struct {
-		id      string
-		outcome Outcome
-		want    []string
-	}{
-		{"evt_a1", Outcome{RetryAt: at(50)}, []string{"evt_b1", "evt_x1", "evt_t1"}},
-		{"evt_a1", Outcome{Delivered: true}, []string{"evt_b1", "evt_a2", "evt_x1", "evt_t1"}},
-		{"evt_a2", Outcome{Dead: true}, []string{"evt_b1", "evt_a3", "evt_x1", "evt_t1"}},
-	}
-	for _, st := range steps {
-		if err := s.RecordAttempt(ctx, Attempt{EventID: st.id, At: at(10), Status: 500}, st.outcome); err != nil {
+		}
+		// Replaying the dead event blocks its younger sibling again; replayed
+		// at 20, it comes after the events due since 5 and 6.
+		if err := s.Replay(ctx, "evt_a2", at(20)); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.DueEvents(ctx, at(30), 10, nil)
-		if err != nil {
-			t.Fatal(err)
+		got, _ := dueAfresh(t, s, at(30), 10, nil)
+		if want := []string{"evt_b1", "evt_x1", "evt_t1", "evt_a2"}; !slices.Equal(ids(got), want) {
+			t.Fatalf("after replay: %v, want %v", ids(got), want)
 		}
-		if !slices.Equal(ids(got), st.want) {
-			t.Fatalf("after %s %+v: due = %v, want %v", st.id, st.outcome, ids(got), st.want)
-		}
-	}
-	// Replaying the dead event blocks its younger sibling again; replayed
-	// at 20, it comes after the events due since 5 and 6.
-	if err := s.Replay(ctx, "evt_a2", at(20)); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := s.DueEvents(ctx, at(30), 10, nil)
-	if want := []string{"evt_b1", "evt_x1", "evt_t1", "evt_a2"}; !slices.Equal(ids(got), want) {
-		t.Fatalf("after replay: %v, want %v", ids(got), want)
-	}
+	})
 }
 
 func TestNextDue(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	if _, ok, err := s.NextDue(ctx); ok || err != nil {
-		t.Fatalf("empty: ok=%v err=%v", ok, err)
-	}
-	mustRecord(t, s, &Event{ID: "evt_1", MchID: "m", OutTradeNo: "o1", CreatedAt: at(0), NextAttemptAt: at(40)}, "")
-	// A younger event of the same order, nominally due earlier, waits for
-	// the first: it does not count.
-	mustRecord(t, s, &Event{ID: "evt_2", MchID: "m", OutTradeNo: "o1", CreatedAt: at(1), NextAttemptAt: at(1)}, "")
-	mustRecord(t, s, &Event{ID: "evt_3", MchID: "m", OutTradeNo: "o2", CreatedAt: at(2), NextAttemptAt: at(50)}, "")
-	next, ok, err := s.NextDue(ctx)
-	if err != nil || !ok || !next.Equal(at(40)) || next.Location() != time.UTC {
-		t.Fatalf("NextDue = %v %v %v, want %v", next, ok, err, at(40))
-	}
-	if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_1", At: at(40)}, Outcome{Delivered: true}); err != nil {
-		t.Fatal(err)
-	}
-	if next, _, _ := s.NextDue(ctx); !next.Equal(at(1)) {
-		t.Fatalf("NextDue = %v, want %v", next, at(1))
-	}
-	for _, id := range []string{"evt_2", "evt_3"} {
-		if err := s.RecordAttempt(ctx, Attempt{EventID: id, At: at(60)}, Outcome{Dead: true}); err != nil {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		if _, ok, err := s.NextDue(ctx); ok || err != nil {
+			t.Fatalf("empty: ok=%v err=%v", ok, err)
+		}
+		mustRecord(t, s, &Event{ID: "evt_1", MchID: "m", OutTradeNo: "o1", CreatedAt: at(0), NextAttemptAt: at(40)}, "")
+		// A younger event of the same order, nominally due earlier, waits for
+		// the first: it does not count.
+		mustRecord(t, s, &Event{ID: "evt_2", MchID: "m", OutTradeNo: "o1", CreatedAt: at(1), NextAttemptAt: at(1)}, "")
+		mustRecord(t, s, &Event{ID: "evt_3", MchID: "m", OutTradeNo: "o2", CreatedAt: at(2), NextAttemptAt: at(50)}, "")
+		next, ok, err := s.NextDue(ctx)
+		if err != nil || !ok || !next.Equal(at(40)) || next.Location() != time.UTC {
+			t.Fatalf("NextDue = %v %v %v, want %v", next, ok, err, at(40))
+		}
+		if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_1", At: at(40)}, Outcome{Delivered: true}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, ok, _ := s.NextDue(ctx); ok {
-		t.Fatal("NextDue with nothing pending")
-	}
+		if next, _, _ := s.NextDue(ctx); !next.Equal(at(1)) {
+			t.Fatalf("NextDue = %v, want %v", next, at(1))
+		}
+		for _, id := range []string{"evt_2", "evt_3"} {
+			if err := s.RecordAttempt(ctx, Attempt{EventID: id, At: at(60)}, Outcome{Dead: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, ok, _ := s.NextDue(ctx); ok {
+			t.Fatal("NextDue with nothing pending")
+		}
+	})
 }
 
 func TestRecordAttempt(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	mustRecord(t, s, ev("evt_1", "m", "o1", at(0)), "")
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		mustRecord(t, s, ev("evt_1", "m", "o1", at(0)), "")
 
-	long := strings.Repeat("x", 1023) + "é" + strings.Repeat("y", 100) // é straddles the 1 KiB cut
-	steps := []struct {
-		a         Attempt
-		o         Outcome
-		wantState string
-		wantNext  time.Time
-		wantDeliv time.Time
-	}{
-		{Attempt{At: at(1), Duration: 2 * time.Second, Error: "dial tcp: connection refused"}, Outcome{RetryAt: at(10)}, EventPending, at(10), time.Time{}},
-		{Attempt{At: at(10), Duration: time.Second, Status: 503, Response: long}, Outcome{}, EventPending, at(11), time.Time{}},
-		{Attempt{At: at(20), Duration: 1500 * time.Millisecond, Status: 200, Response: `{"ok":true}`}, Outcome{Delivered: true}, EventDelivered, at(11), at(20).Add(1500 * time.Millisecond)},
-	}
-	for i, st := range steps {
-		st.a.EventID = "evt_1"
-		if err := s.RecordAttempt(ctx, st.a, st.o); err != nil {
-			t.Fatal(err)
+		long := strings.Repeat("x", 1023) + "é" + strings.Repeat("y", 100) // é straddles the 1 KiB cut
+		steps := []struct {
+			a         Attempt
+			o         Outcome
+			wantState string
+			wantNext  time.Time
+			wantDeliv time.Time
+		}{
+			{Attempt{At: at(1), Duration: 2 * time.Second, Error: "dial tcp: connection refused"}, Outcome{RetryAt: at(10)}, EventPending, at(10), time.Time{}},
+			{Attempt{At: at(10), Duration: time.Second, Status: 503, Response: long}, Outcome{}, EventPending, at(11), time.Time{}},
+			{Attempt{At: at(20), Duration: 1500 * time.Millisecond, Status: 200, Response: `{"ok":true}`}, Outcome{Delivered: true}, EventDelivered, at(11), at(20).Add(1500 * time.Millisecond)},
 		}
-		e, atts, err := s.GetEvent(ctx, "evt_1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.State != st.wantState || e.Attempts != i+1 || !e.NextAttemptAt.Equal(st.wantNext) || !e.DeliveredAt.Equal(st.wantDeliv) {
-			t.Fatalf("step %d: %+v", i, e)
-		}
-		if e.LastStatus != st.a.Status || e.LastError != st.a.Error || e.LastResponse != clip(st.a.Response) {
-			t.Fatalf("step %d: last = %d %q %q", i, e.LastStatus, e.LastError, e.LastResponse)
-		}
-		if len(atts) != i+1 {
-			t.Fatalf("step %d: %d attempts", i, len(atts))
-		}
-		for j, a := range atts {
-			w := steps[j].a
-			w.EventID, w.Response = "evt_1", clip(w.Response)
-			if !reflect.DeepEqual(a, w) {
-				t.Fatalf("attempt %d = %+v, want %+v", j, a, w)
+		for i, st := range steps {
+			st.a.EventID = "evt_1"
+			if err := s.RecordAttempt(ctx, st.a, st.o); err != nil {
+				t.Fatal(err)
+			}
+			e, atts, err := s.GetEvent(ctx, "evt_1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.State != st.wantState || e.Attempts != i+1 || !e.NextAttemptAt.Equal(st.wantNext) || !e.DeliveredAt.Equal(st.wantDeliv) {
+				t.Fatalf("step %d: %+v", i, e)
+			}
+			if e.LastStatus != st.a.Status || e.LastError != st.a.Error || e.LastResponse != clip(st.a.Response) {
+				t.Fatalf("step %d: last = %d %q %q", i, e.LastStatus, e.LastError, e.LastResponse)
+			}
+			if len(atts) != i+1 {
+				t.Fatalf("step %d: %d attempts", i, len(atts))
+			}
+			for j, a := range atts {
+				w := steps[j].a
+				w.EventID, w.Response = "evt_1", clip(w.Response)
+				if !reflect.DeepEqual(a, w) {
+					t.Fatalf("attempt %d = %+v, want %+v", j, a, w)
+				}
 			}
 		}
-	}
-	_, atts, _ := s.GetEvent(ctx, "evt_1")
-	if r := atts[1].Response; len(r) != 1023 || !strings.HasSuffix(r, "x") {
-		t.Fatalf("long response kept as %d bytes", len(r))
-	}
-
-	// Dead.
-	mustRecord(t, s, ev("evt_2", "m", "o2", at(0)), "")
-	if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_2", At: at(5), Status: 500}, Outcome{Dead: true}); err != nil {
-		t.Fatal(err)
-	}
-	if e, _, _ := s.GetEvent(ctx, "evt_2"); e.State != EventDead || !e.DeliveredAt.IsZero() || e.Attempts != 1 {
-		t.Fatalf("dead: %+v", e)
-	}
-
-	for _, tc := range []struct {
-		name string
-		a    Attempt
-		o    Outcome
-		want error
-	}{
-		{"absent", Attempt{EventID: "evt_nope", At: at(1)}, Outcome{Delivered: true}, ErrNotFound},
-		{"no id", Attempt{At: at(1)}, Outcome{}, nil},
-		{"delivered and dead", Attempt{EventID: "evt_2", At: at(1)}, Outcome{Delivered: true, Dead: true}, nil},
-	} {
-		err := s.RecordAttempt(ctx, tc.a, tc.o)
-		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
-			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		_, atts, _ := s.GetEvent(ctx, "evt_1")
+		if r := atts[1].Response; len(r) != 1023 || !strings.HasSuffix(r, "x") {
+			t.Fatalf("long response kept as %d bytes", len(r))
 		}
-	}
+
+		// Dead.
+		mustRecord(t, s, ev("evt_2", "m", "o2", at(0)), "")
+		if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_2", At: at(5), Status: 500}, Outcome{Dead: true}); err != nil {
+			t.Fatal(err)
+		}
+		if e, _, _ := s.GetEvent(ctx, "evt_2"); e.State != EventDead || !e.DeliveredAt.IsZero() || e.Attempts != 1 {
+			t.Fatalf("dead: %+v", e)
+		}
+
+		for _, tc := range []struct {
+			name string
+			a    Attempt
+			o    Outcome
+			want error
+		}{
+			{"absent", Attempt{EventID: "evt_nope", At: at(1)}, Outcome{Delivered: true}, ErrNotFound},
+			{"no id", Attempt{At: at(1)}, Outcome{}, nil},
+			{"delivered and dead", Attempt{EventID: "evt_2", At: at(1)}, Outcome{Delivered: true, Dead: true}, nil},
+		} {
+			err := s.RecordAttempt(ctx, tc.a, tc.o)
+			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+			}
+		}
+	})
 }
 
 func TestClip(t *testing.T) {
@@ -688,125 +706,129 @@ func TestClip(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	mustRecord(t, s, ev("evt_dead", "m", "o1", at(0)), "")
-	mustRecord(t, s, ev("evt_done", "m", "o2", at(0)), "")
-	if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_dead", At: at(1), Status: 500}, Outcome{Dead: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_done", At: at(1), Status: 200}, Outcome{Delivered: true}); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"evt_dead", "evt_done"} {
-		t.Run(id, func(t *testing.T) {
-			before, _, _ := s.GetEvent(ctx, id)
-			if err := s.Replay(ctx, id, at(100)); err != nil {
-				t.Fatal(err)
-			}
-			e, atts, err := s.GetEvent(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e.State != EventPending || !e.NextAttemptAt.Equal(at(100)) || !e.DeliveredAt.IsZero() {
-				t.Fatalf("replayed: %+v", e)
-			}
-			if e.ID != id || !bytes.Equal(e.Payload, before.Payload) || e.Attempts != 1 || len(atts) != 1 {
-				t.Fatalf("replay changed the event: %+v", e)
-			}
-			due, _ := s.DueEvents(ctx, at(100), 10, nil)
-			if !slices.Contains(ids(due), id) {
-				t.Fatalf("replayed event not due: %v", ids(due))
-			}
-		})
-	}
-	if err := s.Replay(ctx, "evt_nope", at(1)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("absent: %v", err)
-	}
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		mustRecord(t, s, ev("evt_dead", "m", "o1", at(0)), "")
+		mustRecord(t, s, ev("evt_done", "m", "o2", at(0)), "")
+		if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_dead", At: at(1), Status: 500}, Outcome{Dead: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_done", At: at(1), Status: 200}, Outcome{Delivered: true}); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"evt_dead", "evt_done"} {
+			t.Run(id, func(t *testing.T) {
+				before, _, _ := s.GetEvent(ctx, id)
+				if err := s.Replay(ctx, id, at(100)); err != nil {
+					t.Fatal(err)
+				}
+				e, atts, err := s.GetEvent(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.State != EventPending || !e.NextAttemptAt.Equal(at(100)) || !e.DeliveredAt.IsZero() {
+					t.Fatalf("replayed: %+v", e)
+				}
+				if e.ID != id || !bytes.Equal(e.Payload, before.Payload) || e.Attempts != 1 || len(atts) != 1 {
+					t.Fatalf("replay changed the event: %+v", e)
+				}
+				due, _ := dueAfresh(t, s, at(100), 10, nil)
+				if !slices.Contains(ids(due), id) {
+					t.Fatalf("replayed event not due: %v", ids(due))
+				}
+			})
+		}
+		if err := s.Replay(ctx, "evt_nope", at(1)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("absent: %v", err)
+		}
+	})
 }
 
 func TestListAndCountEvents(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	// 10 events of m1 and 5 of m2, interleaved in time; evt_03 and evt_07 dead.
-	var all []string // newest first
-	for i := range 15 {
-		mch := "m1"
-		if i%3 == 2 {
-			mch = "m2"
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		// 10 events of m1 and 5 of m2, interleaved in time; evt_03 and evt_07 dead.
+		var all []string // newest first
+		for i := range 15 {
+			mch := "m1"
+			if i%3 == 2 {
+				mch = "m2"
+			}
+			id := fmt.Sprintf("evt_%02d", i)
+			mustRecord(t, s, ev(id, mch, "o"+id, at(i)), "")
+			all = append([]string{id}, all...)
 		}
-		id := fmt.Sprintf("evt_%02d", i)
-		mustRecord(t, s, ev(id, mch, "o"+id, at(i)), "")
-		all = append([]string{id}, all...)
-	}
-	// Two events at the same instant: ID breaks the tie.
-	mustRecord(t, s, ev("evt_15b", "m1", "o15b", at(15)), "")
-	mustRecord(t, s, ev("evt_15a", "m1", "o15a", at(15)), "")
-	all = append([]string{"evt_15b", "evt_15a"}, all...)
-	for _, id := range []string{"evt_03", "evt_07"} {
-		if err := s.RecordAttempt(ctx, Attempt{EventID: id, At: at(20)}, Outcome{Dead: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_05", At: at(20), Status: 200}, Outcome{Delivered: true}); err != nil {
-		t.Fatal(err)
-	}
-
-	counts, err := s.CountEvents(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := map[string]int{EventPending: 14, EventDead: 2, EventDelivered: 1, EventHeld: 0}; !reflect.DeepEqual(counts, want) {
-		t.Fatalf("counts %v, want %v", counts, want)
-	}
-
-	tests := []struct {
-		name string
-		f    ListFilter
-		want []string
-	}{
-		{"all", ListFilter{}, all},
-		{"limit", ListFilter{Limit: 3}, all[:3]},
-		{"page 2", ListFilter{Limit: 3, Before: all[2]}, all[3:6]},
-		{"tie page", ListFilter{Limit: 2, Before: "evt_15b"}, []string{"evt_15a", "evt_14"}},
-		{"last page", ListFilter{Limit: 5, Before: all[14]}, all[15:]},
-		{"dead", ListFilter{State: EventDead}, []string{"evt_07", "evt_03"}},
-		{"m2", ListFilter{MchID: "m2"}, []string{"evt_14", "evt_11", "evt_08", "evt_05", "evt_02"}},
-		{"m2 delivered", ListFilter{MchID: "m2", State: EventDelivered}, []string{"evt_05"}},
-		{"m2 page", ListFilter{MchID: "m2", Limit: 2, Before: "evt_11"}, []string{"evt_08", "evt_05"}},
-		{"none", ListFilter{MchID: "m3"}, nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := s.ListEvents(ctx, tc.f)
-			if err != nil {
+		// Two events at the same instant: ID breaks the tie.
+		mustRecord(t, s, ev("evt_15b", "m1", "o15b", at(15)), "")
+		mustRecord(t, s, ev("evt_15a", "m1", "o15a", at(15)), "")
+		all = append([]string{"evt_15b", "evt_15a"}, all...)
+		for _, id := range []string{"evt_03", "evt_07"} {
+			if err := s.RecordAttempt(ctx, Attempt{EventID: id, At: at(20)}, Outcome{Dead: true}); err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(ids(got), tc.want) {
-				t.Fatalf("got %v, want %v", ids(got), tc.want)
-			}
-		})
-	}
-	if _, err := s.ListEvents(ctx, ListFilter{Before: "evt_nope"}); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown Before: %v", err)
-	}
-
-	// Limits: default 100, at most 1000.
-	var wg sync.WaitGroup
-	for i := range 1100 { // concurrently: group-committed
-		wg.Go(func() {
-			if _, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_bulk%04d", i), "m9", "o", at(100+i)), Change{}); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	for _, tc := range []struct{ limit, want int }{{0, 100}, {-1, 100}, {5000, 1000}, {1000, 1000}} {
-		got, err := s.ListEvents(ctx, ListFilter{Limit: tc.limit})
-		if err != nil || len(got) != tc.want {
-			t.Fatalf("limit %d: %d events, %v", tc.limit, len(got), err)
 		}
-	}
+		if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_05", At: at(20), Status: 200}, Outcome{Delivered: true}); err != nil {
+			t.Fatal(err)
+		}
+
+		counts, err := s.CountEvents(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]int{EventPending: 14, EventDead: 2, EventDelivered: 1, EventHeld: 0}; !reflect.DeepEqual(counts, want) {
+			t.Fatalf("counts %v, want %v", counts, want)
+		}
+
+		tests := []struct {
+			name string
+			f    ListFilter
+			want []string
+		}{
+			{"all", ListFilter{}, all},
+			{"limit", ListFilter{Limit: 3}, all[:3]},
+			{"page 2", ListFilter{Limit: 3, Before: all[2]}, all[3:6]},
+			{"tie page", ListFilter{Limit: 2, Before: "evt_15b"}, []string{"evt_15a", "evt_14"}},
+			{"last page", ListFilter{Limit: 5, Before: all[14]}, all[15:]},
+			{"dead", ListFilter{State: EventDead}, []string{"evt_07", "evt_03"}},
+			{"m2", ListFilter{MchID: "m2"}, []string{"evt_14", "evt_11", "evt_08", "evt_05", "evt_02"}},
+			{"m2 delivered", ListFilter{MchID: "m2", State: EventDelivered}, []string{"evt_05"}},
+			{"m2 page", ListFilter{MchID: "m2", Limit: 2, Before: "evt_11"}, []string{"evt_08", "evt_05"}},
+			{"none", ListFilter{MchID: "m3"}, nil},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				got, err := s.ListEvents(ctx, tc.f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(ids(got), tc.want) {
+					t.Fatalf("got %v, want %v", ids(got), tc.want)
+				}
+			})
+		}
+		if _, err := s.ListEvents(ctx, ListFilter{Before: "evt_nope"}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown Before: %v", err)
+		}
+
+		// Limits: default 100, at most 1000.
+		var wg sync.WaitGroup
+		for i := range 1100 { // concurrently: group-committed
+			wg.Go(func() {
+				if _, err := s.RecordEvent(ctx, ev(fmt.Sprintf("evt_bulk%04d", i), "m9", "o", at(100+i)), Change{}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		for _, tc := range []struct{ limit, want int }{{0, 100}, {-1, 100}, {5000, 1000}, {1000, 1000}} {
+			got, err := s.ListEvents(ctx, ListFilter{Limit: tc.limit})
+			if err != nil || len(got) != tc.want {
+				t.Fatalf("limit %d: %d events, %v", tc.limit, len(got), err)
+			}
+		}
+	})
 }
 
 func TestMigrations(t *testing.T) {
@@ -888,35 +910,37 @@ func TestMigrationFailureRollsBack(t *testing.T) {
 }
 
 func TestTryLease(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	ttl := 30 * time.Second
-	steps := []struct {
-		name, holder string
-		now          time.Time
-		want         bool
-	}{
-		{"free", "a", at(0), true},
-		{"held by another", "b", at(10), false},
-		{"renewed by holder", "a", at(20), true}, // now until at(50)
-		{"still held", "b", at(49), false},
-		{"expired", "b", at(50), true},
-		{"old holder lost it", "a", at(51), false},
-		{"other lease is independent", "a", at(51), true},
-	}
-	for _, st := range steps {
-		name := "delivery"
-		if st.name == "other lease is independent" {
-			name = "cleanup"
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		ttl := 30 * time.Second
+		steps := []struct {
+			name, holder string
+			now          time.Time
+			want         bool
+		}{
+			{"free", "a", at(0), true},
+			{"held by another", "b", at(10), false},
+			{"renewed by holder", "a", at(20), true}, // now until at(50)
+			{"still held", "b", at(49), false},
+			{"expired", "b", at(50), true},
+			{"old holder lost it", "a", at(51), false},
+			{"other lease is independent", "a", at(51), true},
 		}
-		got, err := s.TryLease(ctx, name, st.holder, st.now, ttl)
-		if err != nil || got != st.want {
-			t.Fatalf("%s: TryLease(%s, %s, %v) = %v, %v; want %v", st.name, name, st.holder, st.now, got, err, st.want)
+		for _, st := range steps {
+			name := "delivery"
+			if st.name == "other lease is independent" {
+				name = "cleanup"
+			}
+			got, err := s.TryLease(ctx, name, st.holder, st.now, ttl)
+			if err != nil || got != st.want {
+				t.Fatalf("%s: TryLease(%s, %s, %v) = %v, %v; want %v", st.name, name, st.holder, st.now, got, err, st.want)
+			}
 		}
-	}
-	if _, err := s.TryLease(ctx, "x", "a", at(0), 0); err == nil {
-		t.Fatal("zero ttl accepted")
-	}
+		if _, err := s.TryLease(ctx, "x", "a", at(0), 0); err == nil {
+			t.Fatal("zero ttl accepted")
+		}
+	})
 }
 
 // Close with RecordEvent calls in flight: each returns (stored, or an

@@ -1,10 +1,12 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,8 +38,13 @@ func newStore(ctx context.Context, d dialect, e engine) (*sqlStore, error) {
 	return s, nil
 }
 
+// txStarter is a pool (*sql.DB) or one of its connections (*sql.Conn).
+type txStarter interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // withTx runs fn in a transaction of db, committing if it returns nil.
-func withTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+func withTx(ctx context.Context, db txStarter, fn func(tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -551,12 +558,16 @@ func (s *sqlStore) CountEvents(ctx context.Context) (map[string]int, error) {
 
 // ---- outbox ----
 
-func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string) ([]*Event, error) {
+func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, exclude []string, lease time.Duration) ([]*Event, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: due events: %w", err)
 	}
 	if limit <= 0 {
 		limit = DefaultListLimit
+	}
+	shared := s.e.shared()
+	if lease <= 0 {
+		lease = DefaultClaimLease
 	}
 	ex := dedupe(exclude)
 	// The smallest prepared shape that holds the list, padded with ""
@@ -569,7 +580,7 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 			break
 		}
 	}
-	args := make([]any, 0, 1+n)
+	args := make([]any, 0, 4+n)
 	for i := range n {
 		if i < len(ex) {
 			args = append(args, ex[i])
@@ -577,13 +588,21 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 			args = append(args, "")
 		}
 	}
-	args = append(args, toNs(now))
+	if shared {
+		args = append(args, toNs(now.Add(lease)), toNs(now), toNs(now), limit)
+	} else {
+		args = append(args, toNs(now))
+	}
 	var q string
 	if st == nil {
-		q = s.d.rebind(dueQuery(s.d, n))
+		if shared {
+			q = s.d.rebind(claimQuery(s.d, n))
+		} else {
+			q = s.d.rebind(dueQuery(s.d, n))
+		}
 	}
 	var out []*Event
-	err := s.e.read(ctx, func(t *txn) error {
+	run := func(t *txn) error {
 		var rows *sql.Rows
 		var err error
 		if st != nil {
@@ -596,7 +615,19 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 		}
 		out, err = scanEvents(rows, limit)
 		return err
-	})
+	}
+	var err error
+	if shared {
+		// A claim writes: committed without waiting for the disk (a
+		// claim lost in a crash of the database only lets another worker
+		// deliver the event again, as at-least-once allows).
+		err = s.e.write(ctx, run, false)
+		slices.SortFunc(out, func(a, b *Event) int {
+			return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+		})
+	} else {
+		err = s.e.read(ctx, run)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: due events: %w", err)
 	}

@@ -1,0 +1,267 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// The PostgreSQL engine: one ledger shared by several gateways
+// (github.com/jackc/pgx/v5 under database/sql).
+//
+// Durability: events and replays commit with synchronous_commit on (the
+// commit is on the server's disk when RecordEvent returns nil); orders and
+// delivery attempts with synchronous_commit off, the same trade as the
+// SQLite engine's (see RecordAttempt): PostgreSQL writes its WAL in commit
+// order and a durable commit flushes it up to its own end, so what survives
+// a crash of the server is a prefix of the commits. The two levels are two
+// pools whose connections are set to each, so that a write costs no extra
+// round trip.
+//
+// Concurrent commits share a WAL flush (PostgreSQL's own group commit: the
+// flush a committing backend waits for covers every commit record written
+// before it), so the engine runs each write in a transaction of its own on
+// its pool, several at once; see BENCHMARKS.md for what that costs against
+// SQLite's committer.
+//
+// Several processes: the schema is migrated under an advisory lock (two
+// gateways starting at once migrate once); duplicates are stopped by the
+// primary keys (INSERT … ON CONFLICT DO NOTHING: of two gateways recording
+// the same notification at the same moment, one creates the event and the
+// other finds it); the outbox is claimed (DueEvents takes the due events
+// with FOR UPDATE SKIP LOCKED and marks them claimed until a lease
+// expires, so that two delivery workers never take the same event, and an
+// event claimed by a gateway that died is taken over when its claim
+// expires); transactions that lose a serialization or deadlock race are
+// run again.
+
+// PostgresOptions configures OpenPostgres.
+type PostgresOptions struct {
+	// DSN is the database's connection string, a URL
+	// (postgres://user:pass@host:5432/db?sslmode=verify-full) or
+	// key=value pairs, as libpq and pgx read them. Its search_path (or
+	// the role's) chooses the schema the ledger's tables live in.
+	DSN string
+	// MaxConns bounds the connections of each of the engine's two pools
+	// (durable writes; the other writes and the reads). Default 16.
+	MaxConns int
+	// ConnectTimeout bounds the opening of a connection, when the DSN
+	// sets no connect_timeout. Default 5s.
+	ConnectTimeout time.Duration
+	// QueryTimeout bounds every operation of the ledger on the database
+	// (a transaction, or a read), so that a database that stops answering
+	// fails the request (a notification is answered FAIL and WeChat
+	// retries) instead of holding it. Default 10s.
+	QueryTimeout time.Duration
+
+	// schema, when set, is the search_path of every connection (tests:
+	// a schema of their own).
+	schema string
+}
+
+// Defaults of PostgresOptions.
+const (
+	DefaultPostgresMaxConns       = 16
+	DefaultPostgresConnectTimeout = 5 * time.Second
+	DefaultPostgresQueryTimeout   = 10 * time.Second
+)
+
+// migrationLock is the key of the advisory lock under which the schema is
+// migrated ("wxpayled" in ASCII).
+const migrationLock int64 = 0x7778706179_6c6564
+
+// postgresDialect is PostgreSQL (≥ 12) through pgx.
+func postgresDialect() dialect {
+	return dialect{name: "postgres", numbered: true, blobType: "BYTEA", materialized: "MATERIALIZED",
+		skipLocked: " FOR UPDATE OF e SKIP LOCKED"}
+}
+
+// OpenPostgres opens (migrating if needed) the ledger in a PostgreSQL
+// database.
+func OpenPostgres(ctx context.Context, opts PostgresOptions) (Store, error) {
+	s, err := openPostgres(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func openPostgres(ctx context.Context, opts PostgresOptions) (*sqlStore, error) {
+	if opts.DSN == "" {
+		return nil, errors.New("ledger: open postgres: no connection string")
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultPostgresMaxConns
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultPostgresConnectTimeout
+	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = DefaultPostgresQueryTimeout
+	}
+	// pgx's parse errors leave the password out.
+	cfg, err := pgx.ParseConfig(opts.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open postgres: %w", err)
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = opts.ConnectTimeout
+	}
+	if opts.schema != "" {
+		cfg.RuntimeParams["search_path"] = opts.schema
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "caddy-wxpay"
+	}
+	pool := func(syncCommit string) *sql.DB {
+		c := cfg.Copy()
+		c.RuntimeParams["synchronous_commit"] = syncCommit
+		db := stdlib.OpenDB(*c)
+		db.SetMaxOpenConns(opts.MaxConns)
+		db.SetMaxIdleConns(opts.MaxConns)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+		return db
+	}
+	e := &pgEngine{durable: pool("on"), fast: pool("off"), timeout: opts.QueryTimeout}
+	where := fmt.Sprintf("host %s port %d database %s user %s", cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	if err := e.migrate(ctx); err != nil {
+		_ = e.close()
+		return nil, fmt.Errorf("ledger: open postgres (%s): %w", where, err)
+	}
+	return newStore(ctx, postgresDialect(), e)
+}
+
+// pgEngine runs the ledger on a PostgreSQL database: two pools, whose
+// connections commit with synchronous_commit on (durable) and off (fast).
+type pgEngine struct {
+	durable, fast *sql.DB
+	timeout       time.Duration
+	all           []*sql.Stmt
+}
+
+// migrate brings the schema up to date under the migration lock, on one
+// connection of the durable pool.
+func (e *pgEngine) migrate(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	conn, err := e.durable.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLock); err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	defer func() {
+		// A fresh context: the lock is released even when ctx ended (and
+		// with the session anyway).
+		uctx, ucancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ucancel()
+		if _, err := conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, migrationLock); err != nil {
+			_ = conn.Raw(func(any) error { return driverBadConn })
+		}
+	}()
+	_, err = migrate(ctx, conn, postgresDialect(), migrations(), time.Now)
+	return err
+}
+
+// driverBadConn makes database/sql drop a connection (Conn.Raw's error).
+var driverBadConn = errors.New("ledger: drop the connection")
+
+func (e *pgEngine) prepare(ctx context.Context, query string) (*stmt, error) {
+	w, err := e.durable.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	e.all = append(e.all, w)
+	r, err := e.fast.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	e.all = append(e.all, r)
+	return &stmt{writer: w, reader: r}, nil
+}
+
+// maxTxRuns bounds how often a transaction that lost a serialization or
+// deadlock race is run.
+const maxTxRuns = 5
+
+func (e *pgEngine) write(ctx context.Context, op txOp, durable bool) error {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	db, onReader := e.durable, false
+	if !durable {
+		db, onReader = e.fast, true
+	}
+	for run := 1; ; run++ {
+		var answer error
+		err := withTx(ctx, db, func(tx *sql.Tx) error {
+			t := newTxn(ctx, db)
+			t.onReader = onReader
+			t.enter(tx)
+			answer = op(t)
+			t.leave()
+			if ownAnswer(answer) {
+				return nil
+			}
+			return answer
+		})
+		if err == nil {
+			return answer
+		}
+		if run < maxTxRuns && retryable(err) && ctx.Err() == nil {
+			continue
+		}
+		return err
+	}
+}
+
+// retryable reports whether err is a transaction's loss of a race that
+// running it again resolves: a serialization failure or a deadlock.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "40001" || pe.Code == "40P01"
+	}
+	return false
+}
+
+func (e *pgEngine) read(ctx context.Context, op txOp) error {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	t := newTxn(ctx, e.fast)
+	t.onReader = true
+	return op(t)
+}
+
+func (e *pgEngine) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	return e.fast.ExecContext(ctx, query, args...)
+}
+
+func (e *pgEngine) reader() *sql.DB { return e.fast }
+
+func (e *pgEngine) orderAbsent(mchID, outTradeNo string) bool { return false }
+
+func (e *pgEngine) orderWritten(mchID, outTradeNo string) {}
+
+func (e *pgEngine) shared() bool { return true }
+
+func (e *pgEngine) close() error {
+	var errs []error
+	for _, st := range e.all {
+		errs = append(errs, st.Close())
+	}
+	errs = append(errs, e.durable.Close(), e.fast.Close())
+	return errors.Join(errs...)
+}
+
+// Interface guard
+var _ engine = (*pgEngine)(nil)

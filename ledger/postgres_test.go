@@ -1,0 +1,201 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The PostgreSQL engine's own tests: what several gateways on one database
+// rely on. The rest of the suite runs on it through forEachEngine.
+
+// Gateways starting at once migrate the schema once, under the advisory
+// lock: every one opens, and each version is recorded once.
+func TestPostgresConcurrentMigration(t *testing.T) {
+	requirePostgres(t)
+	path := testPath(t)
+	openPostgresAt(t, path) // creates the schema (and migrates it)
+	s := openPostgresAt(t, path)
+	// Empty the schema again, then open four at once.
+	ctx := context.Background()
+	for _, q := range []string{`DROP TABLE attempts`, `DROP TABLE events`, `DROP TABLE orders`, `DROP TABLE leases`, `DROP TABLE refunds`, `DROP TABLE schema_migrations`} {
+		if _, err := s.e.exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = s.Close()
+	var wg sync.WaitGroup
+	stores := make([]*sqlStore, 4)
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i] = openPostgresAt(t, path)
+		}()
+	}
+	wg.Wait()
+	var n, distinct, latest int
+	if err := stores[0].e.reader().QueryRowContext(ctx, `SELECT COUNT(*), COUNT(DISTINCT version), MAX(version) FROM schema_migrations`).Scan(&n, &distinct, &latest); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(migrations()) || distinct != n || latest != len(migrations()) {
+		t.Fatalf("schema_migrations: %d rows, %d versions, latest %d; want %d each", n, distinct, latest, len(migrations()))
+	}
+	mustRecord(t, stores[3], ev("evt_after", "m", "o1", at(0)), "")
+}
+
+// Two gateways recording the same notifications at the same moment create
+// each event once: the primary key decides, not a read before the write.
+func TestPostgresDuplicatesAcrossGateways(t *testing.T) {
+	requirePostgres(t)
+	path := testPath(t)
+	a, b := openPostgresAt(t, path), openPostgresAt(t, path)
+	ctx := context.Background()
+	const n = 40
+	for i := range n {
+		if err := a.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: fmt.Sprintf("o%02d", i), TotalFee: 100, CreatedAt: at(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	created := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range n {
+		for _, s := range []*sqlStore{a, b, a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("evt_%02d", i)
+				ok, err := s.RecordEvent(ctx, ev(id, "m", fmt.Sprintf("o%02d", i), at(1)),
+					Change{OrderState: OrderPaid, Expect: OrderFigures{Check: true, TotalFee: 100, CheckTotalFee: true}})
+				if err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					created[id]++
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range n {
+		if id := fmt.Sprintf("evt_%02d", i); created[id] != 1 {
+			t.Errorf("%s created %d times", id, created[id])
+		}
+	}
+	counts, err := b.CountEvents(ctx)
+	if err != nil || counts[EventPending] != n {
+		t.Fatalf("counts %v, %v; want %d pending", counts, err, n)
+	}
+	o, err := b.GetOrder(ctx, "m", "o07")
+	if err != nil || o.State != OrderPaid {
+		t.Fatalf("order %+v, %v", o, err)
+	}
+}
+
+// Two delivery workers claim disjoint events; a claim ends with its
+// attempt, or when its lease expires (the worker died).
+func TestPostgresClaims(t *testing.T) {
+	requirePostgres(t)
+	path := testPath(t)
+	a, b := openPostgresAt(t, path), openPostgresAt(t, path)
+	ctx := context.Background()
+	const n = 60
+	for i := range n {
+		mustRecord(t, a, ev(fmt.Sprintf("evt_%02d", i), "m", fmt.Sprintf("o%02d", i), at(0)), "")
+	}
+	// Concurrent claims, 10 at a time, until nothing is left.
+	var mu sync.Mutex
+	claimedBy := map[string]string{}
+	var wg sync.WaitGroup
+	for _, w := range []struct {
+		name string
+		s    *sqlStore
+	}{{"a", a}, {"b", b}, {"a2", a}, {"b2", b}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				got, err := w.s.DueEvents(ctx, at(1), 10, nil, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, e := range got {
+					if prev, ok := claimedBy[e.ID]; ok {
+						t.Errorf("%s claimed by %s and %s", e.ID, prev, w.name)
+					}
+					claimedBy[e.ID] = w.name
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimedBy) != n {
+		t.Fatalf("%d events claimed, want %d", len(claimedBy), n)
+	}
+	// While claimed, nobody takes them; NextDue says when the claims end.
+	if got, _ := b.DueEvents(ctx, at(30), 100, nil, time.Minute); len(got) != 0 {
+		t.Fatalf("claimed events taken again: %v", ids(got))
+	}
+	if next, ok, err := b.NextDue(ctx); err != nil || !ok || !next.Equal(at(61)) {
+		t.Fatalf("NextDue = %v, %v, %v; want the claims' end %v", next, ok, err, at(61))
+	}
+	// An attempt recorded ends its event's claim: the retry is due at its
+	// time, for any worker.
+	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_00", At: at(2), Status: 503}, Outcome{RetryAt: at(5)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_01", At: at(2), Status: 200}, Outcome{Delivered: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.DueEvents(ctx, at(6), 100, nil, time.Minute)
+	if err != nil || !slices.Equal(ids(got), []string{"evt_00"}) {
+		t.Fatalf("after the attempts: due %v, %v; want [evt_00]", ids(got), err)
+	}
+	// The other claims expire at 61: then any worker takes them over.
+	got, err = b.DueEvents(ctx, at(62), 100, nil, time.Minute)
+	if err != nil || len(got) != n-2 {
+		t.Fatalf("after the leases: %d due, %v; want %d", len(got), err, n-2)
+	}
+	if !slices.IsSortedFunc(got, func(x, y *Event) int { return strings.Compare(x.ID, y.ID) }) {
+		t.Fatalf("claimed events out of order: %v", ids(got))
+	}
+}
+
+// A database that cannot be reached fails the open quickly, with an error
+// that says where and leaves the password out.
+func TestPostgresUnreachable(t *testing.T) {
+	requirePostgres(t)
+	start := time.Now()
+	_, err := OpenPostgres(context.Background(), PostgresOptions{
+		DSN: "postgres://wxpay:s3cretpassw0rd@127.0.0.1:1/ledger?sslmode=disable", ConnectTimeout: time.Second})
+	if err == nil {
+		t.Fatal("opened a database on port 1")
+	}
+	if strings.Contains(err.Error(), "s3cretpassw0rd") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("the error does not say where: %v", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if _, err := OpenPostgres(context.Background(), PostgresOptions{DSN: "postgres://[::1"}); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a malformed DSN: %v", err)
+	}
+}
