@@ -6,6 +6,7 @@
 #
 #   ./xcaddy.sh                                      # writes ./caddy, with the simulator
 #   ./xcaddy.sh --production --output /usr/local/bin/caddy
+#   ./xcaddy.sh --production --with github.com/yroc92/postgres-storage   # and other Caddy modules
 #
 # Needs Go >= 1.26.8 and the Go module proxy; nothing else is downloaded.
 set -euo pipefail
@@ -24,6 +25,7 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
 output=./caddy
 simulator=(--with "$MODULE/caddymodule/simulator@v0.0.0")
+extra=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--output)
@@ -35,8 +37,13 @@ while [ $# -gt 0 ]; do
 		simulator=()
 		shift
 		;;
+	--with)
+		[ -n "${2:-}" ] || { echo "xcaddy.sh: --with needs a module path (module[@version][=replacement])" >&2; exit 2; }
+		extra+=(--with "$2")
+		shift 2
+		;;
 	*)
-		echo "xcaddy.sh: unknown option $1 (--output <path>, --production)" >&2
+		echo "xcaddy.sh: unknown option $1 (--output <path>, --production, --with <module>)" >&2
 		exit 2
 		;;
 	esac
@@ -45,4 +52,5 @@ done
 exec go run "github.com/caddyserver/xcaddy/cmd/xcaddy@$XCADDY_VERSION" build "$CADDY_VERSION" \
 	--with "$MODULE@v0.0.0=$PWD" \
 	"${simulator[@]}" \
+	"${extra[@]}" \
 	--output "$output"

@@ -33,6 +33,10 @@
 #   order-v3        POST /v3pay/orders: the same JSAPI orders, for a merchant
 #                   on APIv3 (the demo's v3 keys, public key mode), against
 #                   the fake endpoint's signed v3 answer, with the ledger;
+#   order-pg        order, with the ledger on PostgreSQL (PG_DSN) instead
+#                   of SQLite, a fresh schema each run;
+#   intake-pg       intake-durable on PostgreSQL: every notification
+#                   committed with synchronous_commit on before SUCCESS;
 #   v3-floor        not a Caddy run: BenchmarkV3OrderFloor (bench/), two
 #                   RSA-2048 signatures and one verification per order on
 #                   every core, the floor of a v3 order (issue #9), run in
@@ -58,6 +62,9 @@
 #   PROFILE_SECONDS=10  length of each profile and system-call count
 #   PROFILE=0  1: afterwards, CPU profiles of Caddy under each load, from
 #       its admin endpoint, into bench/out/profile-*.pprof and *.top.txt
+#   PG_DSN=$WXPAY_TEST_POSTGRES  a PostgreSQL database the PostgreSQL
+#       variants may create the schema wxpay_bench in (dropped and created
+#       again before each of their runs); unset: they are not measured
 #   SKIP_BUILD=0  1: reuse the binaries in bench/out/
 #   ONLY=""  a space-separated subset of the variants to run (experiments)
 #   COMPARE_BIN=""  another Caddy binary (e.g. built from an earlier commit):
@@ -87,6 +94,8 @@ PROFILE=${PROFILE:-0}
 PROFILE_SECONDS=${PROFILE_SECONDS:-10}
 SKIP_BUILD=${SKIP_BUILD:-0}
 COMPARE_BIN=${COMPARE_BIN:-}
+PG_DSN=${PG_DSN-${WXPAY_TEST_POSTGRES:-}}
+PG_SCHEMA=wxpay_bench
 
 API_TOKEN=bench-api-token-0123456789abcdef     # bench.APIToken
 UPSTREAM_SECRET=bench-upstream-secret-0123456789 # bench.UpstreamSecret
@@ -306,6 +315,32 @@ if ((DURABLE)) && [[ $ORDER_STORAGE == durable ]]; then
 	CFG_MAIN=$CFG_DURABLE
 	MAIN_DESC="durable storage ('$STORAGE_LINE')"
 fi
+CFG_PG=
+if ((DURABLE)) && [[ -n $PG_DSN ]]; then
+	if ! command -v psql >/dev/null; then
+		say "order-pg, intake-pg NOT MEASURED: psql is missing (Debian: postgresql-client)"
+	elif ! psql "$PG_DSN" -Atqc 'select 1' >/dev/null 2>"$OUT/logs/psql.err"; then
+		say "order-pg, intake-pg NOT MEASURED: PG_DSN does not connect ($(tail -1 "$OUT/logs/psql.err" | cut -c1-160))"
+	else
+		write_caddyfile "$OUT/Caddyfile.pg" 'storage postgres {env.WXPAY_DATABASE_URL}'
+		if adapts "$OUT/Caddyfile.pg"; then
+			CFG_PG=$OUT/Caddyfile.pg
+			say "PostgreSQL: $(psql "$PG_DSN" -Atqc 'show server_version') at $(psql "$PG_DSN" -Atqc "select coalesce(inet_server_addr()::text, 'socket') || ':' || current_setting('port') || '/' || current_database()"), synchronous_commit $(psql "$PG_DSN" -Atqc 'show synchronous_commit') (the ledger sets it on for events), fsync $(psql "$PG_DSN" -Atqc 'show fsync')"
+		else
+			say "order-pg, intake-pg NOT MEASURED: the gateway does not accept 'storage postgres' ($(tail -1 "$OUT/Caddyfile.pg.adapt.err" | cut -c1-200))"
+		fi
+	fi
+elif ((DURABLE)); then
+	say "order-pg, intake-pg NOT MEASURED: set PG_DSN (or WXPAY_TEST_POSTGRES) to a PostgreSQL database"
+fi
+# pg_dsn: PG_DSN with the bench schema as search_path.
+pg_dsn() {
+	case $PG_DSN in
+	*://*\?*) echo "$PG_DSN&search_path=$PG_SCHEMA" ;;
+	*://*) echo "$PG_DSN?search_path=$PG_SCHEMA" ;;
+	*) echo "$PG_DSN search_path=$PG_SCHEMA" ;;
+	esac
+}
 CFG_V3=
 if ((DURABLE)); then
 	write_caddyfile "$OUT/Caddyfile.v3" "$STORAGE_LINE" v3
@@ -349,7 +384,11 @@ start_caddy() { # config logfile [seeded]
 	if [[ ${3:-} == seeded ]]; then
 		cp "$OUT/seeded/$SEED_FILE" "$RUNDIR/$SEED_FILE"
 	fi
-	XDG_CONFIG_HOME=$RUNDIR/xdg XDG_DATA_HOME=$RUNDIR/xdg \
+	if [[ $1 == "$CFG_PG" ]]; then
+		psql "$PG_DSN" -qc "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" -c "CREATE SCHEMA $PG_SCHEMA" >/dev/null 2>&1 ||
+			die "could not create the schema $PG_SCHEMA in PG_DSN"
+	fi
+	WXPAY_DATABASE_URL=$( [[ -n $PG_DSN ]] && pg_dsn) XDG_CONFIG_HOME=$RUNDIR/xdg XDG_DATA_HOME=$RUNDIR/xdg \
 		"$RUN_BIN" run --config "$1" --adapter caddyfile >"$2" 2>&1 &
 	CADDY_PID=$!
 	wait_http "http://127.0.0.1:$GW_PORT/" && wait_http "http://127.0.0.1:$BASE_PORT/" ||
@@ -478,6 +517,7 @@ VARIANTS=(baseline order)
 VARIANTS+=(intake-off)
 ((DURABLE)) && VARIANTS+=(intake-durable)
 [[ -n $SEED_FILE ]] && VARIANTS+=(intake-known)
+[[ -n $CFG_PG ]] && VARIANTS+=(order-pg intake-pg)
 [[ -n $CFG_V3 ]] && VARIANTS+=(order-v3 v3-floor)
 # ONLY="v1 v2 …" keeps just those variants (quick experiments; the targets
 # need them all).
@@ -496,7 +536,7 @@ if [[ -n $COMPARE_BIN ]]; then
 	VARIANTS=("${paired_variants[@]}")
 fi
 variant_kind() { case ${1%@compare} in baseline) echo baseline ;; order-v3) echo order-v3 ;; order*) echo order ;; intake*) echo intake ;; esac; }
-variant_cfg() { case ${1%@compare} in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; order-v3) echo "$CFG_V3" ;; esac; }
+variant_cfg() { case ${1%@compare} in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; order-pg | intake-pg) echo "$CFG_PG" ;; order-v3) echo "$CFG_V3" ;; esac; }
 echo
 echo "measuring ${VARIANTS[*]}, interleaved, $ROUNDS rounds of $DURATION each"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -556,6 +596,16 @@ if [[ " ${VARIANTS[*]} " == *" intake-known "* ]]; then
 		"$(ratio "$(median intake-known 5)" "$(median intake-off 5)")" "$(paired intake-known intake-off 5)" \
 		"$(ratio "$(median intake-known 9)" "$(median intake-off 9)")" "$(ratio "$(median intake-known 10)" "$(median intake-off 10)")")"
 fi
+if [[ " ${VARIANTS[*]} " == *" intake-pg "* && " ${VARIANTS[*]} " == *" intake-durable "* ]]; then
+	say "$(printf 'intake PostgreSQL/SQLite (both durable): req/s %s (rounds %s), CPU/req %s' \
+		"$(ratio "$(median intake-pg 5)" "$(median intake-durable 5)")" "$(paired intake-pg intake-durable 5)" \
+		"$(ratio "$(median intake-pg 9)" "$(median intake-durable 9)")")"
+fi
+if [[ " ${VARIANTS[*]} " == *" order-pg "* && " ${VARIANTS[*]} " == *" order "* ]]; then
+	say "$(printf 'order PostgreSQL/SQLite: req/s %s (rounds %s), CPU/req %s' \
+		"$(ratio "$(median order-pg 5)" "$(median order 5)")" "$(paired order-pg order 5)" \
+		"$(ratio "$(median order-pg 9)" "$(median order 9)")")"
+fi
 if [[ " ${VARIANTS[*]} " == *" order-off "* && " ${VARIANTS[*]} " == *" order "* ]]; then
 	say "$(printf 'order with/without the ledger: req/s %s (rounds %s), CPU/req %s, RSS %s' \
 		"$(ratio "$(median order 5)" "$(median order-off 5)")" "$(paired order order-off 5)" \
@@ -598,6 +648,10 @@ if [[ " ${VARIANTS[*]} " == *" order-v3 "* && " ${VARIANTS[*]} " == *" v3-floor 
 	V3_RR=$(ratio "$(median order-v3 5)" "$(median v3-floor 5)")
 	say "  (issue #9) APIv3 orders ≥ 0.8× the floor of two RSA signatures and one verification per order,"
 	say "    measured in the same rounds ($(printf '%.0f' "$(median v3-floor 5)") orders/s): $V3_RR ($(paired order-v3 v3-floor 5))  $(verdict "$V3_RR" '>=' 0.8)"
+fi
+if [[ " ${VARIANTS[*]} " == *" intake-pg "* && " ${VARIANTS[*]} " == *" intake-durable "* ]]; then
+	P_RR=$(ratio "$(median intake-pg 5)" "$(median intake-durable 5)")
+	say "  (issue #11) durable intake on PostgreSQL ≥ 0.5× on SQLite: $P_RR ($(paired intake-pg intake-durable 5))  $(verdict "$P_RR" '>=' 0.5)"
 fi
 if ((DURABLE)) && [[ " ${VARIANTS[*]} " != *" intake-durable "* ]]; then
 	say "  durable intake ≥ 0.5× intake with storage off: not measured in this run (ONLY)"

@@ -131,7 +131,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if st == nil {
 			st = new(Storage)
 		}
-		loc, err := st.location()
+		loc, err := st.location(repl)
 		if err != nil {
 			return fmt.Errorf("wxpay: %w", err)
 		}
@@ -184,6 +184,16 @@ func (a *App) Start() error {
 		cfg.Direct = a.webhook
 	}
 	for _, rt := range a.runtimes {
+		if h := a.ledger; h != nil {
+			rt.lease = func(ctx context.Context, name string, ttl time.Duration) bool {
+				ok, err := h.store.TryLease(ctx, name, h.holder, time.Now(), ttl)
+				if err != nil {
+					a.logger.Warn("asking the ledger for a lease; taking the turn", zap.String("lease", name), zap.Error(err))
+					return true
+				}
+				return ok
+			}
+		}
 		rt.start()
 	}
 	svc := gateway.New(cfg)

@@ -74,6 +74,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		}
 //		api_token <token>
 //		storage sqlite [<path>]
+//		storage postgres <dsn> {
+//			max_conns       <n>
+//			connect_timeout <duration>
+//			query_timeout   <duration>
+//		}
 //		ack stored|upstream
 //		reconcile off | reconcile {
 //			delay         <duration>
@@ -171,14 +176,56 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "storage":
 			if !d.NextArg() {
-				return d.Err("storage needs a driver: storage sqlite [<path>]")
+				return d.Err("storage needs a driver: storage sqlite [<path>] | storage postgres <dsn>")
 			}
 			st := &Storage{Driver: d.Val()}
-			if d.NextArg() {
-				st.Path = d.Val()
+			switch st.Driver {
+			case "sqlite":
+				if d.NextArg() {
+					st.Path = d.Val()
+				}
+			case "postgres":
+				if !d.NextArg() {
+					return d.Err("storage postgres needs a connection string: storage postgres {env.WXPAY_DATABASE_URL}")
+				}
+				st.DSN = d.Val()
+			default:
+				return d.Errf("storage driver %q is not supported (sqlite, postgres)", st.Driver)
 			}
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				if st.Driver != "postgres" {
+					return d.Errf("storage %s takes no block", st.Driver)
+				}
+				switch d.Val() {
+				case "max_conns":
+					if !d.NextArg() {
+						return d.ArgErr()
+					}
+					n, err := strconv.Atoi(d.Val())
+					if err != nil || n < 1 {
+						return d.Errf("max_conns %q: want a positive number", d.Val())
+					}
+					st.MaxConns = n
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+				case "connect_timeout", "query_timeout":
+					opt := d.Val()
+					dur, err := parseDuration(d)
+					if err != nil {
+						return err
+					}
+					if opt == "connect_timeout" {
+						st.ConnectTimeout = dur
+					} else {
+						st.QueryTimeout = dur
+					}
+				default:
+					return d.Errf("unknown storage postgres option %q (max_conns, connect_timeout, query_timeout)", d.Val())
+				}
 			}
 			a.Storage = st
 		case "reconcile":

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -299,6 +300,21 @@ type merchantRuntime struct {
 	starters []func()
 	stoppers []func()
 	closers  []func()
+	// lease, set before start when a ledger is open, takes or renews a
+	// named lease of the ledger for this gateway (see ledger.TryLease):
+	// work that one gateway of several sharing the ledger should do runs
+	// where it is held. nil: no ledger, this gateway is alone.
+	lease func(ctx context.Context, name string, ttl time.Duration) bool
+}
+
+// takeTurn reports whether this gateway holds (or now takes) the lease
+// name: always with no ledger; when the ledger cannot be asked, true too
+// (doing the work twice is better than not at all).
+func (rt *merchantRuntime) takeTurn(ctx context.Context, name string, ttl time.Duration) bool {
+	if rt.lease == nil {
+		return true
+	}
+	return rt.lease(ctx, name, ttl)
 }
 
 // start starts the merchant's background work.

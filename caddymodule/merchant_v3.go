@@ -129,6 +129,13 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 				logger.Info(fmt.Sprintf(format, args...), zap.String("merchant", name))
 			},
 		}
+		// Gateways sharing a ledger (and Caddy's storage) download in
+		// turn: the lease outlives one refresh period, so its holder
+		// renews it at each refresh, and another takes over when it
+		// stops.
+		certs.RefreshTurn = func(ctx context.Context) bool {
+			return rt.takeTurn(ctx, "platform_certificates/"+mchID, wxpayv3.DefaultRefreshEvery*3/2)
+		}
 		sources = append(sources, certs)
 		if wechatpaySerial == "" {
 			client.WechatpaySerialFunc = certs.Newest

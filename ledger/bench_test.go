@@ -21,10 +21,17 @@ func BenchmarkRecordEvent(b *testing.B) {
 	}{
 		{"fsync-each", SQLiteOptions{DisableGroupCommit: true}},
 		{"group-commit", SQLiteOptions{}},
+		{"postgres", SQLiteOptions{}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := context.Background()
-			s := openTest(b, bc.opts)
+			var s *sqlStore
+			if bc.name == "postgres" {
+				requirePostgres(b)
+				s = openPostgresAt(b, testPath(b))
+			} else {
+				s = openTest(b, bc.opts)
+			}
 			var seq atomic.Int64
 			now := time.Now().UTC()
 			b.SetParallelism(32)
@@ -54,7 +61,9 @@ func BenchmarkRecordEvent(b *testing.B) {
 			b.StopTimer()
 			n := seq.Load()
 			b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(n)/float64(max(s.sqlite().eventTxs.Load(), 1)), "events/tx")
+			if e, ok := s.e.(*sqliteEngine); ok {
+				b.ReportMetric(float64(n)/float64(max(e.eventTxs.Load(), 1)), "events/tx")
+			}
 			reportCPU(b, c0)
 		})
 	}

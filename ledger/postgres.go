@@ -3,8 +3,11 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -128,13 +131,35 @@ func openPostgres(ctx context.Context, opts PostgresOptions) (*sqlStore, error) 
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		return db
 	}
-	e := &pgEngine{durable: pool("on"), fast: pool("off"), timeout: opts.QueryTimeout}
-	where := fmt.Sprintf("host %s port %d database %s user %s", cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	e := &pgEngine{durable: pool("on"), fast: pool("off"), timeout: opts.QueryTimeout,
+		maxBatch: DefaultMaxBatch, reqs: make(chan *pgReq), closing: make(chan struct{})}
+
+	where := fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	if err := e.migrate(ctx); err != nil {
 		_ = e.close()
 		return nil, fmt.Errorf("ledger: open postgres (%s): %w", where, err)
 	}
-	return newStore(ctx, postgresDialect(), e)
+	s, err := newStore(ctx, postgresDialect(), e)
+	if err != nil {
+		return nil, err
+	}
+	e.started = true
+	e.committers.Add(pgCommitters)
+	for range pgCommitters {
+		go e.committer()
+	}
+	return s, nil
+}
+
+// PostgresLocation names the database of dsn without its secrets (for logs
+// and errors): postgres://user@host:port/database. It fails when dsn
+// cannot be read.
+func PostgresLocation(dsn string) (string, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database), nil
 }
 
 // pgEngine runs the ledger on a PostgreSQL database: two pools, whose
@@ -143,6 +168,14 @@ type pgEngine struct {
 	durable, fast *sql.DB
 	timeout       time.Duration
 	all           []*sql.Stmt
+
+	// The committer (group commit): its requests, its scratch txn.
+	maxBatch   int
+	reqs       chan *pgReq // unbuffered: a send succeeds when the committer takes it
+	closing    chan struct{}
+	reqPool    sync.Pool // of *pgReq
+	committers sync.WaitGroup
+	started    bool
 }
 
 // migrate brings the schema up to date under the migration lock, on one
@@ -164,15 +197,13 @@ func (e *pgEngine) migrate(ctx context.Context) error {
 		uctx, ucancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer ucancel()
 		if _, err := conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, migrationLock); err != nil {
-			_ = conn.Raw(func(any) error { return driverBadConn })
+			// The session holds the lock until it ends: end it.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
 	}()
 	_, err = migrate(ctx, conn, postgresDialect(), migrations(), time.Now)
 	return err
 }
-
-// driverBadConn makes database/sql drop a connection (Conn.Raw's error).
-var driverBadConn = errors.New("ledger: drop the connection")
 
 func (e *pgEngine) prepare(ctx context.Context, query string) (*stmt, error) {
 	w, err := e.durable.PrepareContext(ctx, query)
@@ -193,33 +224,7 @@ func (e *pgEngine) prepare(ctx context.Context, query string) (*stmt, error) {
 const maxTxRuns = 5
 
 func (e *pgEngine) write(ctx context.Context, op txOp, durable bool) error {
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	db, onReader := e.durable, false
-	if !durable {
-		db, onReader = e.fast, true
-	}
-	for run := 1; ; run++ {
-		var answer error
-		err := withTx(ctx, db, func(tx *sql.Tx) error {
-			t := newTxn(ctx, db)
-			t.onReader = onReader
-			t.enter(tx)
-			answer = op(t)
-			t.leave()
-			if ownAnswer(answer) {
-				return nil
-			}
-			return answer
-		})
-		if err == nil {
-			return answer
-		}
-		if run < maxTxRuns && retryable(err) && ctx.Err() == nil {
-			continue
-		}
-		return err
-	}
+	return e.submit(ctx, op, durable)
 }
 
 // retryable reports whether err is a transaction's loss of a race that
@@ -255,6 +260,10 @@ func (e *pgEngine) orderWritten(mchID, outTradeNo string) {}
 func (e *pgEngine) shared() bool { return true }
 
 func (e *pgEngine) close() error {
+	close(e.closing)
+	if e.started {
+		e.committers.Wait()
+	}
 	var errs []error
 	for _, st := range e.all {
 		errs = append(errs, st.Close())
@@ -265,3 +274,170 @@ func (e *pgEngine) close() error {
 
 // Interface guard
 var _ engine = (*pgEngine)(nil)
+
+// Group commit. As on SQLite, the writes of the ledger (events, orders,
+// delivery attempts, outbox claims) go to one committer goroutine, which
+// takes a request, then every other one already waiting (up to maxBatch),
+// and runs them all in one transaction on one connection: one BEGIN, one
+// COMMIT and one WAL flush for the batch, instead of a transaction, and two
+// round trips more, for each. Under no load a batch is one write. A batch
+// without events commits with synchronous_commit off.
+//
+// If the batch's transaction fails (an op's error that is not its
+// caller's answer aborts a PostgreSQL transaction), each of its ops runs
+// again in a transaction of its own, so that one failing write fails
+// alone. A batch that loses a serialization or deadlock race (with another
+// gateway's) runs again.
+
+// pgReq is one write waiting for the committer.
+type pgReq struct {
+	ctx     context.Context
+	op      txOp
+	durable bool
+	resp    chan error // buffered (1)
+}
+
+// submit hands op to the committer and waits for its answer.
+func (e *pgEngine) submit(ctx context.Context, op txOp, durable bool) error {
+	r, _ := e.reqPool.Get().(*pgReq)
+	if r == nil {
+		r = &pgReq{resp: make(chan error, 1)}
+	}
+	r.ctx, r.op, r.durable = ctx, op, durable
+	reuse := func() {
+		r.ctx, r.op = nil, nil
+		e.reqPool.Put(r)
+	}
+	select {
+	case e.reqs <- r:
+	case <-e.closing:
+		reuse()
+		return ErrClosed
+	case <-ctx.Done():
+		reuse()
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.resp:
+		reuse()
+		return err
+	case <-ctx.Done():
+		// The batch may still commit (a retried notification then finds
+		// its event); the committer answers r, which is not reused.
+		return ctx.Err()
+	}
+}
+
+// pgCommitters is how many committers run at once, each with a batch and
+// a connection of its own: while one waits for its commit's WAL flush (or
+// for a round trip), another fills and runs the next batch, and
+// PostgreSQL flushes their commits together.
+const pgCommitters = 4
+
+// committer runs until close.
+func (e *pgEngine) committer() {
+	defer e.committers.Done()
+	t := newTxn(context.Background(), e.durable)
+	batch := make([]*pgReq, 0, e.maxBatch)
+	answers := make([]error, e.maxBatch)
+	for {
+		select {
+		case <-e.closing:
+			return
+		case r := <-e.reqs:
+			batch = append(batch, r)
+		}
+	drain:
+		for len(batch) < e.maxBatch {
+			select {
+			case r := <-e.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		e.commitBatch(t, batch, answers[:len(batch)])
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// commitBatch runs batch in one transaction and answers every request.
+func (e *pgEngine) commitBatch(t *txn, batch []*pgReq, answers []error) {
+	batch = slices.DeleteFunc(batch, func(r *pgReq) bool {
+		if err := r.ctx.Err(); err != nil { // the caller has gone
+			r.resp <- err
+			return true
+		}
+		return false
+	})
+	if len(batch) == 0 {
+		return
+	}
+	durable := false
+	for _, r := range batch {
+		durable = durable || r.durable
+	}
+	// The batch is not any one caller's: it is bounded by the engine's
+	// timeout, not by their contexts.
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	defer cancel()
+	err := e.runTx(ctx, t, durable, func(t *txn) error {
+		for i, r := range batch {
+			a := r.op(t)
+			if !ownAnswer(a) {
+				return a
+			}
+			answers[i] = a
+		}
+		return nil
+	})
+	if err == nil {
+		for i, r := range batch {
+			r.resp <- answers[i]
+		}
+		clear(answers)
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].resp <- err
+		return
+	}
+	// Each on its own: the failing one fails alone.
+	for _, r := range batch {
+		var answer error
+		err := e.runTx(ctx, t, r.durable, func(t *txn) error {
+			answer = r.op(t)
+			if ownAnswer(answer) {
+				return nil
+			}
+			return answer
+		})
+		if err != nil {
+			answer = err
+		}
+		r.resp <- answer
+	}
+}
+
+// runTx runs fn in a transaction on the durable pool (committed with
+// synchronous_commit off unless durable), again when it loses a
+// serialization or deadlock race.
+func (e *pgEngine) runTx(ctx context.Context, t *txn, durable bool, fn func(t *txn) error) error {
+	for run := 1; ; run++ {
+		err := withTx(ctx, e.durable, func(tx *sql.Tx) error {
+			if !durable {
+				if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
+					return err
+				}
+			}
+			t.ctx = ctx
+			t.enter(tx)
+			defer func() { t.leave(); t.ctx = nil }()
+			return fn(t)
+		})
+		if err == nil || run >= maxTxRuns || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}

@@ -75,14 +75,17 @@ func sqliteDialect() dialect {
 	return dialect{name: "sqlite", blobType: "BLOB", materialized: "MATERIALIZED"}
 }
 
-// Open opens the ledger of a storage driver at source: "sqlite" and the
-// database file's path.
+// Open opens the ledger of a storage driver at source, with the engine's
+// default options: "sqlite" and the database file's path, or "postgres"
+// and a connection string.
 func Open(ctx context.Context, driver, source string) (Store, error) {
 	switch driver {
 	case "sqlite":
 		return OpenSQLite(ctx, SQLiteOptions{Path: source})
+	case "postgres":
+		return OpenPostgres(ctx, PostgresOptions{DSN: source})
 	}
-	return nil, fmt.Errorf("ledger: unknown storage driver %q (sqlite)", driver)
+	return nil, fmt.Errorf("ledger: unknown storage driver %q (sqlite, postgres)", driver)
 }
 
 // OpenSQLite opens (creating and migrating if needed) the SQLite ledger.

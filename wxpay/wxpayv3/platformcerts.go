@@ -56,6 +56,13 @@ type PlatformCertificates struct {
 	// DefaultRefreshEvery (12h) when zero. After a failed refresh the
 	// loop retries sooner, from MinRefreshGap doubling up to RefreshEvery.
 	RefreshEvery time.Duration
+	// RefreshTurn, when set, is asked before each periodic refresh
+	// whether this process is the one to download, when several share
+	// one Store (gateways behind a load balancer): when it answers false,
+	// the certificates are read back from Store instead, where the one
+	// whose turn it is keeps them. Downloads that unknown serials trigger
+	// do not ask: a rotation is fetched at once wherever it is seen.
+	RefreshTurn func(ctx context.Context) bool
 	// MinRefreshGap is the least time between two downloads that unknown
 	// serials trigger (the start-up download and the periodic refresh do
 	// not count: a certificate rotated just after start is fetched at
@@ -199,6 +206,25 @@ func (p *PlatformCertificates) loadOrDownload(ctx context.Context) error {
 	return nil
 }
 
+// reload reads the certificates back from Store (another process
+// downloaded them) and uses them if any is usable.
+func (p *PlatformCertificates) reload(ctx context.Context) error {
+	b, err := p.Store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("wxpayv3: platform certificates: reading back the stored ones: %w", err)
+	}
+	certs, err := ParseCertificates(b)
+	if err != nil {
+		return fmt.Errorf("wxpayv3: platform certificates: the stored bundle: %w", err)
+	}
+	usable := p.usable(certs)
+	if len(usable) == 0 {
+		return fmt.Errorf("wxpayv3: platform certificates: the %d stored are expired or unusable", len(certs))
+	}
+	p.set.Store(newCertSet(usable))
+	return nil
+}
+
 // usable keeps the unexpired RSA certificates.
 func (p *PlatformCertificates) usable(certs []*x509.Certificate) []*x509.Certificate {
 	now := p.now()
@@ -236,7 +262,11 @@ func (p *PlatformCertificates) loop(ctx context.Context, done chan struct{}, las
 			return
 		case <-t.C:
 		}
-		lastErr = p.Refresh(ctx)
+		if p.RefreshTurn != nil && p.Store != nil && !p.RefreshTurn(ctx) {
+			lastErr = p.reload(ctx)
+		} else {
+			lastErr = p.Refresh(ctx)
+		}
 		if lastErr != nil {
 			p.logf("%v", lastErr)
 		}

@@ -561,3 +561,51 @@ func TestPlatformCertificatesStopDuringStart(t *testing.T) {
 		t.Fatal("Stop did not cut the start-up")
 	}
 }
+
+// Gateways sharing one store: the one whose turn it is downloads, the
+// others read what it stored, and never download on their periodic
+// refresh.
+func TestPlatformCertificatesRefreshTurn(t *testing.T) {
+	w := newCertWeChat(t)
+	store := &memStore{}
+	f := w.f
+	w.set([]*x509.Certificate{f.platformCert}, "")
+	leader, follower := w.platform(store), w.platform(store)
+	leader.RefreshEvery, follower.RefreshEvery = 10*time.Millisecond, 10*time.Millisecond
+	var asked atomic.Int32
+	leader.RefreshTurn = func(context.Context) bool { return true }
+	follower.RefreshTurn = func(context.Context) bool { asked.Add(1); return false }
+	if err := leader.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Stop()
+	if err := follower.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer follower.Stop()
+	if n := w.served.Load(); n != 1 {
+		t.Fatalf("%d downloads at start, want 1 (the follower reads the store)", n)
+	}
+	// WeChat adds a certificate: the follower learns it from the store.
+	w.set([]*x509.Certificate{f.platform2, f.platformCert}, "")
+	want := f.v.Serials["platform2"]
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(follower.Serials(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower never read the new certificate from the store: %v", follower.Serials())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	leader.Stop()
+	n := w.served.Load()
+	deadline = time.Now().Add(5 * time.Second)
+	for asked.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal("RefreshTurn is not asked")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if w.served.Load() != n {
+		t.Fatalf("the follower downloaded (%d downloads, %d before)", w.served.Load(), n)
+	}
+}
