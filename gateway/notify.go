@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,6 +131,26 @@ func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*
 		state   string
 		err     error
 	)
+	if held && !s.ledger.PredictsOrders() {
+		// No prediction (several gateways on one database): both
+		// payloads, and the transaction stores the one that is so.
+		ev.SetOrderChecked(false)
+		alt, err := ev.Marshal()
+		if err != nil {
+			return nil, false, err
+		}
+		ev.SetOrderChecked(true)
+		change.PayloadIfNotHeld = alt
+		le, created, state, err := s.recordEventAs(ctx, m, p, ev, change)
+		if err != nil {
+			return s.recordMismatch(ctx, m, p, ev, err)
+		}
+		if bytes.Equal(le.Payload, alt) {
+			ev.SetOrderChecked(false)
+		}
+		s.warnIfHeld(m, p, ev, state)
+		return ev, created, nil
+	}
 	for range 3 { // a wrong prediction costs one more try
 		ev.SetOrderChecked(held)
 		change.Presence = ledger.PresenceNotHeld
@@ -150,12 +171,17 @@ func (s *Service) recordPayment(ctx context.Context, m *Merchant, p *Payment) (*
 	if err != nil {
 		return s.recordMismatch(ctx, m, p, ev, err)
 	}
+	s.warnIfHeld(m, p, ev, state)
+	return ev, created, nil
+}
+
+// warnIfHeld logs a payment event stored held.
+func (s *Service) warnIfHeld(m *Merchant, p *Payment, ev *event.Event, state string) {
 	if state == ledger.EventHeld {
 		s.logger.Warn("payment failure notified after the order was paid: stored, not delivered",
 			zap.String("merchant", m.Name), zap.String("out_trade_no", p.OutTradeNo),
 			zap.String("transaction_id", p.TransactionID), zap.String("event_id", ev.ID))
 	}
-	return ev, created, nil
 }
 
 // recordMismatch records, when the ledger refused a payment's event
@@ -199,12 +225,19 @@ func paymentChange(p *Payment) ledger.Change {
 // recordEvent stores a payment's event with change and wakes the outbox
 // when it is new; state is the event's state as stored.
 func (s *Service) recordEvent(ctx context.Context, m *Merchant, p *Payment, ev *event.Event, change ledger.Change) (created bool, state string, err error) {
+	_, created, state, err = s.recordEventAs(ctx, m, p, ev, change)
+	return created, state, err
+}
+
+// recordEventAs is recordEvent that also returns the ledger's event as
+// stored (its payload: change may offer two).
+func (s *Service) recordEventAs(ctx context.Context, m *Merchant, p *Payment, ev *event.Event, change ledger.Change) (le *ledger.Event, created bool, state string, err error) {
 	payload, err := ev.Marshal()
 	if err != nil {
-		return false, "", err
+		return nil, false, "", err
 	}
 	now := s.now()
-	le := &ledger.Event{
+	le = &ledger.Event{
 		ID: ev.ID, MchID: m.MchID, Type: ev.Type, OutTradeNo: p.OutTradeNo, TransactionID: p.TransactionID,
 		Payload: payload, CreatedAt: now, NextAttemptAt: now,
 	}
@@ -212,7 +245,7 @@ func (s *Service) recordEvent(ctx context.Context, m *Merchant, p *Payment, ev *
 	if created && le.State == ledger.EventPending && s.outbox != nil {
 		s.outbox.Notify()
 	}
-	return created, le.State, err
+	return le, created, le.State, err
 }
 
 // PaymentDiscrepancies lists where a payment disagrees with the order the

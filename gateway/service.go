@@ -18,6 +18,7 @@ type Ledger interface {
 	RecordPrepay(ctx context.Context, o *ledger.Order) error
 	ForgetOrder(ctx context.Context, mchID, outTradeNo, contentHash string) error
 	MayHoldOrder(mchID, outTradeNo string) bool
+	PredictsOrders() bool
 	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
 	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error
 	RecordEvent(ctx context.Context, e *ledger.Event, change ledger.Change) (created bool, err error)

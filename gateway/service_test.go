@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -788,15 +789,35 @@ func (m mispredicting) MayHoldOrder(mchID, outTradeNo string) bool {
 	return err != nil
 }
 
+// unpredicting is the real ledger as one that other gateways share
+// would be: it cannot say which orders it does not hold. It counts the
+// events recorded, to show that each payment takes one transaction.
+type unpredicting struct {
+	ledger.Store
+	records *atomic.Int32
+}
+
+func (u unpredicting) MayHoldOrder(string, string) bool { return true }
+func (u unpredicting) PredictsOrders() bool             { return false }
+func (u unpredicting) RecordEvent(ctx context.Context, e *ledger.Event, c ledger.Change) (bool, error) {
+	u.records.Add(1)
+	return u.Store.RecordEvent(ctx, e, c)
+}
+
 // Every payment event says whether it was checked against an order the
 // gateway placed: true for the gateway's orders, false for one placed
-// elsewhere and without a ledger, whatever the ledger's filter predicted.
+// elsewhere and without a ledger, whatever the ledger's filter predicted,
+// and when it predicts nothing (in one transaction each).
 func TestOrderChecked(t *testing.T) {
-	for _, name := range []string{"ledger", "wrong predictions"} {
+	for _, name := range []string{"ledger", "wrong predictions", "no predictions"} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, true, nil)
-			if name == "wrong predictions" {
+			records := new(atomic.Int32)
+			switch name {
+			case "wrong predictions":
 				e.svc = gateway.New(gateway.Config{Ledger: mispredicting{e.store}, Now: e.clock.Now})
+			case "no predictions":
+				e.svc = gateway.New(gateway.Config{Ledger: unpredicting{e.store, records}, Now: e.clock.Now})
 			}
 			ctx := context.Background()
 			resp := e.place("k1", 100)
@@ -817,6 +838,9 @@ func TestOrderChecked(t *testing.T) {
 				if len(evs) != 1 || json.Unmarshal(evs[0].Payload, &p) != nil || p.OrderChecked == nil || *p.OrderChecked != want {
 					t.Fatalf("%s: events %d, order_checked %v, want %v", no, len(evs), p.OrderChecked, want)
 				}
+			}
+			if name == "no predictions" && records.Load() != 2 {
+				t.Fatalf("%d events recorded for 2 payments: want one transaction each", records.Load())
 			}
 		})
 	}

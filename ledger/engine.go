@@ -44,6 +44,8 @@ type engine interface {
 	// orderWritten tells the engine, inside a write's op, that an order
 	// with this key is in the ledger (inserted, or found there).
 	orderWritten(mchID, outTradeNo string)
+	// filtersOrders reports whether orderAbsent ever answers true.
+	filtersOrders() bool
 
 	// shared reports whether several processes may use the database at
 	// once (PostgreSQL): the outbox is then claimed (DueEvents marks the

@@ -170,6 +170,14 @@ type Change struct {
 	// RecordEvent returns ErrOrderNotHeld or ErrOrderHeld (wrapped), so
 	// that the caller can build the payload that says what is.
 	Presence Presence
+	// PayloadIfNotHeld, when set, is the event's payload for the case
+	// that the ledger does not hold its order (the event's Payload is
+	// then the one for an order it holds): the transaction stores the one
+	// that is so, and RecordEvent writes it back into the event's
+	// Payload. With it, a caller that cannot predict the order's presence
+	// (several gateways on one database) records in one transaction what
+	// Presence would have refused once. Presence must be PresenceAny.
+	PayloadIfNotHeld []byte
 	// HoldIfSettled stores the event held (EventHeld: recorded, never
 	// delivered, the order left as it is) when the ledger holds the
 	// event's order and it is settled (SUCCESS or MISMATCH): for a failure
@@ -253,6 +261,12 @@ type Store interface {
 	// engine's filter of the order keys said so), true otherwise. For
 	// predictions only: RecordEvent's Presence is what makes them safe.
 	MayHoldOrder(mchID, outTradeNo string) bool
+	// PredictsOrders reports whether MayHoldOrder answers from a filter
+	// of the order keys (SQLite), so that its true is a fair prediction;
+	// false: it answers true for every order (a database that other
+	// gateways write to), and a caller should not rely on it (see
+	// Change.PayloadIfNotHeld).
+	PredictsOrders() bool
 	GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error)
 	// SetOrderState sets an order's state if that moves it forward (see
 	// the order states; a change backwards is not made, and is no error);

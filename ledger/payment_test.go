@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"strings"
 	"testing"
 )
 
@@ -306,6 +307,42 @@ func TestHoldIfSettled(t *testing.T) {
 		}
 		if counts, _ := s.CountEvents(ctx); counts[EventHeld] != 2 {
 			t.Fatalf("counts %v", counts)
+		}
+	})
+}
+
+// A change may carry the payload for each presence of the order: the
+// transaction stores the one that is so, and writes it back.
+func TestPayloadIfNotHeld(t *testing.T) {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		if err := s.PutOrder(ctx, &Order{MchID: "m", OutTradeNo: "held", TotalFee: 100, CreatedAt: at(0)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ order, want string }{{"held", `{"checked":true}`}, {"absent", `{"checked":false}`}} {
+			e := ev("evt_"+tc.order, "m", tc.order, at(1))
+			e.Payload = []byte(`{"checked":true}`)
+			created, err := s.RecordEvent(ctx, e, Change{OrderState: OrderPaid, PayloadIfNotHeld: []byte(`{"checked":false}`),
+				Expect: OrderFigures{Check: true, TotalFee: 100, CheckTotalFee: true}})
+			if err != nil || !created {
+				t.Fatalf("%s: %v, %v", tc.order, created, err)
+			}
+			if string(e.Payload) != tc.want {
+				t.Errorf("%s: written back %s, want %s", tc.order, e.Payload, tc.want)
+			}
+			got, _, err := s.GetEvent(ctx, e.ID)
+			if err != nil || string(got.Payload) != tc.want {
+				t.Errorf("%s: stored %s (%v), want %s", tc.order, got.Payload, err, tc.want)
+			}
+		}
+		if o, _ := s.GetOrder(ctx, "m", "held"); o.State != OrderPaid {
+			t.Errorf("the held order is %s, want paid", o.State)
+		}
+		// Both a payload per presence and a required presence: refused.
+		_, err := s.RecordEvent(ctx, ev("evt_x", "m", "held", at(2)), Change{Presence: PresenceHeld, PayloadIfNotHeld: []byte(`{}`)})
+		if err == nil || !strings.Contains(err.Error(), "cannot require one") {
+			t.Fatalf("err = %v", err)
 		}
 	})
 }

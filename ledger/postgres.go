@@ -259,6 +259,8 @@ func (e *pgEngine) orderWritten(mchID, outTradeNo string) {}
 
 func (e *pgEngine) shared() bool { return true }
 
+func (e *pgEngine) filtersOrders() bool { return false }
+
 func (e *pgEngine) close() error {
 	close(e.closing)
 	if e.started {
@@ -420,17 +422,17 @@ func (e *pgEngine) commitBatch(t *txn, batch []*pgReq, answers []error) {
 	}
 }
 
-// runTx runs fn in a transaction on the durable pool (committed with
-// synchronous_commit off unless durable), again when it loses a
-// serialization or deadlock race.
+// runTx runs fn in a transaction, on the durable pool (synchronous_commit
+// on) or, when it holds no durable write, on the fast one (off), again
+// when it loses a serialization or deadlock race.
 func (e *pgEngine) runTx(ctx context.Context, t *txn, durable bool, fn func(t *txn) error) error {
+	db := e.durable
+	t.onReader = !durable
+	if !durable {
+		db = e.fast
+	}
 	for run := 1; ; run++ {
-		err := withTx(ctx, e.durable, func(tx *sql.Tx) error {
-			if !durable {
-				if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
-					return err
-				}
-			}
+		err := withTx(ctx, db, func(tx *sql.Tx) error {
 			t.ctx = ctx
 			t.enter(tx)
 			defer func() { t.leave(); t.ctx = nil }()

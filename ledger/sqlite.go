@@ -322,6 +322,8 @@ func (e *sqliteEngine) orderWritten(mchID, outTradeNo string) {
 
 func (e *sqliteEngine) shared() bool { return false }
 
+func (e *sqliteEngine) filtersOrders() bool { return e.keys != nil }
+
 func (e *sqliteEngine) close() error {
 	close(e.closing)
 	if e.started {

@@ -213,6 +213,8 @@ func (s *sqlStore) MayHoldOrder(mchID, outTradeNo string) bool {
 	return !s.e.orderAbsent(mchID, outTradeNo)
 }
 
+func (s *sqlStore) PredictsOrders() bool { return s.e.filtersOrders() }
+
 func (s *sqlStore) GetOrder(ctx context.Context, mchID, outTradeNo string) (*Order, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get order %s/%s: %w", mchID, outTradeNo, err)
@@ -338,6 +340,9 @@ func checkChange(c Change) error {
 	if r := c.Refund; r != nil && (r.OutRefundNo == "" || r.State == "") {
 		return errors.New("a refund change needs out_refund_no and a state")
 	}
+	if c.PayloadIfNotHeld != nil && c.Presence != PresenceAny {
+		return errors.New("a change with a payload for each presence of the order cannot require one")
+	}
 	return nil
 }
 
@@ -349,7 +354,7 @@ func checkChange(c Change) error {
 // any.
 func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bool, order *Order, err error) {
 	orderAbsent = t.absent != nil && t.absent(e.MchID, e.OutTradeNo)
-	if x := &c.Expect; (x.Check || c.HoldIfSettled || c.Presence != PresenceAny) && !orderAbsent {
+	if x := &c.Expect; (x.Check || c.HoldIfSettled || c.Presence != PresenceAny || c.PayloadIfNotHeld != nil) && !orderAbsent {
 		o, err := scanOrder(t.stmt(s.st.getOrder).QueryRowContext(t.ctx, e.MchID, e.OutTradeNo))
 		switch {
 		case err == ErrNotFound:
@@ -385,17 +390,22 @@ func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bo
 // expectations, insert the event if its ID is new (ErrExists, its caller's
 // answer, if not), and then only, apply the change. An order the ledger
 // surely does not hold gets no update.
-func (s *sqlStore) insertEvent(t *txn, e *Event, c Change) error {
+func (s *sqlStore) insertEvent(t *txn, e *Event, c Change, stored *[]byte) error {
 	orderAbsent, order, err := s.checkExpectations(t, e, c)
 	if err != nil {
 		return err
 	}
+	payload := e.Payload
+	if orderAbsent && c.PayloadIfNotHeld != nil {
+		payload = c.PayloadIfNotHeld
+	}
+	*stored = payload
 	insert := s.st.insertEvent
 	held := c.HoldIfSettled && order != nil && (order.State == OrderPaid || order.State == OrderMismatch)
 	if held {
 		insert = s.st.insertHeldEvent
 	}
-	if err := execOne(t.ctx, t.stmt(insert), ErrExists, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, e.Payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt)); err != nil {
+	if err := execOne(t.ctx, t.stmt(insert), ErrExists, e.ID, e.MchID, e.Type, e.OutTradeNo, e.TransactionID, payload, toNs(e.CreatedAt), toNs(e.NextAttemptAt)); err != nil {
 		return err
 	}
 	if held {
@@ -425,8 +435,9 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	if err := s.checkOpen(); err != nil {
 		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
+	var stored []byte
 	err := s.e.write(ctx, func(t *txn) error {
-		err := s.insertEvent(t, e, change)
+		err := s.insertEvent(t, e, change, &stored)
 		if !ownAnswer(err) {
 			return fmt.Errorf("event %s: %w", e.ID, err)
 		}
@@ -434,6 +445,7 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	}, true)
 	switch err {
 	case nil:
+		e.Payload = stored
 		return true, nil
 	case ErrExists: // a duplicate: nothing changed
 		return false, nil
