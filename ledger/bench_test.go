@@ -10,7 +10,9 @@ import (
 
 // BenchmarkRecordEvent records distinct events with many in flight at once
 // (32 goroutines per GOMAXPROCS), as a burst of WeChat notifications does:
-// one fsync per event ("fsync-each") against group commit.
+// one fsync per event ("fsync-each") against group commit, on SQLite and
+// on PostgreSQL (WXPAY_TEST_POSTGRES), there also with the load spread
+// over two gateways' engines on one database.
 //
 //	go test ./ledger -run '^$' -bench RecordEvent -benchtime 2000x
 func BenchmarkRecordEvent(b *testing.B) {
@@ -22,14 +24,22 @@ func BenchmarkRecordEvent(b *testing.B) {
 		{"fsync-each", SQLiteOptions{DisableGroupCommit: true}},
 		{"group-commit", SQLiteOptions{}},
 		{"postgres", SQLiteOptions{}},
+		// Two gateways on one database, taking the load in turn: each
+		// has its own engine (pools, committers), as two processes would.
+		{"postgres-2-gateways", SQLiteOptions{}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := context.Background()
-			var s *sqlStore
-			if bc.name == "postgres" {
+			var s, s2 *sqlStore
+			switch bc.name {
+			case "postgres", "postgres-2-gateways":
 				requirePostgres(b)
-				s = openPostgresAt(b, testPath(b))
-			} else {
+				path := testPath(b)
+				s, s2 = openPostgresAt(b, path), nil
+				if bc.name == "postgres-2-gateways" {
+					s2 = openPostgresAt(b, path)
+				}
+			default:
 				s = openTest(b, bc.opts)
 			}
 			var seq atomic.Int64
@@ -50,7 +60,11 @@ func BenchmarkRecordEvent(b *testing.B) {
 						Payload:    payload,
 						CreatedAt:  now,
 					}
-					created, err := s.RecordEvent(ctx, e, Change{OrderState: OrderPaid})
+					st := s
+					if s2 != nil && i%2 == 0 {
+						st = s2
+					}
+					created, err := st.RecordEvent(ctx, e, Change{OrderState: OrderPaid})
 					if err != nil || !created {
 						b.Errorf("RecordEvent: %v %v", created, err)
 						return
