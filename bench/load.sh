@@ -37,6 +37,10 @@
 #                   of SQLite, a fresh schema each run;
 #   intake-pg       intake-durable on PostgreSQL: every notification
 #                   committed with synchronous_commit on before SUCCESS;
+#   intake-pg2      intake-pg on two gateways (two Caddy processes) sharing
+#                   the database, each loaded by a wrk of its own (one
+#                   thread, half the connections, its own notifications):
+#                   their sum against one gateway's, on the same cores;
 #   v3-floor        not a Caddy run: BenchmarkV3OrderFloor (bench/), two
 #                   RSA-2048 signatures and one verification per order on
 #                   every core, the floor of a v3 order (issue #9), run in
@@ -96,6 +100,8 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 COMPARE_BIN=${COMPARE_BIN:-}
 PG_DSN=${PG_DSN-${WXPAY_TEST_POSTGRES:-}}
 PG_SCHEMA=wxpay_bench
+# intake-pg2's second gateway.
+GW2_PORT=$((GW_PORT + 10)) BASE2_PORT=$((BASE_PORT + 10)) ADMIN2_PORT=$((ADMIN_PORT + 10))
 
 API_TOKEN=bench-api-token-0123456789abcdef     # bench.APIToken
 UPSTREAM_SECRET=bench-upstream-secret-0123456789 # bench.UpstreamSecret
@@ -128,7 +134,7 @@ fi
 [[ $NOTIFY_DOCS =~ ^[0-9]+$ ]] && ((NOTIFY_DOCS >= THREADS)) || die "NOTIFY_DOCS must be a number ≥ THREADS"
 
 # ---- processes, cleaned up on exit ------------------------------------------
-FAKE_PID='' CADDY_PID='' WRK_PID='' PROF_PID=''
+FAKE_PID='' CADDY_PID='' CADDY2_PID='' WRK_PID='' WRK2_PID='' PROF_PID=''
 stop_pid() { # pid: TERM, wait at most 10 s, then KILL
 	local pid=$1 i
 	[[ -n $pid ]] || return 0
@@ -145,7 +151,9 @@ cleanup() {
 	local rc=$?
 	stop_pid "$PROF_PID"
 	stop_pid "$WRK_PID"
+	stop_pid "$WRK2_PID"
 	stop_pid "$CADDY_PID"
+	stop_pid "$CADDY2_PID"
 	stop_pid "$FAKE_PID"
 	exit "$rc"
 }
@@ -323,6 +331,7 @@ if ((DURABLE)) && [[ -n $PG_DSN ]]; then
 		say "order-pg, intake-pg NOT MEASURED: PG_DSN does not connect ($(tail -1 "$OUT/logs/psql.err" | cut -c1-160))"
 	else
 		write_caddyfile "$OUT/Caddyfile.pg" 'storage postgres {env.WXPAY_DATABASE_URL}'
+		GW_PORT=$GW2_PORT BASE_PORT=$BASE2_PORT ADMIN_PORT=$ADMIN2_PORT write_caddyfile "$OUT/Caddyfile.pg2" 'storage postgres {env.WXPAY_DATABASE_URL}'
 		if adapts "$OUT/Caddyfile.pg"; then
 			CFG_PG=$OUT/Caddyfile.pg
 			say "PostgreSQL: $(psql "$PG_DSN" -Atqc 'show server_version') at $(psql "$PG_DSN" -Atqc "select coalesce(inet_server_addr()::text, 'socket') || ':' || current_setting('port') || '/' || current_database()"), synchronous_commit $(psql "$PG_DSN" -Atqc 'show synchronous_commit') (the ledger sets it on for events), fsync $(psql "$PG_DSN" -Atqc 'show fsync')"
@@ -397,6 +406,50 @@ start_caddy() { # config logfile [seeded]
 stop_caddy() {
 	stop_pid "$CADDY_PID"
 	CADDY_PID=
+	if [[ -n $CADDY2_PID ]]; then
+		stop_pid "$CADDY2_PID"
+		CADDY2_PID=
+	fi
+}
+
+# start_caddy2 config logfile: intake-pg2's second gateway, on the run
+# directory and the database the first one set up.
+start_caddy2() {
+	WXPAY_DATABASE_URL=$(pg_dsn) XDG_CONFIG_HOME=$RUNDIR/xdg2 XDG_DATA_HOME=$RUNDIR/xdg2 \
+		"$RUN_BIN" run --config "$1" --adapter caddyfile >"$2" 2>&1 &
+	CADDY2_PID=$!
+	wait_http "http://127.0.0.1:$GW2_PORT/" || die "the second Caddy did not start; see $2: $(tail -3 "$2")"
+}
+
+# wrk_pair secs outfile: intake on both gateways at once, a wrk each (one
+# thread, half the connections, files 0 and 1); one BENCH line of their
+# sum (requests, errors, wraps), the longer duration and the first's
+# latency percentiles.
+wrk_pair() {
+	local secs=$1 out=$2 half=$((CONNECTIONS / 2))
+	wrk -t1 -c"$half" -d"${secs}s" --latency -s "$ROOT/bench/wrk/notify.lua" "http://127.0.0.1:$GW_PORT/wxpay/notify" \
+		-- "$OUT/notify" /wxpay/notify 0 >"$out.1" 2>&1 &
+	WRK_PID=$!
+	wrk -t1 -c"$half" -d"${secs}s" --latency -s "$ROOT/bench/wrk/notify.lua" "http://127.0.0.1:$GW2_PORT/wxpay/notify" \
+		-- "$OUT/notify" /wxpay/notify 1 >"$out.2" 2>&1 &
+	WRK2_PID=$!
+	local rc=0
+	wait "$WRK_PID" || rc=1
+	wait "$WRK2_PID" || rc=1
+	WRK_PID='' WRK2_PID=''
+	cat "$out.1" "$out.2" >"$out"
+	((rc == 0)) || return 1
+	awk '/^BENCH / {
+		n++
+		for (i = 2; i <= NF; i++) { split($i, p, "="); v[n, p[1]] = p[2] }
+	} END {
+		if (n != 2) exit 1
+		d = v[1, "duration_us"] > v[2, "duration_us"] ? v[1, "duration_us"] : v[2, "duration_us"]
+		printf "BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d", v[1, "requests"] + v[2, "requests"], d, v[1, "p50_us"], v[1, "p99_us"]
+		split("connect read write status timeout wraps", k, " ")
+		for (j = 1; j <= 6; j++) printf " %s=%d", k[j], v[1, k[j]] + v[2, k[j]]
+		printf "\n"
+	}' "$out" >>"$out"
 }
 
 # smoke kind n: one request of the kind, checked, before a run's load.
@@ -456,6 +509,11 @@ run_variant() { # name kind config round
 	RUN_BIN=$OUT/caddy
 	[[ $name == *@compare ]] && RUN_BIN=$COMPARE_BIN
 	start_caddy "$cfg" "$log" "$( [[ ${name%@compare} == intake-known ]] && echo seeded)"
+	local pair=0
+	if [[ ${name%@compare} == intake-pg2 ]]; then
+		pair=1
+		start_caddy2 "$OUT/Caddyfile.pg2" "${log%.caddy.log}.caddy2.log"
+	fi
 	smoke "$kind" "$RUN_NO" || die "run $name round $round: see $log"
 	local run_id
 	run_id=$(date +%s)$RUN_NO
@@ -466,11 +524,17 @@ run_variant() { # name kind config round
 	fi
 	local c0 f0 c1 f1 hwm
 	c0=$(cpu_ticks "$CADDY_PID")
+	((pair)) && c0=$((c0 + $(cpu_ticks "$CADDY2_PID")))
 	f0=$(cpu_ticks "$FAKE_PID")
 	read -r -a args <<<"$(wrk_args "$kind" "$run_id" notify)"
 	wout=$OUT/logs/$name-$round.wrk.txt
-	wrk_run "$kind" "${args[0]}" "$DURATION_S" "${args[@]:1}" >"$wout" 2>&1 || die "wrk failed: $(tail -5 "$wout")"
+	if ((pair)); then
+		wrk_pair "$DURATION_S" "$wout" || die "wrk failed: $(tail -5 "$wout")"
+	else
+		wrk_run "$kind" "${args[0]}" "$DURATION_S" "${args[@]:1}" >"$wout" 2>&1 || die "wrk failed: $(tail -5 "$wout")"
+	fi
 	c1=$(cpu_ticks "$CADDY_PID")
+	((pair)) && c1=$((c1 + $(cpu_ticks "$CADDY2_PID")))
 	f1=$(cpu_ticks "$FAKE_PID")
 	hwm=$(hwm_kb "$CADDY_PID")
 	local load1
@@ -517,7 +581,7 @@ VARIANTS=(baseline order)
 VARIANTS+=(intake-off)
 ((DURABLE)) && VARIANTS+=(intake-durable)
 [[ -n $SEED_FILE ]] && VARIANTS+=(intake-known)
-[[ -n $CFG_PG ]] && VARIANTS+=(order-pg intake-pg)
+[[ -n $CFG_PG ]] && VARIANTS+=(order-pg intake-pg intake-pg2)
 [[ -n $CFG_V3 ]] && VARIANTS+=(order-v3 v3-floor)
 # ONLY="v1 v2 …" keeps just those variants (quick experiments; the targets
 # need them all).
@@ -536,7 +600,7 @@ if [[ -n $COMPARE_BIN ]]; then
 	VARIANTS=("${paired_variants[@]}")
 fi
 variant_kind() { case ${1%@compare} in baseline) echo baseline ;; order-v3) echo order-v3 ;; order*) echo order ;; intake*) echo intake ;; esac; }
-variant_cfg() { case ${1%@compare} in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; order-pg | intake-pg) echo "$CFG_PG" ;; order-v3) echo "$CFG_V3" ;; esac; }
+variant_cfg() { case ${1%@compare} in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; order-pg | intake-pg | intake-pg2) echo "$CFG_PG" ;; order-v3) echo "$CFG_V3" ;; esac; }
 echo
 echo "measuring ${VARIANTS[*]}, interleaved, $ROUNDS rounds of $DURATION each"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -600,6 +664,11 @@ if [[ " ${VARIANTS[*]} " == *" intake-pg "* && " ${VARIANTS[*]} " == *" intake-d
 	say "$(printf 'intake PostgreSQL/SQLite (both durable): req/s %s (rounds %s), CPU/req %s' \
 		"$(ratio "$(median intake-pg 5)" "$(median intake-durable 5)")" "$(paired intake-pg intake-durable 5)" \
 		"$(ratio "$(median intake-pg 9)" "$(median intake-durable 9)")")"
+fi
+if [[ " ${VARIANTS[*]} " == *" intake-pg2 "* && " ${VARIANTS[*]} " == *" intake-pg "* ]]; then
+	say "$(printf 'intake on two gateways / one, one PostgreSQL (both on these two cores): req/s %s (rounds %s), CPU/req %s' \
+		"$(ratio "$(median intake-pg2 5)" "$(median intake-pg 5)")" "$(paired intake-pg2 intake-pg 5)" \
+		"$(ratio "$(median intake-pg2 9)" "$(median intake-pg 9)")")"
 fi
 if [[ " ${VARIANTS[*]} " == *" order-pg "* && " ${VARIANTS[*]} " == *" order "* ]]; then
 	say "$(printf 'order PostgreSQL/SQLite: req/s %s (rounds %s), CPU/req %s' \

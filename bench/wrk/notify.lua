@@ -2,9 +2,11 @@
 -- thread cycling through its own file of distinct documents (one per line)
 -- written by bench/gennotify.
 --
---   wrk ... -s bench/wrk/notify.lua <url> -- <file prefix> [<path>]
+--   wrk ... -s bench/wrk/notify.lua <url> -- <file prefix> [<path> [<first file>]]
 --
--- Thread k (1-based) reads <file prefix>-<k-1>.xml. A thread that runs out
+-- Thread k (1-based) reads <file prefix>-<k-1+first file>.xml (first file
+-- 0 unless given: two wrk processes of one thread each read different
+-- files with 0 and 1). A thread that runs out
 -- of documents starts again from its first one and counts a wrap: the
 -- gateway then sees duplicates, which a ledger may answer from its records,
 -- so load.sh flags any wrap. done() prints one "BENCH ..." line.
@@ -21,7 +23,8 @@ function init(args)
 	path = args[2] or "/wxpay/notify"
 	headers = { ["Content-Type"] = "text/xml; charset=utf-8" }
 	docs = {}
-	local file = string.format("%s-%d.xml", prefix, tid - 1)
+	local first = tonumber(args[3] or "0")
+	local file = string.format("%s-%d.xml", prefix, tid - 1 + first)
 	for line in io.lines(file) do
 		if line ~= "" then
 			docs[#docs + 1] = line
