@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -287,6 +288,15 @@ func TestCrashMidBurst(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("last status: %s", out)
+			// What the gateway logged at warn level or worse, to say why.
+			b, _ := os.ReadFile(logFile.Name())
+			var lines []string
+			for _, line := range bytes.Split(b, []byte("\n")) {
+				if bytes.Contains(line, []byte(`"level":"error"`)) || bytes.Contains(line, []byte(`"level":"warn"`)) {
+					lines = append(lines, string(line))
+				}
+			}
+			t.Logf("the gateway logged %d warnings and errors; the last: %s", len(lines), strings.Join(lines[max(0, len(lines)-8):], "\n"))
 		}
 	}()
 	waitFor(t, "the ledger to show every event delivered", 30*time.Second, func() bool {
