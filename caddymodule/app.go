@@ -98,6 +98,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	if err := registerMetrics(ctx); err != nil {
+		return fmt.Errorf("wxpay: registering metrics: %w", err)
+	}
 	repl := caddy.NewReplacer()
 	a.merchants = make(map[string]*gateway.Merchant, len(a.Merchants))
 	names := make([]string, 0, len(a.Merchants))
@@ -161,7 +164,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // a reload), starts delivering its outbox to this configuration's
 // upstream, and starts the service the handlers use.
 func (a *App) Start() error {
-	cfg := gateway.Config{Logger: a.logger, Now: a.now}
+	cfg := gateway.Config{Logger: a.logger, Now: a.now, Observer: metricsObserver{}}
 	if a.storage != nil {
 		h, err := openLedger(a.storage, a.logger)
 		if err != nil {

@@ -277,18 +277,18 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 		if cfg.hasV3() {
 			return nil, nil, errors.New("api_v3_key, private_key, mch_serial, merchant_cert, wechatpay_public_key and platform_certificates are APIv3's: set api_version v3")
 		}
-		m.API = v2
+		m.API = gateway.ObserveProtocol(v2, name, metricsObserver{})
 		return m, rt, nil
 	}
 	v3, err := cfg.provisionV3(ctx, name, m.MchID, repl, endpoint, timeout, logger, rt)
 	if err != nil {
 		return nil, nil, err
 	}
-	m.API = v3
+	m.API = gateway.ObserveProtocol(v3, name, metricsObserver{})
 	if v2 != nil {
 		// Orders placed under API v2 before the switch still notify
 		// in v2.
-		m.AlsoNotifiedBy = []gateway.Protocol{v2}
+		m.AlsoNotifiedBy = []gateway.Protocol{gateway.ObserveProtocol(v2, name, metricsObserver{})}
 	}
 	return m, rt, nil
 }

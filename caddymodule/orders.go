@@ -32,6 +32,8 @@ func (h *Handler) createOrder(svc *gateway.Service, w http.ResponseWriter, r *ht
 	}
 	req, err := gateway.DecodeOrderRequest(body)
 	if err != nil {
+		// Refused before the service (its trade type unread): counted here.
+		metricsObserver{}.OrderPlaced(h.merchant.Name, "unknown", gateway.ErrorFor(err).Code)
 		return nil, err
 	}
 	return svc.PlaceOrder(r.Context(), h.merchant, req, clientIP(r))

@@ -170,6 +170,7 @@ func openLedger(loc *storageLocation, logger *zap.Logger) (*ledgerHandle, error)
 				Store:        st,
 				Logger:       logger.Named("delivery"),
 				PollInterval: poll,
+				Observer:     metricsObserver{},
 			}),
 		}, nil
 	})

@@ -59,6 +59,15 @@ type Config struct {
 	PollInterval time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// Observer, when set, is told every attempt (metrics).
+	Observer Observer
+}
+
+// Observer is told each delivery attempt: outcome is "delivered",
+// "failed" (to be retried) or "dead" (given up), d how long the backend
+// took. It must be cheap and safe for concurrent use.
+type Observer interface {
+	Attempted(outcome string, d time.Duration)
 }
 
 // Policy is how a worker delivers; a configuration reload may change it
@@ -515,13 +524,17 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		a.Error = "backend answered " + httpStatusText(res.Status)
 	}
 	var out ledger.Outcome
+	outcome := "failed"
 	switch {
 	case res.Delivered():
-		out.Delivered = true
+		out.Delivered, outcome = true, "delivered"
 	case now.Sub(e.CreatedAt) >= p.MaxAge:
-		out.Dead = true
+		out.Dead, outcome = true, "dead"
 	default:
 		out.RetryAt = now.Add(Backoff(e.Attempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
+	}
+	if w.cfg.Observer != nil {
+		w.cfg.Observer.Attempted(outcome, a.Duration)
 	}
 	// Record even when Stop aborted the attempt: use a fresh context so
 	// the outcome is not lost.

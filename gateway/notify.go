@@ -20,7 +20,16 @@ type Notification struct {
 	Header   http.Header
 	Body     []byte
 	RemoteIP string // for the log
+	// Kind is "payment" or "refund" (for metrics); the Accept methods set
+	// it, a caller that refuses one before sets it itself.
+	Kind string
 }
+
+// Notification kinds.
+const (
+	KindPayment = "payment"
+	KindRefund  = "refund"
+)
 
 // AcceptPaymentNotification takes one of WeChat's payment notifications
 // for merchant m and returns the reply WeChat expects: verify, check that
@@ -29,6 +38,7 @@ type Notification struct {
 // and only then reply that it arrived. Every failure replies with a
 // refusal, so that WeChat sends the notification again.
 func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n Notification) Reply {
+	n.Kind = KindPayment
 	api, ok := m.notificationAPI(n.Header)
 	if !ok {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "no API version of the merchant takes this notification", errNoNotificationAPI)
@@ -53,6 +63,7 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 		s.logger.Info("notification delivered",
 			zap.String("merchant", m.Name), zap.String("event_id", ev.ID), zap.String("type", ev.Type),
 			zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
+		s.obs.NotificationTaken(m.Name, KindPayment, "delivered", "")
 		return api.NotifyReply(http.StatusOK, "")
 	}
 	ev, created, err := s.recordPayment(ctx, m, p)
@@ -64,8 +75,14 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 			ce.Write(zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
 				zap.String("type", ev.Type), zap.String("out_trade_no", p.OutTradeNo), zap.String("transaction_id", p.TransactionID))
 		}
+		result := "stored"
+		if ev.Type == event.PaymentMismatch {
+			result = "mismatch"
+		}
+		s.obs.NotificationTaken(m.Name, KindPayment, result, "")
 	} else {
 		s.logger.Info("duplicate notification acknowledged", zap.String("merchant", m.Name), zap.String("event_id", ev.ID))
+		s.obs.NotificationTaken(m.Name, KindPayment, "duplicate", "")
 	}
 	return api.NotifyReply(http.StatusOK, "")
 }
@@ -91,6 +108,11 @@ func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, re
 	} else {
 		s.logger.Warn("notification refused; WeChat will retry", fields...)
 	}
+	kind := n.Kind
+	if kind != KindRefund {
+		kind = KindPayment
+	}
+	s.obs.NotificationTaken(m.Name, kind, "refused", notificationReason(status, reason, err))
 	return m.NotifyReply(n.Header, status, reason)
 }
 

@@ -46,6 +46,26 @@ var Beijing = time.FixedZone("CST", 8*60*60)
 // mweb_url) is recorded before the pay parameters are handed out; if that
 // record fails, the caller gets 503 without them.
 func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
+	resp, err := s.placeOrder(ctx, m, req, clientIP)
+	outcome := "ok"
+	if err != nil {
+		outcome = ErrorFor(err).Code
+	}
+	s.obs.OrderPlaced(m.Name, TradeTypeLabel(req.TradeType), outcome)
+	return resp, err
+}
+
+// TradeTypeLabel is a trade type as a metric's label: one of the four,
+// or "invalid" for anything a caller sent that is none of them.
+func TradeTypeLabel(t string) string {
+	switch t {
+	case TradeTypeJSAPI, TradeTypeNative, TradeTypeAPP, TradeTypeMWEB:
+		return t
+	}
+	return "invalid"
+}
+
+func (s *Service) placeOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
 	o, err := m.newOrder(req, clientIP)
 	if err != nil {
 		return nil, err

@@ -187,6 +187,7 @@ func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *le
 			return
 		}
 		log.Info("reconcile: refund whose answer never came was not made by WeChat; forgotten")
+		s.Service.obs.Reconciled(m.Name, "refund_forgotten")
 	case err != nil:
 		log.Warn("reconcile: refund query failed; will retry", LogError(err))
 	case entry.RefundStatus == RefundStatusProcessing:
@@ -199,6 +200,7 @@ func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *le
 			return
 		}
 		log.Warn("reconcile: refund found whose outcome was unknown; recorded and forwarded", zap.String("refund_status", entry.RefundStatus))
+		s.Service.obs.Reconciled(m.Name, "refund_settled")
 	}
 }
 
@@ -225,6 +227,7 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 		if created {
 			log.Warn("reconcile: payment found whose notification never came; forwarded",
 				zap.String("event_id", ev.ID), zap.String("transaction_id", q.TransactionID))
+			s.Service.obs.Reconciled(m.Name, "paid")
 		}
 		rc.schedule(ctx, log, o, time.Time{})
 		return
@@ -269,6 +272,7 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 				log.Error("reconcile: recording the close", zap.Error(err))
 			}
 			log.Info("reconcile: expired order closed")
+			s.Service.obs.Reconciled(m.Name, "closed")
 		}
 		rc.schedule(ctx, log, o, time.Time{})
 		return

@@ -120,6 +120,7 @@ func (s *Service) QueryRefund(ctx context.Context, m *Merchant, outRefundNo, app
 // finds the refund still under way, is answered with a refusal so that
 // WeChat notifies again; nothing is stored.
 func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n Notification) Reply {
+	n.Kind = KindRefund
 	api, ok := m.notificationAPI(n.Header)
 	if !ok {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "no API version of the merchant takes this notification", errNoNotificationAPI)
@@ -162,6 +163,7 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 		s.logger.Error("refund notification disagrees with WeChat's refund query: forwarded as refund.mismatch",
 			zap.String("merchant", m.Name), zap.String("out_refund_no", rn.OutRefundNo), zap.Any("mismatch", diff))
 	}
+	result := "delivered"
 	if s.ledger == nil {
 		if reply, ok := s.deliverBeforeReply(ctx, m, n, ev); !ok {
 			return reply
@@ -174,7 +176,16 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 		if created && s.outbox != nil {
 			s.outbox.Notify()
 		}
+		switch {
+		case !created:
+			result = "duplicate"
+		case ev.Type == event.RefundMismatch:
+			result = "mismatch"
+		default:
+			result = "stored"
+		}
 	}
+	s.obs.NotificationTaken(m.Name, KindRefund, result, "")
 	s.logger.Info("refund notification received", zap.String("merchant", m.Name), zap.String("event_id", ev.ID),
 		zap.String("type", ev.Type), zap.String("out_refund_no", rn.OutRefundNo))
 	return api.NotifyReply(http.StatusOK, "")

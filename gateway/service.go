@@ -60,6 +60,10 @@ type Config struct {
 	Logger *zap.Logger
 	// Now is the service's clock. Default: time.Now.
 	Now func() time.Time
+	// Observer is told what the service does (metrics); nil: nothing.
+	// The calls to WeChat are observed by the merchants' protocols (see
+	// ObserveProtocol).
+	Observer Observer
 }
 
 // Service is the gateway's service; see the package documentation. It is
@@ -71,13 +75,17 @@ type Service struct {
 	reconcileDelay time.Duration
 	logger         *zap.Logger
 	now            func() time.Time
+	obs            Observer
 }
 
 // New returns a Service.
 func New(c Config) *Service {
 	s := &Service{
 		ledger: c.Ledger, outbox: c.Outbox, direct: c.Direct,
-		reconcileDelay: c.ReconcileDelay, logger: c.Logger, now: c.Now,
+		reconcileDelay: c.ReconcileDelay, logger: c.Logger, now: c.Now, obs: c.Observer,
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
 	}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
