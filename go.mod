@@ -3,6 +3,7 @@ module github.com/caddy-wxpay/caddy-wxpay
 go 1.26.8
 
 require (
+	github.com/boombuler/barcode v1.1.1
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/caddyserver/certmagic v0.25.6
 	github.com/jackc/pgx/v5 v5.11.0

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -287,4 +288,34 @@ func (s *Service) orderClosed(ctx context.Context, mchID, outTradeNo string, now
 	if err := s.ledger.ScheduleCheck(ctx, mchID, outTradeNo, time.Time{}, 0); err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		s.logger.Error("unscheduling a closed order's checks", zap.String("out_trade_no", outTradeNo), zap.Error(err))
 	}
+}
+
+// NativeCodeURL returns the code_url of a NATIVE order the gateway placed
+// (as recorded in the ledger), for a QR code, while it can still be paid:
+// 404 for an order the gateway did not record or that has no code_url,
+// 409 once it is paid, closed or its code expired.
+func (s *Service) NativeCodeURL(ctx context.Context, m *Merchant, outTradeNo string) (string, error) {
+	if s.ledger == nil {
+		return "", &Error{Status: http.StatusNotFound, Code: "NO_LEDGER",
+			Message: "the QR code is drawn from the order the gateway recorded; with ack upstream it records none"}
+	}
+	o, err := s.ledger.GetOrder(ctx, m.MchID, outTradeNo)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return "", &Error{Status: http.StatusNotFound, Code: "ORDERNOTEXIST",
+			Message: fmt.Sprintf("no order %s was placed through the gateway", outTradeNo)}
+	case err != nil:
+		return "", storageError("the order ledger could not be read", err)
+	case o.CodeURL == "":
+		return "", &Error{Status: http.StatusNotFound, Code: "NO_CODE_URL",
+			Message: fmt.Sprintf("order %s has no code_url (trade type %s; only NATIVE orders have one)", outTradeNo, o.TradeType)}
+	case o.State == ledger.OrderPaid || o.State == ledger.OrderMismatch:
+		return "", &Error{Status: http.StatusConflict, Code: CodeOrderPaid, Message: fmt.Sprintf("order %s is paid", outTradeNo)}
+	case o.State == ledger.OrderClosed:
+		return "", &Error{Status: http.StatusConflict, Code: CodeOrderClosed, Message: fmt.Sprintf("order %s is closed", outTradeNo)}
+	case !s.now().Before(o.ExpiresAt):
+		return "", &Error{Status: http.StatusConflict, Code: "ORDER_EXPIRED",
+			Message: fmt.Sprintf("the code_url of order %s expired at %s", outTradeNo, o.ExpiresAt.Format(time.RFC3339))}
+	}
+	return o.CodeURL, nil
 }
