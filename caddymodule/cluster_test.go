@@ -256,6 +256,7 @@ func clusterGateway(t *testing.T, bin, dir, name, dsn, lb, simURL, backendURL st
 	}
 	t.Cleanup(func() {
 		logFile.Close()
+		checkNoSecretsIn(t, logFile.Name())
 		if t.Failed() {
 			// The gateway's errors, to say why.
 			b, _ := os.ReadFile(logFile.Name())

@@ -176,10 +176,18 @@ func (h *Handler) serveNotFound(w http.ResponseWriter, r *http.Request) {
 
 // fail logs and answers a request the gateway could not serve.
 func (h *Handler) fail(w http.ResponseWriter, err error) {
+	if l, ok := err.(alreadyLogged); ok {
+		writeError(w, gateway.ErrorFor(l.error))
+		return
+	}
 	e := gateway.ErrorFor(err)
 	logError(h.logger, h.Merchant, e)
 	writeError(w, e)
 }
+
+// alreadyLogged is an error whose request the service has logged: fail
+// answers it without a second entry.
+type alreadyLogged struct{ error }
 
 // logError logs a refused or failed request: at error level when it is the
 // gateway's or WeChat's failure (5xx), at info level when the caller's.

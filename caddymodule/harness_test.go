@@ -341,11 +341,35 @@ func checkNoSecretsIn(t testing.TB, file string) {
 	if len(logs) == 0 {
 		t.Errorf("caddy's log is empty: the secret check would prove nothing")
 	}
-	for _, s := range []string{testKey, testHMACKey, testToken, testSecret, testV3Key} {
+	for _, s := range append([]string{testKey, testHMACKey, testToken, testSecret, testV3Key, "PRIVATE KEY"}, privateKeyLines(t)...) {
 		if bytes.Contains(logs, []byte(s)) {
 			t.Errorf("a secret (%d chars, starting %.4s) appears in caddy's log", len(s), s)
 		}
 	}
+	// Full openids are personal data: never logged.
+	if bytes.Contains(logs, []byte(testOpenID)) {
+		t.Errorf("a full openid appears in caddy's log")
+	}
+}
+
+// testOpenID is the simulator's payer.
+const testOpenID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+// privateKeyLines are the base64 lines of the demo's APIv3 private key
+// (the tests' merchant key): none may appear in a log.
+func privateKeyLines(t testing.TB) []string {
+	b, err := os.ReadFile("../demo/v3/apiclient_key.pem")
+	if err != nil {
+		t.Errorf("reading the demo's private key: %v", err)
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if len(line) >= 40 && !strings.HasPrefix(line, "-----") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // post sends a JSON body with the API token.

@@ -36,7 +36,11 @@ func (h *Handler) createOrder(svc *gateway.Service, w http.ResponseWriter, r *ht
 		metricsObserver{}.OrderPlaced(h.merchant.Name, "unknown", gateway.ErrorFor(err).Code)
 		return nil, err
 	}
-	return svc.PlaceOrder(r.Context(), h.merchant, req, clientIP(r))
+	resp, err := svc.PlaceOrder(r.Context(), h.merchant, req, clientIP(r))
+	if err != nil {
+		return nil, alreadyLogged{err} // the service logged the order's outcome
+	}
+	return resp, nil
 }
 
 // GET /wxpay/orders/{out_trade_no}[?app_id=]

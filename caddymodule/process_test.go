@@ -186,6 +186,7 @@ func TestCrashMidBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	defer checkNoSecretsIn(t, logFile.Name())
 	proc := &caddyProcess{t: t, bin: bin, config: cfgFile, log: logFile,
 		env: []string{"XDG_DATA_HOME=" + filepath.Join(dir, "xdg-data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "xdg-config")}}
 	proc.start(gw + "/")

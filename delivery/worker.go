@@ -548,18 +548,10 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	}
 	switch {
 	case out.Delivered:
-		// A first-time delivery is the normal case: it is in the ledger
-		// (admin API) and logged at debug level only, so that a busy
-		// gateway writes one line per notification (the intake's), not
-		// two. A delivery after failed attempts is news: the backend is
-		// back.
-		level := zap.DebugLevel
-		if e.Attempts > 0 {
-			level = zap.InfoLevel
-		}
-		if ce := w.cfg.Logger.Check(level, "event delivered"); ce != nil {
-			ce.Write(zap.String("event_id", e.ID), zap.String("type", e.Type),
-				zap.Int("attempt", e.Attempts+1), zap.Int("status", res.Status))
+		// One entry per delivery, as per notification and per order.
+		if ce := w.cfg.Logger.Check(zap.InfoLevel, "event delivered"); ce != nil {
+			ce.Write(zap.String("event_id", e.ID), zap.String("type", e.Type), zap.String("out_trade_no", e.OutTradeNo),
+				zap.Int("attempt", e.Attempts+1), zap.Int("status", res.Status), zap.Duration("took", a.Duration))
 		}
 	case out.Dead:
 		w.cfg.Logger.Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",

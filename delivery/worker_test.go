@@ -328,9 +328,9 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-// A first-time delivery is logged at debug level (one Info line per
-// notification is the intake's); a delivery after failed attempts at info
-// (the backend is back); a failed attempt at warn.
+// Every delivery is logged at info level, once, with its event, order and
+// attempt number (one entry per order, notification and delivery); a
+// failed attempt at warn.
 func TestDeliveryLogLevels(t *testing.T) {
 	st := openStore(t)
 	b := newBackend(func(id string, n int) Result {
@@ -355,12 +355,21 @@ func TestDeliveryLogLevels(t *testing.T) {
 	waitFor(t, "both deliveries logged", func() bool {
 		return logs.FilterMessage("event delivered").Len() == 2
 	})
-	levels := map[string]zapcore.Level{}
-	for _, e := range logs.FilterMessage("event delivered").All() {
-		levels[e.ContextMap()["event_id"].(string)] = e.Level
+	type entry struct {
+		level   zapcore.Level
+		order   string
+		attempt int64
 	}
-	if levels["evt_ok"] != zap.DebugLevel || levels["evt_flaky"] != zap.InfoLevel {
-		t.Errorf("event delivered logged at %v, want evt_ok debug and evt_flaky info", levels)
+	got := map[string]entry{}
+	for _, e := range logs.FilterMessage("event delivered").All() {
+		f := e.ContextMap()
+		got[f["event_id"].(string)] = entry{e.Level, f["out_trade_no"].(string), f["attempt"].(int64)}
+	}
+	if want := (entry{zap.InfoLevel, "order1", 1}); got["evt_ok"] != want {
+		t.Errorf("evt_ok logged %+v, want %+v", got["evt_ok"], want)
+	}
+	if want := (entry{zap.InfoLevel, "order2", 2}); got["evt_flaky"] != want {
+		t.Errorf("evt_flaky logged %+v, want %+v", got["evt_flaky"], want)
 	}
 	if n := logs.FilterMessage("event delivery failed; will retry").FilterLevelExact(zap.WarnLevel).Len(); n != 1 {
 		t.Errorf("%d warnings for the failed attempt, want 1", n)

@@ -79,7 +79,10 @@ type CallError struct {
 	Kind    CallErrorKind
 	Code    string // WeChat's error code (err_code, or APIv3's code)
 	Message string // WeChat's words
-	Err     error
+	// RequestID is WeChat's id of the exchange (APIv3's Request-ID
+	// header; API v2 has none), to quote to WeChat's support.
+	RequestID string
+	Err       error
 }
 
 func (e *CallError) Error() string {

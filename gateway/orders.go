@@ -49,8 +49,26 @@ var Beijing = time.FixedZone("CST", 8*60*60)
 func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
 	resp, err := s.placeOrder(ctx, m, req, clientIP)
 	outcome := "ok"
-	if err != nil {
-		outcome = ErrorFor(err).Code
+	fields := []zap.Field{zap.String("merchant", m.Name), zap.String("out_trade_no", LogText(req.OutTradeNo)),
+		zap.String("trade_type", TradeTypeLabel(req.TradeType)), zap.Int64("total_fee", req.TotalFee)}
+	if err == nil {
+		s.logger.Info("order placed", fields...)
+	} else {
+		e := ErrorFor(err)
+		outcome = e.Code
+		fields = append(fields, zap.Int("status", e.Status), zap.String("code", e.Code), zap.String("message", LogText(e.Message)))
+		var ce *CallError
+		if errors.As(err, &ce) && ce.RequestID != "" {
+			fields = append(fields, zap.String("request_id", LogText(ce.RequestID)))
+		}
+		if e.Err != nil {
+			fields = append(fields, LogError(e.Err))
+		}
+		if e.Status >= 500 {
+			s.logger.Error("order not placed", fields...)
+		} else {
+			s.logger.Info("order refused", fields...)
+		}
 	}
 	s.obs.OrderPlaced(m.Name, TradeTypeLabel(req.TradeType), outcome)
 	return resp, err

@@ -40,7 +40,7 @@ func callError(err error) error {
 	)
 	switch {
 	case errors.As(err, &ae):
-		ce := &gateway.CallError{Kind: gateway.Refused, Code: ae.Code, Message: ae.Message, Err: err}
+		ce := &gateway.CallError{Kind: gateway.Refused, Code: ae.Code, Message: ae.Message, RequestID: ae.RequestID, Err: err}
 		if m, ok := v2Codes[ae.Code]; ok {
 			ce.Code, ce.Kind = m.code, m.kind
 		} else {
@@ -59,7 +59,7 @@ func callError(err error) error {
 		}
 		return ce
 	case errors.As(err, &ve):
-		ce := &gateway.CallError{Kind: gateway.BadSignature, Err: err}
+		ce := &gateway.CallError{Kind: gateway.BadSignature, RequestID: ve.RequestID, Err: err}
 		if ve.Status == http.StatusUnauthorized && ve.Code == "SIGN_ERROR" {
 			// WeChat does not sign its refusal of a request whose own
 			// signature it refused: unverified, but the likely cause is
