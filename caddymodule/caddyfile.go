@@ -193,6 +193,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("storage driver %q is not supported (sqlite, postgres)", st.Driver)
 			}
 			if d.NextArg() {
+				if st.Driver == "postgres" {
+					// Never echo the arguments: they may hold a password.
+					return d.Err("storage postgres takes one connection string: quote a key=value one (storage postgres \"host=… dbname=…\"), or give it as {env.WXPAY_DATABASE_URL}")
+				}
 				return d.ArgErr()
 			}
 			for d.NextBlock(1) {

@@ -25,6 +25,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"postgres without dsn", "wxpay {\n\tstorage postgres\n}", "storage postgres needs a connection string"},
 		{"postgres bad max_conns", "wxpay {\n\tstorage postgres x {\n\t\tmax_conns 0\n\t}\n}", "max_conns \"0\": want a positive number"},
 		{"postgres unknown option", "wxpay {\n\tstorage postgres x {\n\t\tpool 3\n\t}\n}", `unknown storage postgres option "pool"`},
+		{"postgres unquoted key=value", "wxpay {\n\tstorage postgres host=db password=s3cretpw dbname=wxpay\n}", "storage postgres takes one connection string"},
 		{"sqlite block", "wxpay {\n\tstorage sqlite x {\n\t\tmax_conns 3\n\t}\n}", "storage sqlite takes no block"},
 		{"app_ids", "wxpay {\n\tmerchant {\n\t\tapp_ids wx1\n\t}\n}", "use app_id <app_id>"},
 		{"reconcile on", "wxpay {\n\treconcile on\n}", "reconcile takes off or a block"},
@@ -37,6 +38,9 @@ func TestCaddyfileErrors(t *testing.T) {
 			err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
 			if err == nil || !strings.Contains(err.Error(), tt.says) {
 				t.Fatalf("err = %v, want it to say %q", err, tt.says)
+			}
+			if strings.Contains(err.Error(), "s3cretpw") {
+				t.Fatalf("the error shows the password: %v", err)
 			}
 		})
 	}

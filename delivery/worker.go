@@ -341,8 +341,7 @@ func (w *Worker) dispatch(ctx context.Context) {
 					more, lastFetch = false, time.Now()
 					limit := queueFactor*c - len(queue)
 					exclude = w.excludeList(exclude[:0], queue)
-					lease, now := claimLease(box.p), w.cfg.Now()
-					due, err := w.cfg.Store.DueEvents(ctx, now, limit, exclude, lease)
+					due, err := w.cfg.Store.DueEvents(ctx, w.cfg.Now(), limit, exclude, claimLease(box.p))
 					clear(exclude)
 					switch {
 					case err != nil:
@@ -354,11 +353,13 @@ func (w *Worker) dispatch(ctx context.Context) {
 					default:
 						backlog = len(due) >= limit
 						for _, e := range due {
-							queue = append(queue, queued{e: e, until: now.Add(lease)})
+							queue = append(queue, queued{e: e, until: e.ClaimedUntil})
 						}
 						queue = w.startQueued(queue, box)
 						if d, ok := w.untilNextDue(ctx, queue, backlog); ok {
-							sleep = d
+							// Not past the poll: another gateway may
+							// record events meanwhile.
+							sleep = min(d, w.cfg.PollInterval)
 						}
 					}
 				}
@@ -517,7 +518,7 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	w.mu.Unlock()
 	w.Notify()
 	now := w.cfg.Now()
-	a := ledger.Attempt{EventID: e.ID, At: start, Duration: now.Sub(start), Status: res.Status, Response: res.Response}
+	a := ledger.Attempt{EventID: e.ID, At: start, Duration: now.Sub(start), Status: res.Status, Response: res.Response, ClaimedUntil: e.ClaimedUntil}
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 	} else if !res.Delivered() {

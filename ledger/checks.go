@@ -45,6 +45,8 @@ func (s *sqlStore) OrdersToCheck(ctx context.Context, now time.Time, limit int) 
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(qOrdersToCheck), toNs(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: orders to check: %w", err)
@@ -136,6 +138,8 @@ func (s *sqlStore) RefundsToSettle(ctx context.Context, before time.Time, limit 
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
 	}
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(qRefundsToSettle), toNs(before), limit)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
@@ -160,6 +164,8 @@ func (s *sqlStore) GetRefund(ctx context.Context, mchID, outRefundNo string) (*R
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: get refund %s/%s: %w", mchID, outRefundNo, err)
 	}
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	r, err := scanRefund(s.e.reader().QueryRowContext(ctx, s.d.rebind(qGetRefund), mchID, outRefundNo))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: get refund %s/%s: %w", mchID, outRefundNo, err)

@@ -22,7 +22,7 @@ type dialect struct {
 	materialized string
 	// skipLocked ends the SELECT of the events an outbox claim takes, so
 	// that concurrent claims (of several processes) skip each other's
-	// rows instead of waiting for them: PostgreSQL's FOR UPDATE … SKIP
+	// rows instead of waiting for them: PostgreSQL's FOR NO KEY UPDATE … SKIP
 	// LOCKED. Empty where one process writes at a time (SQLite).
 	skipLocked string
 }

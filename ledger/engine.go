@@ -36,6 +36,9 @@ type engine interface {
 	// reader is the pool for the reads that need no particular state
 	// (listing and counting events, the orders to check, refunds).
 	reader() *sql.DB
+	// bound bounds ctx by the engine's own limit on one operation, if
+	// it has one (PostgreSQL's query timeout), for the reads on reader.
+	bound(ctx context.Context) (context.Context, context.CancelFunc)
 
 	// orderAbsent reports whether the engine knows, without asking the
 	// database, that the ledger holds no such order (SQLite keeps a

@@ -110,6 +110,9 @@ type Event struct {
 	LastStatus    int       // HTTP status of the last attempt, 0 if none/failed before a status
 	LastError     string
 	LastResponse  string // first 1 KiB of the backend's last answer
+	// ClaimedUntil is when the claim DueEvents took on the event ends (a
+	// database several gateways share); zero where nothing is claimed.
+	ClaimedUntil time.Time
 }
 
 // Attempt is one delivery attempt of an event.
@@ -120,6 +123,10 @@ type Attempt struct {
 	Status   int
 	Error    string
 	Response string // first 1 KiB
+	// ClaimedUntil is the end of the claim the attempt was made under
+	// (its event's ClaimedUntil): recording the attempt ends that claim
+	// only, never another gateway's that took the event over since.
+	ClaimedUntil time.Time
 }
 
 // Outcome of a delivery attempt.

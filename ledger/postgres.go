@@ -27,10 +27,10 @@ import (
 // pools whose connections are set to each, so that a write costs no extra
 // round trip.
 //
-// Concurrent commits share a WAL flush (PostgreSQL's own group commit: the
-// flush a committing backend waits for covers every commit record written
-// before it), so the engine runs each write in a transaction of its own on
-// its pool, several at once; see BENCHMARKS.md for what that costs against
+// Group commit: concurrent writes share transactions (see the committer
+// below), and concurrent commits share a WAL flush (PostgreSQL's own
+// grouping: the flush a committing backend waits for covers every commit
+// record written before it); BENCHMARKS.md has what that costs against
 // SQLite's committer.
 //
 // Several processes: the schema is migrated under an advisory lock (two
@@ -82,7 +82,7 @@ const migrationLock int64 = 0x7778706179_6c6564
 // postgresDialect is PostgreSQL (≥ 12) through pgx.
 func postgresDialect() dialect {
 	return dialect{name: "postgres", numbered: true, blobType: "BYTEA", materialized: "MATERIALIZED",
-		skipLocked: " FOR UPDATE OF e SKIP LOCKED"}
+		skipLocked: " FOR NO KEY UPDATE OF e SKIP LOCKED"}
 }
 
 // OpenPostgres opens (migrating if needed) the ledger in a PostgreSQL
@@ -108,10 +108,9 @@ func openPostgres(ctx context.Context, opts PostgresOptions) (*sqlStore, error) 
 	if opts.QueryTimeout <= 0 {
 		opts.QueryTimeout = DefaultPostgresQueryTimeout
 	}
-	// pgx's parse errors leave the password out.
 	cfg, err := pgx.ParseConfig(opts.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: open postgres: %w", err)
+		return nil, fmt.Errorf("ledger: open postgres: %w", errUnreadableDSN)
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = opts.ConnectTimeout
@@ -157,10 +156,15 @@ func openPostgres(ctx context.Context, opts PostgresOptions) (*sqlStore, error) 
 func PostgresLocation(dsn string) (string, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return "", err
+		return "", errUnreadableDSN
 	}
 	return fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database), nil
 }
+
+// errUnreadableDSN is the error of a connection string pgx cannot read.
+// pgx's own error quotes the string, and its redaction misses some ways of
+// writing a password (password = x): it is not passed on.
+var errUnreadableDSN = errors.New("the connection string cannot be read: give a URL (postgres://user:password@host:5432/database?sslmode=verify-full) or libpq's key=value pairs")
 
 // pgEngine runs the ledger on a PostgreSQL database: two pools, whose
 // connections commit with synchronous_commit on (durable) and off (fast).
@@ -252,6 +256,10 @@ func (e *pgEngine) exec(ctx context.Context, query string, args ...any) (sql.Res
 }
 
 func (e *pgEngine) reader() *sql.DB { return e.fast }
+
+func (e *pgEngine) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.timeout)
+}
 
 func (e *pgEngine) orderAbsent(mchID, outTradeNo string) bool { return false }
 
@@ -405,16 +413,25 @@ func (e *pgEngine) commitBatch(t *txn, batch []*pgReq, answers []error) {
 		batch[0].resp <- err
 		return
 	}
-	// Each on its own: the failing one fails alone.
+	// Each on its own, with a deadline of its own (the batch's may be what
+	// failed it): the failing one fails alone. A caller that has gone is
+	// answered at once.
+	cancel()
 	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.resp <- err
+			continue
+		}
 		var answer error
-		err := e.runTx(ctx, t, r.durable, func(t *txn) error {
+		rctx, rcancel := context.WithTimeout(context.Background(), e.timeout)
+		err := e.runTx(rctx, t, r.durable, func(t *txn) error {
 			answer = r.op(t)
 			if ownAnswer(answer) {
 				return nil
 			}
 			return answer
 		})
+		rcancel()
 		if err != nil {
 			answer = err
 		}

@@ -156,10 +156,10 @@ func TestPostgresClaims(t *testing.T) {
 	}
 	// An attempt recorded ends its event's claim: the retry is due at its
 	// time, for any worker.
-	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_00", At: at(2), Status: 503}, Outcome{RetryAt: at(5)}); err != nil {
+	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_00", At: at(2), Status: 503, ClaimedUntil: at(61)}, Outcome{RetryAt: at(5)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_01", At: at(2), Status: 200}, Outcome{Delivered: true}); err != nil {
+	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_01", At: at(2), Status: 200, ClaimedUntil: at(61)}, Outcome{Delivered: true}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := b.DueEvents(ctx, at(6), 100, nil, time.Minute)
@@ -173,6 +173,26 @@ func TestPostgresClaims(t *testing.T) {
 	}
 	if !slices.IsSortedFunc(got, func(x, y *Event) int { return strings.Compare(x.ID, y.ID) }) {
 		t.Fatalf("claimed events out of order: %v", ids(got))
+	}
+	if !got[0].ClaimedUntil.Equal(at(122)) {
+		t.Fatalf("ClaimedUntil = %v, want %v", got[0].ClaimedUntil, at(122))
+	}
+	// The first worker's attempt under its expired claim is recorded late:
+	// it does not end the claim b took over, so nobody else takes the
+	// event while b sends it.
+	late := got[0].ID
+	if err := a.RecordAttempt(ctx, Attempt{EventID: late, At: at(63), Status: 503, ClaimedUntil: at(61)}, Outcome{RetryAt: at(64)}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := a.DueEvents(ctx, at(70), 100, nil, time.Minute); slices.Contains(ids(again), late) {
+		t.Fatalf("%s taken again while b's claim runs", late)
+	}
+	// b's own record ends b's claim.
+	if err := b.RecordAttempt(ctx, Attempt{EventID: late, At: at(71), Status: 503, ClaimedUntil: at(122)}, Outcome{RetryAt: at(72)}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := a.DueEvents(ctx, at(73), 100, nil, time.Minute); !slices.Contains(ids(again), late) {
+		t.Fatalf("%s not due after b's attempt ended its claim: %v", late, ids(again))
 	}
 }
 

@@ -112,11 +112,12 @@ const (
 	// qAttemptEvent then applies the attempt's outcome to its event:
 	// parameters status, error, response, state, state again, next attempt
 	// (used only when the new state is pending: a delivered or dead event
-	// keeps its last schedule), delivered at, id. The event's claim (if
-	// any) ends with its attempt.
+	// keeps its last schedule), delivered at, the claim the attempt was
+	// made under, id. That claim (if any) ends with its attempt; a claim
+	// another gateway took since stays.
 	qAttemptEvent = `UPDATE events SET attempts = attempts + 1, last_status = ?, last_error = ?, last_response = ?,
 		state = ?, next_attempt_at = CASE WHEN ? = '` + EventPending + `' THEN ? ELSE next_attempt_at END, delivered_at = ?,
-		claimed_until = 0
+		claimed_until = CASE WHEN claimed_until = ? THEN 0 ELSE claimed_until END
 		WHERE id = ?`
 )
 

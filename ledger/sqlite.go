@@ -310,6 +310,10 @@ func (e *sqliteEngine) exec(ctx context.Context, query string, args ...any) (sql
 
 func (e *sqliteEngine) reader() *sql.DB { return e.fast }
 
+func (e *sqliteEngine) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return ctx, func() {}
+}
+
 func (e *sqliteEngine) orderAbsent(mchID, outTradeNo string) bool {
 	return e.keys != nil && e.keys.absent(mchID, outTradeNo)
 }

@@ -390,7 +390,7 @@ func (s *sqlStore) checkExpectations(t *txn, e *Event, c Change) (orderAbsent bo
 // expectations, insert the event if its ID is new (ErrExists, its caller's
 // answer, if not), and then only, apply the change. An order the ledger
 // surely does not hold gets no update.
-func (s *sqlStore) insertEvent(t *txn, e *Event, c Change, stored *[]byte) error {
+func (s *sqlStore) insertEvent(t *txn, e *Event, c Change, res *inserted) error {
 	orderAbsent, order, err := s.checkExpectations(t, e, c)
 	if err != nil {
 		return err
@@ -399,7 +399,7 @@ func (s *sqlStore) insertEvent(t *txn, e *Event, c Change, stored *[]byte) error
 	if orderAbsent && c.PayloadIfNotHeld != nil {
 		payload = c.PayloadIfNotHeld
 	}
-	*stored = payload
+	*res = inserted{payload: payload}
 	insert := s.st.insertEvent
 	held := c.HoldIfSettled && order != nil && (order.State == OrderPaid || order.State == OrderMismatch)
 	if held {
@@ -409,7 +409,7 @@ func (s *sqlStore) insertEvent(t *txn, e *Event, c Change, stored *[]byte) error
 		return err
 	}
 	if held {
-		e.State = EventHeld
+		res.held = true
 		return nil
 	}
 	if c.OrderState != "" && !orderAbsent {
@@ -425,6 +425,14 @@ func (s *sqlStore) insertEvent(t *txn, e *Event, c Change, stored *[]byte) error
 	return nil
 }
 
+// inserted is what insertEvent stored, for RecordEvent to write back into
+// the caller's event once the transaction committed (an op may run again
+// after a failed batch: it changes nothing of its caller's before that).
+type inserted struct {
+	payload []byte
+	held    bool
+}
+
 func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bool, error) {
 	if err := s.eventDefaults(e); err != nil {
 		return false, fmt.Errorf("ledger: record event: %w", err)
@@ -435,9 +443,9 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	if err := s.checkOpen(); err != nil {
 		return false, fmt.Errorf("ledger: record event %s: %w", e.ID, err)
 	}
-	var stored []byte
+	var res inserted
 	err := s.e.write(ctx, func(t *txn) error {
-		err := s.insertEvent(t, e, change, &stored)
+		err := s.insertEvent(t, e, change, &res)
 		if !ownAnswer(err) {
 			return fmt.Errorf("event %s: %w", e.ID, err)
 		}
@@ -445,7 +453,10 @@ func (s *sqlStore) RecordEvent(ctx context.Context, e *Event, change Change) (bo
 	}, true)
 	switch err {
 	case nil:
-		e.Payload = stored
+		e.Payload = res.payload
+		if res.held {
+			e.State = EventHeld
+		}
 		return true, nil
 	case ErrExists: // a duplicate: nothing changed
 		return false, nil
@@ -457,6 +468,8 @@ func (s *sqlStore) GetEvent(ctx context.Context, id string) (*Event, []Attempt, 
 	if err := s.checkOpen(); err != nil {
 		return nil, nil, fmt.Errorf("ledger: get event %s: %w", id, err)
 	}
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	// One read transaction: the event and its attempts from one snapshot.
 	tx, err := s.e.reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -506,6 +519,8 @@ func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, erro
 	if limit > MaxListLimit {
 		limit = MaxListLimit
 	}
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	var where []string
 	var args []any
 	if f.State != "" {
@@ -548,6 +563,8 @@ func (s *sqlStore) CountEvents(ctx context.Context) (map[string]int, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: count events: %w", err)
 	}
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	rows, err := s.e.reader().QueryContext(ctx, qCountEvents)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: count events: %w", err)
@@ -634,9 +651,15 @@ func (s *sqlStore) DueEvents(ctx context.Context, now time.Time, limit int, excl
 		// claim lost in a crash of the database only lets another worker
 		// deliver the event again, as at-least-once allows).
 		err = s.e.write(ctx, run, false)
-		slices.SortFunc(out, func(a, b *Event) int {
-			return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
-		})
+		if err == nil {
+			until := fromNs(toNs(now.Add(lease)))
+			for _, e := range out {
+				e.ClaimedUntil = until
+			}
+			slices.SortFunc(out, func(a, b *Event) int {
+				return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+			})
+		}
 	} else {
 		err = s.e.read(ctx, run)
 	}
@@ -666,6 +689,8 @@ func (s *sqlStore) NextDue(ctx context.Context) (time.Time, bool, error) {
 		return time.Time{}, false, fmt.Errorf("ledger: next due: %w", err)
 	}
 	var next int64
+	ctx, cancel := s.e.bound(ctx)
+	defer cancel()
 	err := s.st.nextDue.reader.QueryRowContext(ctx).Scan(&next)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, false, nil
@@ -720,7 +745,7 @@ func (s *sqlStore) writeAttempt(t *txn, r *attemptRow) error {
 		toNs(a.At), int64(a.Duration), a.Status, a.Error, a.Response, a.EventID); err != nil {
 		return err
 	}
-	_, err := t.stmt(s.st.attemptEvent).ExecContext(t.ctx, a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID)
+	_, err := t.stmt(s.st.attemptEvent).ExecContext(t.ctx, a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, toNs(a.ClaimedUntil), a.EventID)
 	return err
 }
 
