@@ -73,6 +73,7 @@ type App struct {
 	// Set by Start; ready is closed then.
 	service atomic.Pointer[gateway.Service]
 	ready   chan struct{}
+	ctx     caddy.Context // the configuration's, for the start-up checks
 	ledger  *ledgerHandle // never cleared: requests in flight during a stop may still use it
 	release sync.Once
 }
@@ -98,6 +99,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.ctx = ctx
 	if err := registerMetrics(ctx); err != nil {
 		return fmt.Errorf("wxpay: registering metrics: %w", err)
 	}
@@ -199,6 +201,7 @@ func (a *App) Start() error {
 		}
 		rt.start()
 	}
+	checkSites(a.ctx, a.logger, a.runtimes)
 	svc := gateway.New(cfg)
 	a.service.Store(svc)
 	close(a.ready)

@@ -56,6 +56,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			timeout     <duration>
 //			client_cert <cert.pem> <key.pem> | <apiclient_cert.p12>
 //			refund_notify_url <url>
+//			pay_directory <https://host/dir/>...
 //			failover_endpoint <url>|off
 //			api_version v2|v3
 //			api_v3_key  <key>
@@ -333,6 +334,12 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.RefundNotifyURL) {
 				return d.ArgErr()
 			}
+		case "pay_directory":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Err("pay_directory needs the URL of a directory: pay_directory https://shop.example.com/pay/")
+			}
+			m.PayDirectories = append(m.PayDirectories, args...)
 		case "failover_endpoint":
 			if !d.AllArgs(&m.FailoverEndpoint) {
 				return d.ArgErr()
@@ -395,10 +402,11 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	wxpay [<merchant>] {
 //		base_path <path>
 //		notify_only
+//		mp_verify <MP_verify_….txt>
 //	}
 //
-// The argument names the merchant (default "default"); base_path and
-// notify_only set the fields of the same name.
+// The argument names the merchant (default "default"); base_path,
+// notify_only and mp_verify set the fields of the same name.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -418,6 +426,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.NotifyOnly = true
+		case "mp_verify":
+			if !d.AllArgs(&h.MPVerify) {
+				return d.Err("mp_verify needs the path of WeChat's MP_verify_….txt file")
+			}
 		default:
 			return d.Errf("unknown wxpay option %q", d.Val())
 		}

@@ -46,6 +46,13 @@ type Handler struct {
 	// that place orders through wxpay_checkout and need no api_token.
 	NotifyOnly bool `json:"notify_only,omitempty"`
 
+	// WeChat's domain-verification file for this site (MP_verify_….txt,
+	// from 公众号设置 → 功能设置, for the JS-API and web-authorisation
+	// domains of an official account): served at /MP_verify_….txt, at the
+	// site's root, whatever base_path is.
+	MPVerify string `json:"mp_verify,omitempty"`
+
+	mpVerify *mpVerifyFile
 	app      *App
 	merchant *gateway.Merchant
 	logger   *zap.Logger
@@ -87,6 +94,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.app.webhook == nil {
 		return errors.New("wxpay handler: receiving notifications needs an upstream in the wxpay global option")
+	}
+	if h.MPVerify != "" {
+		if h.mpVerify, err = loadMPVerify(h.MPVerify); err != nil {
+			return fmt.Errorf("wxpay handler: %w", err)
+		}
 	}
 	h.routes = h.newRoutes()
 	return nil
@@ -138,6 +150,9 @@ func (h *Handler) newRoutes() *http.ServeMux {
 // ServeHTTP serves the routes under the base path and passes other
 // requests on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.mpVerify.serve(w, r) {
+		return nil
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, h.BasePath)
 	if !ok || (rest != "" && rest[0] != '/') {
 		return next.ServeHTTP(w, r)

@@ -130,6 +130,14 @@ type Merchant struct {
 	// with a 5xx. Default: https://api2.mch.weixin.qq.com when endpoint is
 	// WeChat's own host, none otherwise; "off" disables it.
 	FailoverEndpoint string `json:"failover_endpoint,omitempty"`
+
+	// The JSAPI pay directories (支付授权目录) configured on the merchant
+	// platform: the https URL directories (ending in /) of the pages that
+	// call WeChat's payment. JSAPI payments from a page outside them fail
+	// in the payer's WeChat. The gateway does not send them anywhere: at
+	// start it checks that their hosts, like notify_url's, are sites this
+	// Caddy serves with automatic HTTPS, and warns of each that is not.
+	PayDirectories []string `json:"pay_directories,omitempty"`
 }
 
 // provision checks the configuration, resolves its secrets and builds the
@@ -228,6 +236,22 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 	} else if err := gateway.CheckNotifyURL("refund_notify_url", m.RefundNotifyURL, m.HTTPNotify); err != nil {
 		return nil, nil, err
 	}
+	var sites []siteUse
+	for _, raw := range cfg.PayDirectories {
+		dir := strings.TrimSpace(repl.ReplaceAll(raw, ""))
+		if err := checkPayDirectory(dir); err != nil {
+			return nil, nil, err
+		}
+		sites = append(sites, siteUse{what: "pay_directory " + dir, url: dir, page: true})
+	}
+	if wxpay.IsWeChatHost(eu.Hostname()) {
+		// WeChat's own: the hosts it calls back, and the payers' pages,
+		// must be this Caddy's sites with automatic HTTPS (checked at
+		// start). A simulator's merchant is a test's or the demo's.
+		sites = append(sites, siteUse{what: "notify_url", url: m.NotifyURL}, siteUse{what: "refund_notify_url", url: m.RefundNotifyURL})
+	} else {
+		sites = nil
+	}
 
 	failover := strings.TrimSpace(repl.ReplaceAll(cfg.FailoverEndpoint, ""))
 	switch failover {
@@ -264,7 +288,7 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 		}
 		v2 = apiv2.New(v2Client, opts...)
 	}
-	rt = new(merchantRuntime)
+	rt = &merchantRuntime{merchant: name, sites: sites}
 	if v2Client != nil {
 		rt.closers = append(rt.closers, func() {
 			v2Client.HTTPClient.CloseIdleConnections()
@@ -305,6 +329,10 @@ type merchantRuntime struct {
 	// work that one gateway of several sharing the ledger should do runs
 	// where it is held. nil: no ledger, this gateway is alone.
 	lease func(ctx context.Context, name string, ttl time.Duration) bool
+	// merchant is the merchant's name; sites are the URLs of its that
+	// must be this Caddy's sites with automatic HTTPS (checkSites).
+	merchant string
+	sites    []siteUse
 }
 
 // takeTurn reports whether this gateway holds (or now takes) the lease
