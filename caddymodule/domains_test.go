@@ -26,7 +26,7 @@ func TestDomainChecksAndMPVerify(t *testing.T) {
 	}
 	t.Setenv("WXPAY_TEST_API_KEY", testKey)
 	httpsPort, httpPort := freePort(t), freePort(t)
-	cfg := fmt.Sprintf(caddyfileTop, "off", filepath.Join(dir, "data"), logFile)+fmt.Sprintf(`	local_certs
+	cfg := fmt.Sprintf(caddyfileTop, "off", filepath.Join(dir, "data"), logFile) + fmt.Sprintf(`	local_certs
 	https_port %[1]d
 	http_port %[2]d
 	wxpay {
