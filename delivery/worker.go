@@ -48,6 +48,7 @@ type Outbox interface {
 	DueEvents(ctx context.Context, now time.Time, limit int, exclude []string, lease time.Duration) ([]*ledger.Event, error)
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
 	RecordAttempt(ctx context.Context, a ledger.Attempt, o ledger.Outcome) error
+	ReleaseClaims(ctx context.Context, events []*ledger.Event) error
 }
 
 // Config configures a Worker.
@@ -324,6 +325,10 @@ func (w *Worker) dispatch(ctx context.Context) {
 		lastFetch time.Time // wall clock (not cfg.Now, which tests may freeze)
 		exclude   []string
 	)
+	// Stopping drops the queue: its events stay pending, and their claims
+	// (several gateways on one database) are given back, so that another
+	// gateway takes them at once.
+	defer func() { w.release(queue) }()
 	for {
 		sleep := w.cfg.PollInterval
 		box := w.sender.Load()
@@ -382,6 +387,25 @@ func (w *Worker) dispatch(ctx context.Context) {
 		case <-timer.C:
 		}
 		more = true
+	}
+}
+
+// release gives back the claims of queued events that will not be
+// attempted.
+func (w *Worker) release(queue []queued) {
+	var evs []*ledger.Event
+	for _, q := range queue {
+		if !q.until.IsZero() {
+			evs = append(evs, q.e)
+		}
+	}
+	if len(evs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.cfg.Store.ReleaseClaims(ctx, evs); err != nil {
+		w.cfg.Logger.Warn("giving back the claims of queued events; other gateways take them when the claims expire", zap.Error(err))
 	}
 }
 

@@ -330,6 +330,12 @@ type Store interface {
 	// pending, NextAttemptAt = o.RetryAt (a.At+a.Duration if zero).
 	// Error and Response are kept to MaxResponse bytes of valid UTF-8.
 	RecordAttempt(ctx context.Context, a Attempt, o Outcome) error
+	// ReleaseClaims ends the claims DueEvents took on events that will
+	// not be attempted after all (a worker stopping with events queued),
+	// so that another gateway takes them at once rather than when the
+	// claims expire. A claim taken over since is left alone; events
+	// without a claim are skipped.
+	ReleaseClaims(ctx context.Context, events []*Event) error
 	// Replay makes any event pending again with NextAttemptAt = now (its ID,
 	// payload and attempt history unchanged). ErrNotFound if absent.
 	Replay(ctx context.Context, id string, now time.Time) error

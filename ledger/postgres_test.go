@@ -219,3 +219,28 @@ func TestPostgresUnreachable(t *testing.T) {
 		t.Errorf("a malformed DSN: %v", err)
 	}
 }
+
+// A worker that stops gives its queued events' claims back: another
+// gateway takes them at once; a claim taken over since is left alone.
+func TestPostgresReleaseClaims(t *testing.T) {
+	requirePostgres(t)
+	path := testPath(t)
+	a, b := openPostgresAt(t, path), openPostgresAt(t, path)
+	ctx := context.Background()
+	for i := range 3 {
+		mustRecord(t, a, ev(fmt.Sprintf("evt_%d", i), "m", fmt.Sprintf("o%d", i), at(0)), "")
+	}
+	got, err := a.DueEvents(ctx, at(1), 10, nil, time.Minute)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("claimed %v, %v", ids(got), err)
+	}
+	stale := *got[2]
+	stale.ClaimedUntil = at(5) // not the claim the event has
+	if err := a.ReleaseClaims(ctx, []*Event{got[0], got[1], &stale}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.DueEvents(ctx, at(2), 10, nil, time.Minute)
+	if err != nil || !slices.Equal(ids(again), []string{"evt_0", "evt_1"}) {
+		t.Fatalf("after the release: %v, %v; want evt_0 and evt_1 (evt_2's claim is not the one given back)", ids(again), err)
+	}
+}

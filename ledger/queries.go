@@ -121,6 +121,10 @@ const (
 		WHERE id = ?`
 )
 
+// qReleaseClaim ends an event's claim, if it is still the one given:
+// parameters id, claimed_until.
+const qReleaseClaim = `UPDATE events SET claimed_until = 0 WHERE id = ? AND claimed_until = ?`
+
 // qTryLease takes or renews a lease: inserted when free, updated when it
 // is the holder's or has expired; parameters name, holder, expires at,
 // now.

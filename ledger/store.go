@@ -775,6 +775,34 @@ func (s *sqlStore) RecordAttempt(ctx context.Context, a Attempt, o Outcome) erro
 	return nil
 }
 
+func (s *sqlStore) ReleaseClaims(ctx context.Context, events []*Event) error {
+	var claimed []*Event
+	for _, e := range events {
+		if !e.ClaimedUntil.IsZero() {
+			claimed = append(claimed, e)
+		}
+	}
+	if len(claimed) == 0 {
+		return nil
+	}
+	err := s.checkOpen()
+	if err == nil {
+		q := s.d.rebind(qReleaseClaim)
+		err = s.e.write(ctx, func(t *txn) error {
+			for _, e := range claimed {
+				if _, err := t.tx.ExecContext(t.ctx, q, e.ID, toNs(e.ClaimedUntil)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, false)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: release %d claims: %w", len(claimed), err)
+	}
+	return nil
+}
+
 func (s *sqlStore) Replay(ctx context.Context, id string, now time.Time) error {
 	err := s.checkOpen()
 	if err == nil {
