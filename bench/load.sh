@@ -15,6 +15,10 @@
 #   order           POST /wxpay/orders through the module to the same
 #                   endpoint, each with its own out_trade_no (with the
 #                   ledger on, once the gateway has one);
+#   peer            the same orders to bench/handwritten: the v2 order flow
+#                   as a team would write it with a WeChat SDK in a plain
+#                   net/http service (no Caddy, no ledger), against the
+#                   same fake endpoint: the hand-written yardstick;
 #   order-off       the same with the storage-off configuration (only when
 #                   order runs with the ledger): what the ledger costs;
 #   intake-off      POST /wxpay/notify, pre-signed distinct notifications,
@@ -51,7 +55,7 @@
 #
 # Settings (environment):
 #   ROUNDS=3 DURATION=10s WARMUP=2s THREADS=2 CONNECTIONS=50
-#   GW_PORT=18080 FAKE_PORT=18081 BASE_PORT=18082 ADMIN_PORT=18019
+#   GW_PORT=18080 FAKE_PORT=18081 BASE_PORT=18082 PEER_PORT=18083 ADMIN_PORT=18019
 #   STORAGE_LINE='storage sqlite {rundir}/ledger.db'  the wxpay global option
 #       line of the durable variant ({rundir} is emptied before each run)
 #   STORAGE_OFF_LINE='ack upstream'  the line of the storage-off variant;
@@ -89,6 +93,7 @@ GW_PORT=${GW_PORT:-18080}
 FAKE_PORT=${FAKE_PORT:-18081}
 BASE_PORT=${BASE_PORT:-18082}
 ADMIN_PORT=${ADMIN_PORT:-18019}
+PEER_PORT=${PEER_PORT:-18083}
 STORAGE_LINE=${STORAGE_LINE-storage sqlite \{rundir\}/ledger.db}
 STORAGE_OFF_LINE=${STORAGE_OFF_LINE-ack upstream}
 ORDER_STORAGE=${ORDER_STORAGE:-durable}
@@ -202,11 +207,12 @@ if [[ $SKIP_BUILD != 1 ]]; then
 	cp "$OUT/caddy.linked" "$OUT/caddy"
 	rm -f "$OUT/caddy.linked"
 	go build -o "$OUT/fakewechat" ./bench/fakewechat
+	go build -o "$OUT/handwritten" ./bench/handwritten
 	go build -o "$OUT/gennotify" ./bench/gennotify
 	go build -o "$OUT/seedorders" ./bench/seedorders
 	go test -c -o "$OUT/bench.test" ./bench
 fi
-for b in caddy fakewechat gennotify seedorders bench.test; do [[ -x $OUT/$b ]] || die "bench/out/$b is missing"; done
+for b in caddy fakewechat handwritten gennotify seedorders bench.test; do [[ -x $OUT/$b ]] || die "bench/out/$b is missing"; done
 if [[ -n $COMPARE_BIN ]]; then
 	[[ -x $COMPARE_BIN ]] || die "COMPARE_BIN $COMPARE_BIN is not an executable"
 	say "compare: each gateway variant also with $COMPARE_BIN (<variant>@compare, run from a copy)"
@@ -387,6 +393,14 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
+# start_peer logfile: the hand-written peer, in CADDY_PID's place (its CPU
+# and RSS are measured as Caddy's are).
+start_peer() {
+	"$OUT/handwritten" -listen "127.0.0.1:$PEER_PORT" -endpoint "http://127.0.0.1:$FAKE_PORT" >"$1" 2>&1 &
+	CADDY_PID=$!
+	wait_http "http://127.0.0.1:$PEER_PORT/" || die "the hand-written peer did not start; see $1: $(tail -3 "$1")"
+}
+
 start_caddy() { # config logfile [seeded]
 	rm -rf "$RUNDIR"
 	mkdir -p "$RUNDIR"
@@ -456,9 +470,10 @@ wrk_pair() {
 smoke() {
 	local kind=$1 n=$2 out code
 	case $kind in
-	order | order-v3 | baseline)
+	order | order-v3 | baseline | peer)
 		local url=http://127.0.0.1:$GW_PORT/wxpay/orders want='"paySign"'
 		[[ $kind == order-v3 ]] && url=http://127.0.0.1:$GW_PORT/v3pay/orders
+		[[ $kind == peer ]] && url=http://127.0.0.1:$PEER_PORT/orders
 		[[ $kind == baseline ]] && url=http://127.0.0.1:$BASE_PORT/pay/unifiedorder want='prepay_id'
 		out=$(curl -s --max-time 10 -w '\n%{http_code}' "$url" -H "Authorization: Bearer $API_TOKEN" \
 			-H 'Content-Type: application/json' \
@@ -496,6 +511,7 @@ wrk_args() { # kind run-id phase -> url and script args
 	baseline) echo "http://127.0.0.1:$BASE_PORT/pay/unifiedorder /pay/unifiedorder $API_TOKEN $2" ;;
 	order) echo "http://127.0.0.1:$GW_PORT/wxpay/orders /wxpay/orders $API_TOKEN $2" ;;
 	order-v3) echo "http://127.0.0.1:$GW_PORT/v3pay/orders /v3pay/orders $API_TOKEN $2" ;;
+	peer) echo "http://127.0.0.1:$PEER_PORT/orders /orders $API_TOKEN $2" ;;
 	intake) echo "http://127.0.0.1:$GW_PORT/wxpay/notify $OUT/$3 /wxpay/notify" ;;
 	esac
 }
@@ -508,7 +524,11 @@ run_variant() { # name kind config round
 	log=$OUT/logs/$name-$round.caddy.log
 	RUN_BIN=$OUT/caddy
 	[[ $name == *@compare ]] && RUN_BIN=$COMPARE_BIN
-	start_caddy "$cfg" "$log" "$( [[ ${name%@compare} == intake-known ]] && echo seeded)"
+	if [[ $kind == peer ]]; then
+		start_peer "$log"
+	else
+		start_caddy "$cfg" "$log" "$( [[ ${name%@compare} == intake-known ]] && echo seeded)"
+	fi
 	local pair=0
 	if [[ ${name%@compare} == intake-pg2 ]]; then
 		pair=1
@@ -575,7 +595,7 @@ run_floor() {
 	tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-15s round %d: %8.0f orders/s of crypto alone (%.0f µs of CPU each)  load %s\n", $1, $2, $5, $9, $14}'
 }
 
-VARIANTS=(baseline order)
+VARIANTS=(baseline order peer)
 # With the ledger on for orders, also orders without it: what the ledger costs.
 [[ $CFG_MAIN == "$CFG_DURABLE" && $ORDER_OFF == 1 ]] && VARIANTS+=(order-off)
 VARIANTS+=(intake-off)
@@ -595,11 +615,11 @@ if [[ -n $COMPARE_BIN ]]; then
 	paired_variants=()
 	for v in "${VARIANTS[@]}"; do
 		paired_variants+=("$v")
-		[[ $v == baseline || $v == order-v3 || $v == v3-floor ]] || paired_variants+=("$v@compare")
+		[[ $v == baseline || $v == peer || $v == order-v3 || $v == v3-floor ]] || paired_variants+=("$v@compare")
 	done
 	VARIANTS=("${paired_variants[@]}")
 fi
-variant_kind() { case ${1%@compare} in baseline) echo baseline ;; order-v3) echo order-v3 ;; order*) echo order ;; intake*) echo intake ;; esac; }
+variant_kind() { case ${1%@compare} in baseline) echo baseline ;; peer) echo peer ;; order-v3) echo order-v3 ;; order*) echo order ;; intake*) echo intake ;; esac; }
 variant_cfg() { case ${1%@compare} in baseline | order) echo "$CFG_MAIN" ;; order-off | intake-off) echo "$CFG_OFF" ;; intake-durable | intake-known) echo "$CFG_DURABLE" ;; order-pg | intake-pg | intake-pg2) echo "$CFG_PG" ;; order-v3) echo "$CFG_V3" ;; esac; }
 echo
 echo "measuring ${VARIANTS[*]}, interleaved, $ROUNDS rounds of $DURATION each"
@@ -713,6 +733,13 @@ ledger_note="storage off: the ledger is not in the gateway yet"
 say "  order req/s ≥ 0.8× plain reverse_proxy ($ledger_note): $O_RR  $(verdict "$O_RR" '>=' 0.8)"
 say "  Caddy CPU per order ≤ 1.25× the plain hop's:   $O_CR  $(verdict "$O_CR" '<=' 1.25)"
 say "  RSS under order load ≤ 1.3× plain Caddy's:     $O_SR  $(verdict "$O_SR" '<=' 1.3)"
+if [[ " ${VARIANTS[*]} " == *" peer "* ]]; then
+	P_RPS=$(median peer 5) P_CPU=$(median peer 9)
+	O_PR=$(ratio "$(median order 5)" "$P_RPS")
+	say "  (issue #13) order req/s ≥ 0.95× plain reverse_proxy: $O_RR  $(verdict "$O_RR" '>=' 0.95)"
+	say "  (issue #13) order req/s ≥ 0.9× the hand-written peer ($(printf '%.0f' "$P_RPS") req/s, $(printf '%.1f' "$P_CPU") µs of CPU each): $O_PR ($(paired order peer 5))  $(verdict "$O_PR" '>=' 0.9)"
+	say "  (issue #13) Caddy CPU per order ≤ 1.1× the plain hop's: $O_CR  $(verdict "$O_CR" '<=' 1.1)"
+fi
 if [[ " ${VARIANTS[*]} " == *" order-v3 "* && " ${VARIANTS[*]} " == *" v3-floor "* ]]; then
 	V3_RR=$(ratio "$(median order-v3 5)" "$(median v3-floor 5)")
 	say "  (issue #9) APIv3 orders ≥ 0.8× the floor of two RSA signatures and one verification per order,"
@@ -752,7 +779,7 @@ if [[ $PROFILE == 1 ]]; then
 	echo
 	echo "profiling Caddy for ${PROFILE_SECONDS}s under each load"
 	for v in "${VARIANTS[@]}"; do
-		[[ $v == *@compare ]] && continue
+		[[ $v == *@compare || $v == peer || $v == v3-floor ]] && continue
 		kind=$(variant_kind "$v") cfg=$(variant_cfg "$v")
 		start_caddy "$cfg" "$OUT/logs/profile-$v.caddy.log" "$( [[ $v == intake-known ]] && echo seeded)"
 		curl -s --max-time $((PROFILE_SECONDS + 30)) -o "$OUT/profile-$v.pprof" \
@@ -778,7 +805,7 @@ if [[ ${SYSCALLS:-0} == 1 ]]; then
 	echo
 	echo "counting Caddy's system calls for ${PROFILE_SECONDS}s under each load (strace -c)"
 	for v in "${VARIANTS[@]}"; do
-		[[ $v == *@compare ]] && continue
+		[[ $v == *@compare || $v == peer || $v == v3-floor ]] && continue
 		kind=$(variant_kind "$v") cfg=$(variant_cfg "$v")
 		start_caddy "$cfg" "$OUT/logs/syscalls-$v.caddy.log" "$( [[ $v == intake-known ]] && echo seeded)"
 		timeout --signal=INT $((PROFILE_SECONDS + 1)) strace -c -f -p "$CADDY_PID" -o "$OUT/syscalls-$v.txt" 2>/dev/null &
