@@ -166,7 +166,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // a reload), starts delivering its outbox to this configuration's
 // upstream, and starts the service the handlers use.
 func (a *App) Start() error {
-	cfg := gateway.Config{Logger: a.logger, Now: a.now, Observer: metricsObserver{}}
+	cfg := gateway.Config{Logger: a.logger, Now: a.now, Observer: metricsObserver{}, OpenIDKey: a.openIDKey()}
 	if a.storage != nil {
 		h, err := openLedger(a.storage, a.logger)
 		if err != nil {

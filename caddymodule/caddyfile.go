@@ -56,6 +56,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			timeout     <duration>
 //			client_cert <cert.pem> <key.pem> | <apiclient_cert.p12>
 //			refund_notify_url <url>
+//			app_secret  <app_id> <secret>
+//			sns_endpoint <url>
 //			pay_directory <https://host/dir/>...
 //			failover_endpoint <url>|off
 //			api_version v2|v3
@@ -332,6 +334,19 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "refund_notify_url":
 			if !d.AllArgs(&m.RefundNotifyURL) {
+				return d.ArgErr()
+			}
+		case "app_secret":
+			var appID, secret string
+			if !d.AllArgs(&appID, &secret) {
+				return d.Err("app_secret needs an app id and its secret: app_secret <app_id> {env.WXPAY_APP_SECRET}")
+			}
+			if m.AppSecrets == nil {
+				m.AppSecrets = map[string]string{}
+			}
+			m.AppSecrets[appID] = secret
+		case "sns_endpoint":
+			if !d.AllArgs(&m.SNSEndpoint) {
 				return d.ArgErr()
 			}
 		case "pay_directory":

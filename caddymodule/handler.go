@@ -138,6 +138,7 @@ func (h *Handler) newRoutes() *http.ServeMux {
 	route(http.MethodGet, "/orders/{out_trade_no}", true, h.serveJSON(h.queryOrder))
 	route(http.MethodPost, "/orders/{out_trade_no}/close", true, h.serveJSON(h.closeOrder))
 	route(http.MethodGet, "/orders/{out_trade_no}/qrcode.png", true, h.serveQRCode)
+	route(http.MethodGet, "/openid/miniprogram", false, h.serveJSON(h.serveMiniProgramOpenID))
 	route(http.MethodPost, "/refunds", true, h.serveJSON(h.refund))
 	route(http.MethodGet, "/refunds/{out_refund_no}", true, h.serveJSON(h.queryRefund))
 	route(http.MethodGet, "/bills/{date}", true, h.serveBill)

@@ -30,15 +30,17 @@ import (
 
 // Test credentials. The key is the one of WeChat's signature example.
 const (
-	testMchID    = "10000100"
-	testKey      = "192006250b4c09247ec02edce69f6a2d"
-	testHMACMch  = "10000200"
-	testHMACKey  = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
-	testAppID    = "wxd930ea5d5a258f4f"
-	testAppID2   = "wx2421b1c4370ec43b"
-	testToken    = "test-token-3f9a8b7c6d5e4f3a"
-	testSecret   = "whsec-test-0123456789abcdef"
-	caddyfileTop = "{\n\tadmin %s\n\tpersist_config off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n"
+	testMchID   = "10000100"
+	testKey     = "192006250b4c09247ec02edce69f6a2d"
+	testHMACMch = "10000200"
+	testHMACKey = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+	testAppID   = "wxd930ea5d5a258f4f"
+	testAppID2  = "wx2421b1c4370ec43b"
+	testToken   = "test-token-3f9a8b7c6d5e4f3a"
+	testSecret  = "whsec-test-0123456789abcdef"
+	// testAppSecret is the mini program's secret (testAppID's).
+	testAppSecret = "appsecretofthetestminiprogram0a1"
+	caddyfileTop  = "{\n\tadmin %s\n\tpersist_config off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tlevel DEBUG\n\t}\n"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -157,10 +159,12 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID, testAppID2}, V3: testV3Sim(t)},
 			{MchID: testHMACMch, Key: testHMACKey, AppIDs: []string{testAppID}},
 		},
-		TimeScale: 0.001,
-		ClientCAs: testPKI.caPool,
-		Now:       func() time.Time { return time.Now().Add(time.Duration(g.simAhead.Load())) },
+		TimeScale:  0.001,
+		ClientCAs:  testPKI.caPool,
+		Now:        func() time.Time { return time.Now().Add(time.Duration(g.simAhead.Load())) },
+		AppSecrets: map[string]string{testAppID: testAppSecret},
 	})
+	t.Setenv("WXPAY_TEST_APP_SECRET", testAppSecret)
 	// Served over TLS like WeChat, so that refunds use mutual TLS.
 	simSrv := httptest.NewUnstartedServer(g.sim)
 	simSrv.TLS = g.sim.TLSConfig(testPKI.serverCert)
@@ -208,6 +212,8 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			endpoint    %[5]s
 			timeout     %[6]s
 			client_cert %[16]s %[17]s
+			app_secret  %[2]s {env.WXPAY_TEST_APP_SECRET}
+			sns_endpoint %[5]s
 			%[19]s
 		}
 		merchant hmac {
@@ -341,7 +347,7 @@ func checkNoSecretsIn(t testing.TB, file string) {
 	if len(logs) == 0 {
 		t.Errorf("caddy's log is empty: the secret check would prove nothing")
 	}
-	for _, s := range append([]string{testKey, testHMACKey, testToken, testSecret, testV3Key, "PRIVATE KEY"}, privateKeyLines(t)...) {
+	for _, s := range append([]string{testKey, testHMACKey, testToken, testSecret, testV3Key, testAppSecret, "PRIVATE KEY"}, privateKeyLines(t)...) {
 		if bytes.Contains(logs, []byte(s)) {
 			t.Errorf("a secret (%d chars, starting %.4s) appears in caddy's log", len(s), s)
 		}

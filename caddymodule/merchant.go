@@ -138,6 +138,19 @@ type Merchant struct {
 	// start it checks that their hosts, like notify_url's, are sites this
 	// Caddy serves with automatic HTTPS, and warns of each that is not.
 	PayDirectories []string `json:"pay_directories,omitempty"`
+
+	// The secrets of the merchant's mini programs, by app id (开发管理 →
+	// 开发设置 → AppSecret), best given as placeholders: with one, GET
+	// /wxpay/openid/miniprogram?code= exchanges the app's wx.login code
+	// for the user's openid (jscode2session), in a signed short-lived
+	// form that orders take as openid_token. The app id must be one of
+	// app_ids.
+	AppSecrets map[string]string `json:"app_secrets,omitempty"`
+
+	// WeChat's platform API, which answers for openids. Default:
+	// https://api.weixin.qq.com; tests and the demo point it at the
+	// simulator.
+	SNSEndpoint string `json:"sns_endpoint,omitempty"`
 }
 
 // provision checks the configuration, resolves its secrets and builds the
@@ -289,6 +302,9 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 		v2 = apiv2.New(v2Client, opts...)
 	}
 	rt = &merchantRuntime{merchant: name, sites: sites}
+	if m.OpenIDs, err = cfg.openIDSource(m, repl); err != nil {
+		return nil, nil, err
+	}
 	if v2Client != nil {
 		rt.closers = append(rt.closers, func() {
 			v2Client.HTTPClient.CloseIdleConnections()

@@ -31,6 +31,9 @@ type Merchant struct {
 	// merchant takes: API v2's, after a switch to APIv3, for the orders
 	// placed before it. Calls to WeChat always go through API.
 	AlsoNotifiedBy []Protocol
+	// OpenIDs gives mini programs' users' openids (the apps' secrets);
+	// nil: the merchant has none.
+	OpenIDs OpenIDSource
 }
 
 // notificationAPI is the merchant's API version that takes a notification

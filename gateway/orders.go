@@ -85,6 +85,10 @@ func TradeTypeLabel(t string) string {
 }
 
 func (s *Service) placeOrder(ctx context.Context, m *Merchant, req *OrderRequest, clientIP string) (*OrderResponse, error) {
+	req, err := s.withOpenIDToken(m, req)
+	if err != nil {
+		return nil, err
+	}
 	o, err := m.newOrder(req, clientIP)
 	if err != nil {
 		return nil, err

@@ -60,6 +60,9 @@ type Config struct {
 	Logger *zap.Logger
 	// Now is the service's clock. Default: time.Now.
 	Now func() time.Time
+	// OpenIDKey signs the openid tokens the service hands mini programs
+	// (MiniProgramOpenID) and checks those orders bring; nil: none.
+	OpenIDKey []byte
 	// Observer is told what the service does (metrics); nil: nothing.
 	// The calls to WeChat are observed by the merchants' protocols (see
 	// ObserveProtocol).
@@ -76,13 +79,14 @@ type Service struct {
 	logger         *zap.Logger
 	now            func() time.Time
 	obs            Observer
+	openIDKey      []byte
 }
 
 // New returns a Service.
 func New(c Config) *Service {
 	s := &Service{
 		ledger: c.Ledger, outbox: c.Outbox, direct: c.Direct,
-		reconcileDelay: c.ReconcileDelay, logger: c.Logger, now: c.Now, obs: c.Observer,
+		reconcileDelay: c.ReconcileDelay, logger: c.Logger, now: c.Now, obs: c.Observer, openIDKey: c.OpenIDKey,
 	}
 	if s.obs == nil {
 		s.obs = nopObserver{}

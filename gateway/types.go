@@ -36,11 +36,14 @@ const (
 // POST /wxpay/orders, and of a backend's application/vnd.wxpay.order+json
 // answer behind wxpay_checkout.
 type OrderRequest struct {
-	OutTradeNo     string `json:"out_trade_no"`
-	TotalFee       int64  `json:"total_fee"` // fen
-	Body           string `json:"body"`
-	TradeType      string `json:"trade_type"`
-	OpenID         string `json:"openid,omitempty"`
+	OutTradeNo string `json:"out_trade_no"`
+	TotalFee   int64  `json:"total_fee"` // fen
+	Body       string `json:"body"`
+	TradeType  string `json:"trade_type"`
+	OpenID     string `json:"openid,omitempty"`
+	// OpenIDToken stands for OpenID: the signed form the gateway handed a
+	// mini program (GET /wxpay/openid/miniprogram).
+	OpenIDToken    string `json:"openid_token,omitempty"`
 	ProductID      string `json:"product_id,omitempty"`
 	SceneInfo      string `json:"scene_info,omitempty"`
 	AppID          string `json:"app_id,omitempty"`

@@ -36,6 +36,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -166,6 +167,9 @@ type Config struct {
 	// running cannot be made to grow without end. Zero fields take
 	// DefaultLimits' values.
 	Limits Limits
+	// AppSecrets are the apps' secrets by app id, for WeChat's platform
+	// API (/sns/jscode2session): an app without one is unknown there.
+	AppSecrets map[string]string
 }
 
 // Limits bound a simulator's state.
@@ -222,12 +226,14 @@ type Simulator struct {
 	now       func() time.Time
 	clientCAs *x509.CertPool
 	limits    Limits
+	secrets   map[string]string // apps' secrets (Config.AppSecrets), copied
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // notification deliveries
 
 	mu            sync.Mutex
+	usedCodes     map[string]bool // login codes taken (/sns/jscode2session)
 	closed        bool
 	merchants     map[string]Merchant
 	orders        map[orderKey]*order
@@ -259,6 +265,7 @@ func New(cfg Config) *Simulator {
 		now:        cfg.Now,
 		clientCAs:  cfg.ClientCAs,
 		limits:     cfg.Limits.withDefaults(),
+		secrets:    maps.Clone(cfg.AppSecrets),
 		merchants:  make(map[string]Merchant),
 		orders:     make(map[orderKey]*order),
 		byPrepay:   make(map[string]*order),
@@ -416,6 +423,8 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveNotifications(w, r)
 	case "/sim/orders":
 		s.serveOrders(w, r)
+	case "/sns/jscode2session":
+		s.serveCode2Session(w, r)
 	default:
 		if !s.serveV3Routes(w, r) {
 			http.NotFound(w, r)

@@ -1,0 +1,78 @@
+package wxpaysim
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// WeChat's platform API as the payment flows need it: a mini program's
+// login code exchanged for the user's openid (GET /sns/jscode2session),
+// answered as WeChat answers: JSON with openid and session_key, or errcode
+// and errmsg (HTTP 200 either way).
+//
+// A code is any text the test chooses (wx.login's stands in): the text
+// before its last '.' names the user, so "alice.1" and "alice.2" are two
+// logins of one user, with one openid per app. A code is taken once
+// (40163 after); a code starting "invalid" is refused (40029).
+
+// OpenIDFor is the openid the simulator gives user (a code's text before
+// its last '.') in app appID: 28 characters, as WeChat's.
+func OpenIDFor(appID, user string) string {
+	sum := sha256.Sum256([]byte(appID + "\x00" + user))
+	return "o" + base64.RawURLEncoding.EncodeToString(sum[:])[:27]
+}
+
+func (s *Simulator) serveCode2Session(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	q := r.URL.Query()
+	appID, secret, code := q.Get("appid"), q.Get("secret"), q.Get("js_code")
+	answer := func(v map[string]any) {
+		w.Header().Set("Content-Type", "text/plain") // as WeChat labels it
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	fail := func(code int, msg string) {
+		answer(map[string]any{"errcode": code, "errmsg": msg + ", rid: sim"})
+	}
+	want, ok := s.secrets[appID]
+	switch {
+	case q.Get("grant_type") != "authorization_code":
+		fail(40002, "invalid grant_type")
+		return
+	case appID == "" || !ok:
+		fail(40013, "invalid appid")
+		return
+	case subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1:
+		fail(40125, "invalid appsecret")
+		return
+	case code == "" || len(code) > 128 || strings.HasPrefix(code, "invalid"):
+		fail(40029, "invalid code")
+		return
+	}
+	s.mu.Lock()
+	if s.usedCodes == nil {
+		s.usedCodes = map[string]bool{}
+	}
+	key := appID + "\x00" + code
+	used := s.usedCodes[key]
+	if !used && len(s.usedCodes) < 100000 {
+		s.usedCodes[key] = true
+	}
+	s.mu.Unlock()
+	if used {
+		fail(40163, "code been used")
+		return
+	}
+	user := code
+	if i := strings.LastIndexByte(code, '.'); i > 0 {
+		user = code[:i]
+	}
+	sum := sha256.Sum256([]byte("session\x00" + key))
+	answer(map[string]any{"openid": OpenIDFor(appID, user), "session_key": base64.StdEncoding.EncodeToString(sum[:16])})
+}
