@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -27,6 +28,7 @@ func TestDomainChecksAndMPVerify(t *testing.T) {
 	t.Setenv("WXPAY_TEST_API_KEY", testKey)
 	httpsPort, httpPort := freePort(t), freePort(t)
 	cfg := fmt.Sprintf(caddyfileTop, "off", filepath.Join(dir, "data"), logFile) + fmt.Sprintf(`	local_certs
+	skip_install_trust
 	https_port %[1]d
 	http_port %[2]d
 	wxpay {
@@ -97,16 +99,29 @@ http://plain.example.com {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		ServerName: "pay.example.com", InsecureSkipVerify: true, // Caddy's local CA; only the file is under test
 	}}}
-	get := func(path string) (int, string) {
+	try := func(path string) (int, string, error) {
 		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d%s", httpsPort, path), nil)
 		req.Host = "pay.example.com"
 		resp, err := client.Do(req)
 		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
+			return 0, "", err
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		return resp.StatusCode, string(body), nil
+	}
+	// Caddy obtains the site's certificate (from its local CA) in the
+	// background after the config loads: until then handshakes fail.
+	waitFor(t, "pay.example.com's certificate", 30*time.Second, func() bool {
+		_, _, err := try("/")
+		return err == nil
+	})
+	get := func(path string) (int, string) {
+		status, body, err := try(path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		return status, body
 	}
 	if status, body := get("/MP_verify_Ab12Cd34.txt"); status != 200 || body != "Ab12Cd34" {
 		t.Fatalf("the verification file: %d %q", status, body)
