@@ -58,6 +58,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			refund_notify_url <url>
 //			app_secret  <app_id> <secret>
 //			sns_endpoint <url>
+//			oauth_endpoint <url>
 //			pay_directory <https://host/dir/>...
 //			failover_endpoint <url>|off
 //			api_version v2|v3
@@ -347,6 +348,10 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			m.AppSecrets[appID] = secret
 		case "sns_endpoint":
 			if !d.AllArgs(&m.SNSEndpoint) {
+				return d.ArgErr()
+			}
+		case "oauth_endpoint":
+			if !d.AllArgs(&m.OAuthEndpoint) {
 				return d.ArgErr()
 			}
 		case "pay_directory":

@@ -139,6 +139,8 @@ func (h *Handler) newRoutes() *http.ServeMux {
 	route(http.MethodPost, "/orders/{out_trade_no}/close", true, h.serveJSON(h.closeOrder))
 	route(http.MethodGet, "/orders/{out_trade_no}/qrcode.png", true, h.serveQRCode)
 	route(http.MethodGet, "/openid/miniprogram", false, h.serveJSON(h.serveMiniProgramOpenID))
+	route(http.MethodGet, "/oauth/start", false, h.serveOAuthStart)
+	route(http.MethodGet, "/oauth/callback", false, h.serveOAuthCallback)
 	route(http.MethodPost, "/refunds", true, h.serveJSON(h.refund))
 	route(http.MethodGet, "/refunds/{out_refund_no}", true, h.serveJSON(h.queryRefund))
 	route(http.MethodGet, "/bills/{date}", true, h.serveBill)

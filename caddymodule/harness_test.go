@@ -214,6 +214,7 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 			client_cert %[16]s %[17]s
 			app_secret  %[2]s {env.WXPAY_TEST_APP_SECRET}
 			sns_endpoint %[5]s
+			oauth_endpoint %[5]s
 			%[19]s
 		}
 		merchant hmac {

@@ -151,6 +151,11 @@ type Merchant struct {
 	// https://api.weixin.qq.com; tests and the demo point it at the
 	// simulator.
 	SNSEndpoint string `json:"sns_endpoint,omitempty"`
+
+	// WeChat's web authorisation, where GET /wxpay/oauth/start sends an
+	// official account's payer for the openid (snsapi_base). Default:
+	// https://open.weixin.qq.com; tests point it at the simulator.
+	OAuthEndpoint string `json:"oauth_endpoint,omitempty"`
 }
 
 // provision checks the configuration, resolves its secrets and builds the
@@ -302,6 +307,17 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 		v2 = apiv2.New(v2Client, opts...)
 	}
 	rt = &merchantRuntime{merchant: name, sites: sites}
+	for _, dir := range cfg.PayDirectories {
+		if u, err := url.Parse(strings.TrimSpace(repl.ReplaceAll(dir, ""))); err == nil {
+			rt.payHosts = append(rt.payHosts, strings.ToLower(u.Host))
+		}
+	}
+	rt.oauthEndpoint = strings.TrimSuffix(strings.TrimSpace(repl.ReplaceAll(cfg.OAuthEndpoint, "")), "/")
+	if rt.oauthEndpoint == "" {
+		rt.oauthEndpoint = wxpay.DefaultOAuthEndpoint
+	} else if u, err := url.Parse(rt.oauthEndpoint); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && gateway.IsLoopback(u.Hostname()))) {
+		return nil, nil, fmt.Errorf("oauth_endpoint %q is not an https URL (or http on loopback)", rt.oauthEndpoint)
+	}
 	if m.OpenIDs, err = cfg.openIDSource(m, repl); err != nil {
 		return nil, nil, err
 	}
@@ -349,6 +365,11 @@ type merchantRuntime struct {
 	// must be this Caddy's sites with automatic HTTPS (checkSites).
 	merchant string
 	sites    []siteUse
+	// payHosts are the hosts of the pay directories (where the web
+	// authorisation may send the payer back); oauthEndpoint is WeChat's
+	// web authorisation.
+	payHosts      []string
+	oauthEndpoint string
 }
 
 // takeTurn reports whether this gateway holds (or now takes) the lease

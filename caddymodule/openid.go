@@ -57,28 +57,50 @@ type snsSource struct {
 func (s *snsSource) MiniProgramOpenID(ctx context.Context, appID, code string) (string, error) {
 	secret, ok := s.secrets[appID]
 	if !ok {
-		return "", &gateway.Error{Status: http.StatusNotImplemented, Code: "NO_APP_SECRET",
-			Message: fmt.Sprintf("no app_secret for app %s", appID)}
+		return "", noAppSecret(appID)
 	}
 	sess, err := s.client.Code2Session(ctx, appID, secret, code)
 	if err == nil {
 		return sess.OpenID, nil
 	}
+	return "", snsError(appID, err, "call wx.login again")
+}
+
+func (s *snsSource) WebOpenID(ctx context.Context, appID, code string) (string, error) {
+	secret, ok := s.secrets[appID]
+	if !ok {
+		return "", noAppSecret(appID)
+	}
+	openID, err := s.client.OAuthOpenID(ctx, appID, secret, code)
+	if err == nil {
+		return openID, nil
+	}
+	return "", snsError(appID, err, "start the authorisation again")
+}
+
+func noAppSecret(appID string) error {
+	return &gateway.Error{Status: http.StatusNotImplemented, Code: "NO_APP_SECRET",
+		Message: fmt.Sprintf("no app_secret for app %s", appID)}
+}
+
+// snsError maps a failure of WeChat's platform API onto the caller's
+// answer; again says what to do about a refused code.
+func snsError(appID string, err error, again string) error {
 	var se *wxpay.SNSError
 	var te *wxpay.TransportError
 	switch {
 	case errors.As(err, &se) && (se.Code == 40029 || se.Code == 40163):
-		return "", &gateway.Error{Status: http.StatusBadRequest, Code: "INVALID_CODE",
-			Message: fmt.Sprintf("WeChat refused the login code (errcode %d: %s): call wx.login again", se.Code, se.Message)}
+		return &gateway.Error{Status: http.StatusBadRequest, Code: "INVALID_CODE",
+			Message: fmt.Sprintf("WeChat refused the code (errcode %d: %s): %s", se.Code, se.Message, again)}
 	case errors.As(err, &se) && se.Code == 45011:
-		return "", &gateway.Error{Status: http.StatusTooManyRequests, Code: "FREQUENCY_LIMITED", Message: "WeChat limits the logins of this app", Err: err}
+		return &gateway.Error{Status: http.StatusTooManyRequests, Code: "FREQUENCY_LIMITED", Message: "WeChat limits the logins of this app", Err: err}
 	case errors.As(err, &se):
-		return "", &gateway.Error{Status: http.StatusBadGateway, Code: "WECHAT_REFUSED",
+		return &gateway.Error{Status: http.StatusBadGateway, Code: "WECHAT_REFUSED",
 			Message: fmt.Sprintf("WeChat refused the app's credentials (errcode %d): check app_secret for %s", se.Code, appID), Err: err}
 	case errors.As(err, &te) && te.StatusCode == 0:
-		return "", &gateway.Error{Status: http.StatusBadGateway, Code: "WECHAT_UNREACHABLE", Message: "WeChat's platform API could not be reached", Err: err}
+		return &gateway.Error{Status: http.StatusBadGateway, Code: "WECHAT_UNREACHABLE", Message: "WeChat's platform API could not be reached", Err: err}
 	}
-	return "", &gateway.Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_REPLY", Message: "WeChat's platform API answered what the gateway cannot use", Err: err}
+	return &gateway.Error{Status: http.StatusBadGateway, Code: "WECHAT_BAD_REPLY", Message: "WeChat's platform API answered what the gateway cannot use", Err: err}
 }
 
 // GET /wxpay/openid/miniprogram?code=[&app_id=]: a mini program's login

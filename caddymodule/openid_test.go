@@ -3,6 +3,7 @@ package caddymodule_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"testing"
 
@@ -79,5 +80,59 @@ func TestMiniProgramOpenID(t *testing.T) {
 		if status, out := g.post("/wxpay/orders", testToken, body); status != 400 {
 			t.Errorf("%s: %d %v, want 400", c.name, status, out)
 		}
+	}
+}
+
+// An official account's page gets its payer's openid token through
+// WeChat's web authorisation: start → WeChat (the simulator) → callback →
+// back to the page with the token, which pays into that openid. A page
+// elsewhere, a callback without the browser's cookie or with another
+// state, are refused.
+func TestWebAuthorisationOpenID(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	page := g.base + "/shop/pay/?item=42"
+	resp, err := client.Get(g.base + "/wxpay/oauth/start?redirect=" + url.QueryEscape(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	final := resp.Request.URL
+	token := final.Query().Get("openid_token")
+	if resp.StatusCode != 200 || final.Path != "/shop/pay/" || final.Query().Get("item") != "42" || token == "" {
+		t.Fatalf("after the authorisation: %d at %s", resp.StatusCode, final)
+	}
+	if status, out := g.post("/wxpay/orders", testToken, map[string]any{
+		"out_trade_no": "web1", "total_fee": 5, "body": "b", "trade_type": "JSAPI", "openid_token": token}); status != 200 {
+		t.Fatalf("order with the token: %d %v", status, out)
+	}
+	if o, _ := g.sim.Order(testMchID, "web1"); o.Params.Get("openid") != wxpaysim.OpenIDFor(testAppID, wxpaysim.OAuthUser) {
+		t.Fatalf("WeChat's order has openid %q", o.Params.Get("openid"))
+	}
+
+	noRedirect := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(c *http.Client, path string) int {
+		resp, err := c.Get(g.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := get(noRedirect, "/wxpay/oauth/start?redirect="+url.QueryEscape("https://evil.example.com/")); s != 400 {
+		t.Errorf("a page on another host: %d, want 400", s)
+	}
+	if s := get(noRedirect, "/wxpay/oauth/start?redirect=/relative"); s != 400 {
+		t.Errorf("a relative page: %d, want 400", s)
+	}
+	if s := get(&http.Client{}, "/wxpay/oauth/callback?code=web.1&state=x"); s != 400 {
+		t.Errorf("a callback without the cookie: %d, want 400", s)
+	}
+	if s := get(noRedirect, "/wxpay/oauth/start?redirect="+url.QueryEscape(page)); s != http.StatusFound {
+		t.Fatalf("start: %d", s)
+	}
+	if s := get(noRedirect, "/wxpay/oauth/callback?code=web.99&state=another"); s != 400 {
+		t.Errorf("a callback with another state: %d, want 400", s)
 	}
 }

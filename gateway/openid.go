@@ -25,6 +25,9 @@ import (
 // 400.
 type OpenIDSource interface {
 	MiniProgramOpenID(ctx context.Context, appID, code string) (string, error)
+	// WebOpenID gives the openid of an official account's user for a
+	// web-authorisation code (snsapi_base).
+	WebOpenID(ctx context.Context, appID, code string) (string, error)
 }
 
 // OpenIDTokenLifetime is how long an openid token may be used to place
@@ -89,7 +92,18 @@ func VerifyOpenID(key []byte, token string, now time.Time) (appID, openID string
 // MiniProgramOpenID exchanges a mini program's login code for an openid
 // token of app appID (the merchant's first when empty).
 func (s *Service) MiniProgramOpenID(ctx context.Context, m *Merchant, appID, code string) (*OpenIDToken, error) {
-	if m.OpenIDs == nil || len(s.openIDKey) == 0 {
+	return s.openIDToken(ctx, m, appID, code, OpenIDSource.MiniProgramOpenID)
+}
+
+// WebOpenID exchanges an official account's web-authorisation code for
+// an openid token of app appID.
+func (s *Service) WebOpenID(ctx context.Context, m *Merchant, appID, code string) (*OpenIDToken, error) {
+	return s.openIDToken(ctx, m, appID, code, OpenIDSource.WebOpenID)
+}
+
+func (s *Service) openIDToken(ctx context.Context, m *Merchant, appID, code string,
+	exchange func(OpenIDSource, context.Context, string, string) (string, error)) (*OpenIDToken, error) {
+	if !s.IssuesOpenIDs(m) {
 		return nil, &Error{Status: http.StatusNotImplemented, Code: "NO_APP_SECRET",
 			Message: "openids need the app's secret: set app_secret <app_id> <secret> in the merchant"}
 	}
@@ -98,15 +112,19 @@ func (s *Service) MiniProgramOpenID(ctx context.Context, m *Merchant, appID, cod
 		return nil, err
 	}
 	if code == "" || len(code) > 128 {
-		return nil, BadRequest("code: the mini program's wx.login code is required")
+		return nil, BadRequest("code: WeChat's code is required")
 	}
-	openID, err := m.OpenIDs.MiniProgramOpenID(ctx, appID, code)
+	openID, err := exchange(m.OpenIDs, ctx, appID, code)
 	if err != nil {
 		return nil, err
 	}
 	exp := s.now().Add(OpenIDTokenLifetime).Truncate(time.Second)
 	return &OpenIDToken{Token: SignOpenID(s.openIDKey, appID, openID, exp), AppID: appID, ExpiresAt: exp.UTC()}, nil
 }
+
+// IssuesOpenIDs reports whether the service can give m's apps' users
+// openid tokens (an app secret, and a key to sign with).
+func (s *Service) IssuesOpenIDs(m *Merchant) bool { return m.OpenIDs != nil && len(s.openIDKey) > 0 }
 
 // withOpenIDToken resolves req's openid_token into its openid (the order's
 // app must be the token's), on a copy.

@@ -86,6 +86,48 @@ func (c *SNSClient) Code2Session(ctx context.Context, appID string, secret AppSe
 	return &Session{OpenID: doc.OpenID, UnionID: doc.UnionID}, nil
 }
 
+// DefaultOAuthEndpoint is where an official account's web authorisation
+// sends the payer's browser.
+const DefaultOAuthEndpoint = "https://open.weixin.qq.com"
+
+// AuthorizeURL is the address of WeChat's web authorisation (snsapi_base:
+// silent, the openid only) for an official account's page: WeChat sends
+// the browser back to redirectURI with a code and state.
+func AuthorizeURL(endpoint, appID, redirectURI, state string) string {
+	if endpoint == "" {
+		endpoint = DefaultOAuthEndpoint
+	}
+	// WeChat wants its parameters in this order, and the fragment.
+	return endpoint + "/connect/oauth2/authorize?appid=" + url.QueryEscape(appID) + "&redirect_uri=" + url.QueryEscape(redirectURI) +
+		"&response_type=code&scope=snsapi_base&state=" + url.QueryEscape(state) + "#wechat_redirect"
+}
+
+// OAuthOpenID exchanges an official account's web-authorisation code for
+// the user's openid (GET /sns/oauth2/access_token). The access and
+// refresh tokens WeChat also sends are dropped.
+func (c *SNSClient) OAuthOpenID(ctx context.Context, appID string, secret AppSecret, code string) (string, error) {
+	const op = "oauth2/access_token"
+	if appID == "" || secret == "" || code == "" {
+		return "", fmt.Errorf("wxpay %s: app id, secret and code are required", op)
+	}
+	q := url.Values{"appid": {appID}, "secret": {string(secret)}, "code": {code}, "grant_type": {"authorization_code"}}
+	var doc struct {
+		OpenID  string `json:"openid"`
+		ErrCode int    `json:"errcode"`
+		ErrMsg  string `json:"errmsg"`
+	}
+	if err := c.get(ctx, op, "/sns/oauth2/access_token", q, &doc); err != nil {
+		return "", err
+	}
+	if doc.ErrCode != 0 {
+		return "", &SNSError{Op: op, Code: doc.ErrCode, Message: doc.ErrMsg}
+	}
+	if doc.OpenID == "" {
+		return "", &ResponseError{Op: op, Err: errors.New("no openid in the answer")}
+	}
+	return doc.OpenID, nil
+}
+
 // get calls path with q and decodes the JSON answer into v. Its errors
 // never carry the URL: its query holds the app's secret.
 func (c *SNSClient) get(ctx context.Context, op, path string, q url.Values, v any) error {

@@ -233,7 +233,9 @@ type Simulator struct {
 	wg     sync.WaitGroup // notification deliveries
 
 	mu            sync.Mutex
-	usedCodes     map[string]bool // login codes taken (/sns/jscode2session)
+	usedCodes     map[string]bool   // login codes taken (/sns/jscode2session)
+	oauthCodes    map[string]string // web-authorisation codes not taken yet, their app ids
+	oauthSeq      int
 	closed        bool
 	merchants     map[string]Merchant
 	orders        map[orderKey]*order
@@ -425,6 +427,10 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveOrders(w, r)
 	case "/sns/jscode2session":
 		s.serveCode2Session(w, r)
+	case "/connect/oauth2/authorize":
+		s.serveAuthorize(w, r)
+	case "/sns/oauth2/access_token":
+		s.serveOAuthToken(w, r)
 	default:
 		if !s.serveV3Routes(w, r) {
 			http.NotFound(w, r)

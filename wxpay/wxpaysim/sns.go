@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -75,4 +77,82 @@ func (s *Simulator) serveCode2Session(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := sha256.Sum256([]byte("session\x00" + key))
 	answer(map[string]any{"openid": OpenIDFor(appID, user), "session_key": base64.StdEncoding.EncodeToString(sum[:16])})
+}
+
+// OAuthUser is the user the simulator's web authorisation answers for:
+// its codes are OAuthUser's logins, so its openid in an app is
+// OpenIDFor(appID, OAuthUser).
+const OAuthUser = "web"
+
+// serveAuthorize plays WeChat's web authorisation page (snsapi_base, which
+// asks the user nothing): it sends the browser back to redirect_uri with a
+// fresh code and the state.
+func (s *Simulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	appID, redirect := q.Get("appid"), q.Get("redirect_uri")
+	_, known := s.secrets[appID]
+	u, err := url.Parse(redirect)
+	switch {
+	case r.Method != http.MethodGet:
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	case !known:
+		http.Error(w, "appid参数错误", http.StatusBadRequest)
+		return
+	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+		http.Error(w, "redirect_uri参数错误", http.StatusBadRequest)
+		return
+	case q.Get("response_type") != "code" || q.Get("scope") != "snsapi_base":
+		http.Error(w, "scope参数错误或没有scope权限", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.oauthSeq++
+	code := fmt.Sprintf("%s.%d", OAuthUser, s.oauthSeq)
+	if s.oauthCodes == nil {
+		s.oauthCodes = map[string]string{}
+	}
+	if len(s.oauthCodes) < 100000 {
+		s.oauthCodes[code] = appID
+	}
+	s.mu.Unlock()
+	back := u.Query()
+	back.Set("code", code)
+	back.Set("state", q.Get("state"))
+	u.RawQuery = back.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// serveOAuthToken plays GET /sns/oauth2/access_token: a code the
+// authorisation issued for the app, once.
+func (s *Simulator) serveOAuthToken(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	appID, secret, code := q.Get("appid"), q.Get("secret"), q.Get("code")
+	answer := func(v map[string]any) {
+		w.Header().Set("Content-Type", "application/json; encoding=utf-8")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	fail := func(code int, msg string) { answer(map[string]any{"errcode": code, "errmsg": msg + ", rid: sim"}) }
+	want, ok := s.secrets[appID]
+	switch {
+	case q.Get("grant_type") != "authorization_code":
+		fail(40002, "invalid grant_type")
+		return
+	case !ok:
+		fail(40013, "invalid appid")
+		return
+	case subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1:
+		fail(40125, "invalid appsecret")
+		return
+	}
+	s.mu.Lock()
+	issuedFor, issued := s.oauthCodes[code]
+	delete(s.oauthCodes, code)
+	s.mu.Unlock()
+	if !issued || issuedFor != appID {
+		fail(40029, "invalid code")
+		return
+	}
+	answer(map[string]any{"access_token": "sim-access-token", "expires_in": 7200, "refresh_token": "sim-refresh-token",
+		"openid": OpenIDFor(appID, OAuthUser), "scope": "snsapi_base"})
 }
