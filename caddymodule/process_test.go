@@ -266,8 +266,10 @@ func TestCrashMidBurst(t *testing.T) {
 		return true
 	})
 
+	// The backend's record, read under its lock and released at once: the
+	// gateway may still be delivering again (an event the killed process
+	// sent but had not recorded), and the backend must keep answering.
 	mu.Lock()
-	defer mu.Unlock()
 	idsOf := map[string]map[string]bool{}
 	for _, d := range seen {
 		if idsOf[d.tx] == nil {
@@ -275,6 +277,7 @@ func TestCrashMidBurst(t *testing.T) {
 		}
 		idsOf[d.tx][d.id] = true
 	}
+	mu.Unlock()
 	for tx, ids := range idsOf {
 		if len(ids) != 1 {
 			t.Errorf("transaction %s was delivered under %d event ids", tx, len(ids))
