@@ -307,22 +307,15 @@ func claimLease(p Policy) time.Duration {
 	return time.Duration(queueFactor+1)*p.AttemptTimeout + claimMargin
 }
 
-// queued is an event fetched and not started yet, claimed until a time
-// (zero on a database of one process: no claims).
-type queued struct {
-	e     *ledger.Event
-	until time.Time
-}
-
 func (w *Worker) dispatch(ctx context.Context) {
 	defer close(w.done)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var (
-		queue     []queued  // fetched, not started: first of their orders, none in flight
-		more      = true    // the store may hold due events not fetched yet
-		backlog   bool      // the last fetch was full
-		lastFetch time.Time // wall clock (not cfg.Now, which tests may freeze)
+		queue     []*ledger.Event // fetched, not started: first of their orders, none in flight
+		more      = true          // the store may hold due events not fetched yet
+		backlog   bool            // the last fetch was full
+		lastFetch time.Time       // wall clock (not cfg.Now, which tests may freeze)
 		exclude   []string
 	)
 	// Stopping drops the queue: its events stay pending, and their claims
@@ -357,9 +350,7 @@ func (w *Worker) dispatch(ctx context.Context) {
 						more, sleep = true, time.Second
 					default:
 						backlog = len(due) >= limit
-						for _, e := range due {
-							queue = append(queue, queued{e: e, until: e.ClaimedUntil})
-						}
+						queue = append(queue, due...)
 						queue = w.startQueued(queue, box)
 						if d, ok := w.untilNextDue(ctx, queue, backlog); ok {
 							// Not past the poll: another gateway may
@@ -392,11 +383,11 @@ func (w *Worker) dispatch(ctx context.Context) {
 
 // release gives back the claims of queued events that will not be
 // attempted.
-func (w *Worker) release(queue []queued) {
+func (w *Worker) release(queue []*ledger.Event) {
 	var evs []*ledger.Event
-	for _, q := range queue {
-		if !q.until.IsZero() {
-			evs = append(evs, q.e)
+	for _, e := range queue {
+		if !e.ClaimedUntil.IsZero() {
+			evs = append(evs, e)
 		}
 	}
 	if len(evs) == 0 {
@@ -410,14 +401,14 @@ func (w *Worker) release(queue []queued) {
 }
 
 // excludeList appends the IDs in flight and queued to dst.
-func (w *Worker) excludeList(dst []string, queue []queued) []string {
+func (w *Worker) excludeList(dst []string, queue []*ledger.Event) []string {
 	w.mu.Lock()
 	for id := range w.inflight {
 		dst = append(dst, id)
 	}
 	w.mu.Unlock()
-	for _, q := range queue {
-		dst = append(dst, q.e.ID)
+	for _, e := range queue {
+		dst = append(dst, e.ID)
 	}
 	return dst
 }
@@ -425,15 +416,15 @@ func (w *Worker) excludeList(dst []string, queue []queued) []string {
 // startQueued starts attempts for the head of queue, as many as there are
 // free slots, and returns the rest. An event whose claim would expire
 // before its attempt ends is dropped, not started.
-func (w *Worker) startQueued(queue []queued, box *senderBox) []queued {
+func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Event {
 	if len(queue) == 0 {
 		return queue
 	}
 	latest := w.cfg.Now().Add(box.p.AttemptTimeout + claimMargin/2)
 	keep := queue[:0]
-	for _, q := range queue {
-		if q.until.IsZero() || !q.until.Before(latest) {
-			keep = append(keep, q)
+	for _, e := range queue {
+		if e.ClaimedUntil.IsZero() || !e.ClaimedUntil.Before(latest) {
+			keep = append(keep, e)
 		}
 	}
 	clear(queue[len(keep):])
@@ -447,14 +438,14 @@ func (w *Worker) startQueued(queue []queued, box *senderBox) []queued {
 		w.mu.Unlock()
 		return queue
 	}
-	for _, q := range queue[:n] {
-		w.inflight[q.e.ID] = true
+	for _, e := range queue[:n] {
+		w.inflight[e.ID] = true
 	}
 	w.sending += n
 	w.attempts.Add(n)
 	w.mu.Unlock()
-	for _, q := range queue[:n] {
-		go w.attempt(q.e, box)
+	for _, e := range queue[:n] {
+		go w.attempt(e, box)
 	}
 	rest := copy(queue, queue[n:])
 	clear(queue[rest:])
@@ -465,7 +456,7 @@ func (w *Worker) startQueued(queue []queued, box *senderBox) []queued {
 // events (and started or queued them), when nothing is in flight or queued:
 // until the next event falls due. ok=false: keep the default (attempts
 // in flight or queued will wake the dispatcher as they finish).
-func (w *Worker) untilNextDue(ctx context.Context, queue []queued, backlog bool) (time.Duration, bool) {
+func (w *Worker) untilNextDue(ctx context.Context, queue []*ledger.Event, backlog bool) (time.Duration, bool) {
 	if backlog || len(queue) > 0 || w.InFlight() > 0 {
 		return 0, false
 	}
