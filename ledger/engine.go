@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"sync"
 )
 
 // engine is a database as the ledger runs on it: its connections, its
@@ -155,4 +156,66 @@ func (t *txn) leave() {
 	clear(t.few[:t.nfew])
 	t.nfew = 0
 	clear(t.more)
+}
+
+// opReq is one op waiting for an engine's committer goroutine (group
+// commit).
+type opReq struct {
+	ctx     context.Context
+	op      txOp
+	read    bool       // op only reads: any error it returns is its answer
+	durable bool       // op must be on stable storage when answered
+	resp    chan error // buffered (1): the committer never blocks on it
+}
+
+// submitOp hands op to a committer on ch and waits for its answer; closing
+// is closed when the engine closes; pool recycles the requests (and their
+// answer channels), never one the committer may still answer.
+func submitOp(ctx context.Context, ch chan *opReq, closing <-chan struct{}, pool *sync.Pool, op txOp, read, durable bool) error {
+	req, _ := pool.Get().(*opReq)
+	if req == nil {
+		req = &opReq{resp: make(chan error, 1)}
+	}
+	req.ctx, req.op, req.read, req.durable = ctx, op, read, durable
+	reuse := func() {
+		req.ctx, req.op = nil, nil
+		pool.Put(req)
+	}
+	// ch is unbuffered: once the send succeeds the committer holds the
+	// request and will answer it, whatever happens next.
+	select {
+	case ch <- req:
+	case <-closing:
+		reuse()
+		return ErrClosed
+	case <-ctx.Done():
+		reuse()
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.resp:
+		reuse()
+		return err
+	case <-ctx.Done():
+		// The batch may still commit; a retried notification then finds
+		// the event (created=false) and its delivery goes on. The
+		// committer will answer req: it is not reused.
+		return ctx.Err()
+	}
+}
+
+// prepareOn prepares query on the writer and the reader pools (which may
+// be the same), adding the statements to all for closing.
+func prepareOn(ctx context.Context, writer, reader *sql.DB, query string, all *[]*sql.Stmt) (*stmt, error) {
+	w, err := writer.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	*all = append(*all, w)
+	r, err := reader.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	*all = append(*all, r)
+	return &stmt{writer: w, reader: r}, nil
 }

@@ -131,7 +131,7 @@ func openPostgres(ctx context.Context, opts PostgresOptions) (*sqlStore, error) 
 		return db
 	}
 	e := &pgEngine{durable: pool("on"), fast: pool("off"), timeout: opts.QueryTimeout,
-		maxBatch: DefaultMaxBatch, reqs: make(chan *pgReq), closing: make(chan struct{})}
+		maxBatch: DefaultMaxBatch, reqs: make(chan *opReq), closing: make(chan struct{})}
 
 	where := fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	if err := e.migrate(ctx); err != nil {
@@ -175,9 +175,9 @@ type pgEngine struct {
 
 	// The committer (group commit): its requests, its scratch txn.
 	maxBatch   int
-	reqs       chan *pgReq // unbuffered: a send succeeds when the committer takes it
+	reqs       chan *opReq // unbuffered: a send succeeds when the committer takes it
 	closing    chan struct{}
-	reqPool    sync.Pool // of *pgReq
+	reqPool    sync.Pool // of *opReq (submitOp)
 	committers sync.WaitGroup
 	started    bool
 }
@@ -210,17 +210,7 @@ func (e *pgEngine) migrate(ctx context.Context) error {
 }
 
 func (e *pgEngine) prepare(ctx context.Context, query string) (*stmt, error) {
-	w, err := e.durable.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	e.all = append(e.all, w)
-	r, err := e.fast.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	e.all = append(e.all, r)
-	return &stmt{writer: w, reader: r}, nil
+	return prepareOn(ctx, e.durable, e.fast, query, &e.all)
 }
 
 // maxTxRuns bounds how often a transaction that lost a serialization or
@@ -299,43 +289,9 @@ var _ engine = (*pgEngine)(nil)
 // alone. A batch that loses a serialization or deadlock race (with another
 // gateway's) runs again.
 
-// pgReq is one write waiting for the committer.
-type pgReq struct {
-	ctx     context.Context
-	op      txOp
-	durable bool
-	resp    chan error // buffered (1)
-}
-
-// submit hands op to the committer and waits for its answer.
+// submit hands op to the committers and waits for its answer.
 func (e *pgEngine) submit(ctx context.Context, op txOp, durable bool) error {
-	r, _ := e.reqPool.Get().(*pgReq)
-	if r == nil {
-		r = &pgReq{resp: make(chan error, 1)}
-	}
-	r.ctx, r.op, r.durable = ctx, op, durable
-	reuse := func() {
-		r.ctx, r.op = nil, nil
-		e.reqPool.Put(r)
-	}
-	select {
-	case e.reqs <- r:
-	case <-e.closing:
-		reuse()
-		return ErrClosed
-	case <-ctx.Done():
-		reuse()
-		return ctx.Err()
-	}
-	select {
-	case err := <-r.resp:
-		reuse()
-		return err
-	case <-ctx.Done():
-		// The batch may still commit (a retried notification then finds
-		// its event); the committer answers r, which is not reused.
-		return ctx.Err()
-	}
+	return submitOp(ctx, e.reqs, e.closing, &e.reqPool, op, false, durable)
 }
 
 // pgCommitters is how many committers run at once, each with a batch and
@@ -348,7 +304,7 @@ const pgCommitters = 4
 func (e *pgEngine) committer() {
 	defer e.committers.Done()
 	t := newTxn(context.Background(), e.durable)
-	batch := make([]*pgReq, 0, e.maxBatch)
+	batch := make([]*opReq, 0, e.maxBatch)
 	answers := make([]error, e.maxBatch)
 	for {
 		select {
@@ -373,8 +329,8 @@ func (e *pgEngine) committer() {
 }
 
 // commitBatch runs batch in one transaction and answers every request.
-func (e *pgEngine) commitBatch(t *txn, batch []*pgReq, answers []error) {
-	batch = slices.DeleteFunc(batch, func(r *pgReq) bool {
+func (e *pgEngine) commitBatch(t *txn, batch []*opReq, answers []error) {
+	batch = slices.DeleteFunc(batch, func(r *opReq) bool {
 		if err := r.ctx.Err(); err != nil { // the caller has gone
 			r.resp <- err
 			return true

@@ -225,17 +225,7 @@ type sqliteEngine struct {
 }
 
 func (e *sqliteEngine) prepare(ctx context.Context, query string) (*stmt, error) {
-	w, err := e.durable.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	e.all = append(e.all, w)
-	r, err := e.fast.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	e.all = append(e.all, r)
-	return &stmt{writer: w, reader: r}, nil
+	return prepareOn(ctx, e.durable, e.fast, query, &e.all)
 }
 
 func (e *sqliteEngine) write(ctx context.Context, op txOp, durable bool) error {

@@ -30,48 +30,9 @@ import (
 // 5 ms, …) instead of being handed the lock. Queuing in Go hands it over at
 // once.
 
-// opReq is one op waiting for the committer.
-type opReq struct {
-	ctx  context.Context
-	op   txOp
-	read bool       // op only reads: any error it returns is its answer
-	resp chan error // buffered (1): the committer never blocks on it
-}
-
-// submit hands op to the committer on ch and waits for its answer. The
-// request (and its answer channel) is reused once its answer has been
-// taken, never while the committer may still answer it.
+// submit hands op to the committer on ch and waits for its answer.
 func (e *sqliteEngine) submit(ctx context.Context, ch chan *opReq, op txOp, read bool) error {
-	req, _ := e.reqPool.Get().(*opReq)
-	if req == nil {
-		req = &opReq{resp: make(chan error, 1)}
-	}
-	req.ctx, req.op, req.read = ctx, op, read
-	reuse := func() {
-		req.ctx, req.op = nil, nil
-		e.reqPool.Put(req)
-	}
-	// ch is unbuffered: once the send succeeds the committer holds the
-	// request and will answer it, whatever happens next.
-	select {
-	case ch <- req:
-	case <-e.closing:
-		reuse()
-		return ErrClosed
-	case <-ctx.Done():
-		reuse()
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.resp:
-		reuse()
-		return err
-	case <-ctx.Done():
-		// The batch may still commit; a retried notification then finds
-		// the event (created=false) and its delivery goes on. The
-		// committer will answer req: it is not reused.
-		return ctx.Err()
-	}
+	return submitOp(ctx, ch, e.closing, &e.reqPool, op, read, false)
 }
 
 // committer runs until close. It takes a request (a durable write, or
