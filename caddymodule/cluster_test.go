@@ -319,6 +319,30 @@ func ackedBy(sim *wxpaysim.Simulator) (int, map[string]bool) {
 	return n, tx
 }
 
+// fastSim is the simulator of the cluster tests, WeChat's retries a
+// thousand times faster, served until the test ends.
+func fastSim(t *testing.T) (*wxpaysim.Simulator, string) {
+	sim := wxpaysim.New(wxpaysim.Config{
+		Merchants: []wxpaysim.Merchant{{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID}}},
+		TimeScale: 0.001,
+	})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() { sim.Close(); srv.Close() })
+	return sim, srv.URL
+}
+
+// waitAckedDelivered waits until WeChat saw all n notifications
+// acknowledged and the backend took each acknowledged payment, then checks
+// the backend's record (one event id per transaction, n transactions, no
+// event delivered twice at once).
+func waitAckedDelivered(t *testing.T, sim *wxpaysim.Simulator, backend *clusterBackend, n int) {
+	t.Helper()
+	waitFor(t, "every notification acknowledged", 120*time.Second, func() bool { a, _ := ackedBy(sim); return a == n })
+	_, ackedTx := ackedBy(sim)
+	waitFor(t, "every acknowledged payment delivered", 120*time.Second, func() bool { return backend.deliveredAll(ackedTx) })
+	backend.check(t, n)
+}
+
 // ledgerCounts reads the events per state from a gateway's admin API.
 func ledgerCounts(t *testing.T, admin string) map[string]int {
 	t.Helper()
@@ -352,16 +376,11 @@ func TestTwoGatewaysOneDatabase(t *testing.T) {
 	dir := t.TempDir()
 	const n = 500
 	backend := newClusterBackend(t)
-	sim := wxpaysim.New(wxpaysim.Config{
-		Merchants: []wxpaysim.Merchant{{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID}}},
-		TimeScale: 0.001,
-	})
-	simSrv := httptest.NewServer(sim)
-	defer func() { sim.Close(); simSrv.Close() }()
+	sim, simURL := fastSim(t)
 	lb := newBalancer(t, 7)
 
-	gw1, site1, admin1 := clusterGateway(t, bin, dir, "gw1", dsn, lb.URL, simSrv.URL, backend.URL)
-	gw2, site2, admin2 := clusterGateway(t, bin, dir, "gw2", dsn, lb.URL, simSrv.URL, backend.URL)
+	gw1, site1, admin1 := clusterGateway(t, bin, dir, "gw1", dsn, lb.URL, simURL, backend.URL)
+	gw2, site2, admin2 := clusterGateway(t, bin, dir, "gw2", dsn, lb.URL, simURL, backend.URL)
 	// Both start at once: the schema is migrated once, under the lock.
 	var wg sync.WaitGroup
 	for _, g := range []struct {
@@ -390,10 +409,7 @@ func TestTwoGatewaysOneDatabase(t *testing.T) {
 			t.Fatalf("pay %d: %v", i, err)
 		}
 	}
-	waitFor(t, "every notification acknowledged", 120*time.Second, func() bool { a, _ := ackedBy(sim); return a == n })
-	_, ackedTx := ackedBy(sim)
-	waitFor(t, "every acknowledged payment delivered", 120*time.Second, func() bool { return backend.deliveredAll(ackedTx) })
-	backend.check(t, n)
+	waitAckedDelivered(t, sim, backend, n)
 
 	var last1, last2 map[string]int
 	defer func() {
@@ -426,14 +442,9 @@ func TestDatabaseCrashMidRun(t *testing.T) {
 	dir := t.TempDir()
 	const n = 300
 	backend := newClusterBackend(t)
-	sim := wxpaysim.New(wxpaysim.Config{
-		Merchants: []wxpaysim.Merchant{{MchID: testMchID, Key: testKey, AppIDs: []string{testAppID}}},
-		TimeScale: 0.001,
-	})
-	simSrv := httptest.NewServer(sim)
-	defer func() { sim.Close(); simSrv.Close() }()
+	sim, simURL := fastSim(t)
 	lb := newBalancer(t, 0)
-	gw, site, admin := clusterGateway(t, bin, dir, "gw", srv.DSN(), lb.URL, simSrv.URL, backend.URL)
+	gw, site, admin := clusterGateway(t, bin, dir, "gw", srv.DSN(), lb.URL, simURL, backend.URL)
 	gw.start(site + "/")
 	defer gw.stop()
 	lb.setBackends(site)
@@ -457,10 +468,7 @@ func TestDatabaseCrashMidRun(t *testing.T) {
 			t.Fatalf("pay %d: %v (database down: %v)", i, err, down)
 		}
 	}
-	waitFor(t, "every notification acknowledged", 120*time.Second, func() bool { a, _ := ackedBy(sim); return a == n })
-	_, ackedTx := ackedBy(sim)
-	waitFor(t, "every acknowledged payment delivered", 120*time.Second, func() bool { return backend.deliveredAll(ackedTx) })
-	backend.check(t, n)
+	waitAckedDelivered(t, sim, backend, n)
 
 	// While the database was down, attempts were answered, and not with
 	// SUCCESS: WeChat's retries carried them.
