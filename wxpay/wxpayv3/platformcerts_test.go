@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -571,6 +572,10 @@ func TestPlatformCertificatesRefreshTurn(t *testing.T) {
 	f := w.f
 	w.set([]*x509.Certificate{f.platformCert}, "")
 	leader, follower := w.platform(store), w.platform(store)
+	// The follower's own requests, counted on its client (the fake serves
+	// both, and the leader's may land at any time).
+	var followerCalls atomic.Int32
+	follower.Client.HTTPClient = &http.Client{Transport: countingTransport{base: follower.Client.HTTPClient.Transport, n: &followerCalls}}
 	leader.RefreshEvery, follower.RefreshEvery = 10*time.Millisecond, 10*time.Millisecond
 	var asked atomic.Int32
 	leader.RefreshTurn = func(context.Context) bool { return true }
@@ -583,8 +588,8 @@ func TestPlatformCertificatesRefreshTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer follower.Stop()
-	if n := w.served.Load(); n != 1 {
-		t.Fatalf("%d downloads at start, want 1 (the follower reads the store)", n)
+	if n := followerCalls.Load(); n != 0 {
+		t.Fatalf("the follower made %d calls at start, want none (it reads the store)", n)
 	}
 	// WeChat adds a certificate: the follower learns it from the store.
 	w.set([]*x509.Certificate{f.platform2, f.platformCert}, "")
@@ -596,8 +601,6 @@ func TestPlatformCertificatesRefreshTurn(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	leader.Stop()
-	n := w.served.Load()
 	deadline = time.Now().Add(5 * time.Second)
 	for asked.Load() < 5 {
 		if time.Now().After(deadline) {
@@ -605,7 +608,24 @@ func TestPlatformCertificatesRefreshTurn(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if w.served.Load() != n {
-		t.Fatalf("the follower downloaded (%d downloads, %d before)", w.served.Load(), n)
+	if n := followerCalls.Load(); n != 0 {
+		t.Fatalf("the follower made %d calls to WeChat, want none: it is not its turn", n)
 	}
+	if w.served.Load() < 2 {
+		t.Fatalf("%d downloads: the leader did not refresh", w.served.Load())
+	}
+}
+
+// countingTransport counts the requests it carries.
+type countingTransport struct {
+	base http.RoundTripper
+	n    *atomic.Int32
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	if c.base == nil {
+		return http.DefaultTransport.RoundTrip(r)
+	}
+	return c.base.RoundTrip(r)
 }
