@@ -170,6 +170,14 @@ type Config struct {
 	// AppSecrets are the apps' secrets by app id, for WeChat's platform
 	// API (/sns/jscode2session): an app without one is unknown there.
 	AppSecrets map[string]string
+	// CashierURL is where a browser reaches the simulator's payment sheet,
+	// its /sim/cashier route (for example
+	// http://127.0.0.1:8081/sim/cashier). When set, the mweb_url of an
+	// MWEB order (APIv3: h5_url) points there, with WeChat's prepay_id and
+	// package parameters, so that a person can pay or cancel it in a
+	// browser; when empty it points at WeChat's wx.tenpay.com address, as
+	// WeChat answers it. See SetCashierURL.
+	CashierURL string
 }
 
 // Limits bound a simulator's state.
@@ -233,6 +241,7 @@ type Simulator struct {
 	wg     sync.WaitGroup // notification deliveries
 
 	mu            sync.Mutex
+	cashierURL    string            // Config.CashierURL, SetCashierURL
 	usedCodes     map[string]bool   // login codes taken (/sns/jscode2session)
 	oauthCodes    map[string]string // web-authorisation codes not taken yet, their app ids
 	oauthSeq      int
@@ -268,6 +277,7 @@ func New(cfg Config) *Simulator {
 		clientCAs:  cfg.ClientCAs,
 		limits:     cfg.Limits.withDefaults(),
 		secrets:    maps.Clone(cfg.AppSecrets),
+		cashierURL: cfg.CashierURL,
 		merchants:  make(map[string]Merchant),
 		orders:     make(map[orderKey]*order),
 		byPrepay:   make(map[string]*order),
@@ -381,6 +391,7 @@ func (s *Simulator) merchant(mchID string) (Merchant, bool) {
 //	POST /sim/faults         queue faults (JSON {"api", "count", "err_code" or "delay"})
 //	GET  /sim/notifications  the notifications sent, with their attempts
 //	GET  /sim/orders         the orders known
+//	GET  /sim/cashier        the H5 payment sheet an mweb_url opens (Config.CashierURL); POST pays or cancels
 //	GET  /sim/refunds        the refunds known
 //
 // and APIv3 (JSON, RSA-signed; see serveV3):
@@ -425,6 +436,8 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveNotifications(w, r)
 	case "/sim/orders":
 		s.serveOrders(w, r)
+	case "/sim/cashier":
+		s.serveCashier(w, r)
 	case "/sns/jscode2session":
 		s.serveCode2Session(w, r)
 	case "/connect/oauth2/authorize":

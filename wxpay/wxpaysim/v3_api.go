@@ -361,8 +361,7 @@ func (s *Simulator) placeOrderV3Locked(mchID string, req *v3PrepayRequest, trade
 	case wxpay.TradeTypeNative:
 		o.CodeURL = "weixin://wxpay/bizpayurl?pr=" + randomString(alnum, 7)
 	case wxpay.TradeTypeMWEB:
-		o.MWebURL = "https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id=" + o.PrepayID +
-			"&package=" + randomString(digits, 10)
+		o.MWebURL = s.mwebURLLocked(o.PrepayID)
 	}
 	s.orders[key] = o
 	s.orderList = append(s.orderList, o)
