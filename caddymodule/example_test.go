@@ -36,7 +36,11 @@ func TestExampleDemoLoop(t *testing.T) {
 	}
 }
 
-func testExampleDemoLoop(t *testing.T, v3 bool) {
+// startExampleDemo runs Caddyfile.example's demo as shipped (APIv3 with its
+// "#v3 " lines uncommented) on free ports instead of 8080, 8081 and 8443,
+// and returns the gateway's and the simulator's base URLs.
+func startExampleDemo(t *testing.T, v3 bool) (gwURL, simURL string) {
+	t.Helper()
 	cfg := readExample(t)
 	if v3 {
 		if !strings.Contains(cfg, "#v3 api_version v3") {
@@ -55,8 +59,11 @@ func testExampleDemoLoop(t *testing.T, v3 bool) {
 	cfg = strings.Replace(cfg, "{\n", fmt.Sprintf("{\n\tadmin off\n\tstorage file_system %s\n", filepath.Join(dir, "data")), 1)
 	loadCaddyfile(t, cfg)
 	t.Cleanup(func() { _ = caddy.Stop() })
+	return fmt.Sprintf("http://127.0.0.1:%d", gw), fmt.Sprintf("http://127.0.0.1:%d", sim)
+}
 
-	gwURL, simURL := fmt.Sprintf("http://127.0.0.1:%d", gw), fmt.Sprintf("http://127.0.0.1:%d", sim)
+func testExampleDemoLoop(t *testing.T, v3 bool) {
+	gwURL, simURL := startExampleDemo(t, v3)
 	// 1. Place an order, as the README does.
 	req, _ := http.NewRequest(http.MethodPost, gwURL+"/wxpay/orders", strings.NewReader(
 		`{"out_trade_no":"demo1001","total_fee":1,"body":"演示商品","trade_type":"JSAPI","openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}`))

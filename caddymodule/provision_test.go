@@ -197,6 +197,10 @@ http://127.0.0.1:%d {
 		{"the key of a merchant on WeChat's default host", "", "merchant 1900000109 " + real + " wxd930ea5d5a258f4f", "never sign with a real key"},
 		{"the key of a merchant on WeChat's host, spelt otherwise", "endpoint https://API.MCH.WEIXIN.QQ.COM.", "merchant 1 {env.WXPAY_TEST_REAL_KEY} wx1", "never sign with a real key"},
 		{"the same key for a merchant on a simulator", "endpoint http://127.0.0.1:9", "merchant 1900000109 " + real + " wxd930ea5d5a258f4f", ""},
+		// The demo shop queries orders with the API token; this gateway has none.
+		{"a shop without the gateway's api_token", "endpoint http://127.0.0.1:9", "merchant 1 k1234567890123456789012345678901 wx1\n\t\tshop http://127.0.0.1:8080/wxpay", "queries orders with the wxpay app's api_token, and there is none"},
+		{"a cashier_url that is no URL", "endpoint http://127.0.0.1:9", "merchant 1 k1234567890123456789012345678901 wx1\n\t\tcashier_url /sim/cashier", `cashier_url "/sim/cashier" is not an absolute http(s) URL`},
+		{"a shop that is no URL", "endpoint http://127.0.0.1:9", "merchant 1 k1234567890123456789012345678901 wx1\n\t\tshop 127.0.0.1:8080", `shop "127.0.0.1:8080" is not an absolute http(s) URL`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"merchant without app id", "wxpay_simulator {\n\tmerchant 10000100 key\n}", "merchant needs <mch_id> <api_key> <app_id>"},
 		{"unknown option", "wxpay_simulator {\n\tclientca ca.pem\n}", `unknown wxpay_simulator option "clientca"`},
 		{"an argument", "wxpay_simulator now", "wrong argument count"},
+		{"shop without a URL", "wxpay_simulator {\n\tshop\n}", "wrong argument count"},
+		{"cashier_url with two", "wxpay_simulator {\n\tcashier_url a b\n}", "wrong argument count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,8 +87,23 @@ type Simulator struct {
 	// over http. Default: "default".
 	Name string `json:"name,omitempty"`
 
+	// Where a browser reaches this simulator's payment sheet, its
+	// /sim/cashier route (for example http://127.0.0.1:8081/sim/cashier):
+	// MWEB orders' mweb_url then point there, so that a person can pay or
+	// cancel them in a browser. Default: WeChat's own address, as WeChat
+	// answers it (a browser cannot pay it here).
+	CashierURL string `json:"cashier_url,omitempty"`
+
+	// The gateway's base URL (for example http://127.0.0.1:8080/wxpay):
+	// the stand-in backend then also serves a demo shop at /shop/, a
+	// checkout page to put behind wxpay_checkout (route /shop/* {
+	// wxpay_checkout; reverse_proxy <this site> }). It queries orders
+	// there with the wxpay app's api_token.
+	Shop string `json:"shop,omitempty"`
+
 	sim     *wxpaysim.Simulator
 	backend *demoBackend
+	shop    *demoShop
 	logger  *zap.Logger
 }
 
@@ -99,6 +114,7 @@ var simulators = caddy.NewUsagePool()
 type sharedSim struct {
 	sim     *wxpaysim.Simulator
 	backend *demoBackend
+	shop    *demoShop
 }
 
 // Destruct stops the simulator's pending notifications.
@@ -226,6 +242,7 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 		return errors.New("wxpay_simulator: no merchants: list the merchants it simulates (merchant <mch_id> <api_key> <app_id>...); it never takes the wxpay app's keys by itself")
 	}
 	var secret []byte
+	var token string
 	appIface, err := ctx.AppIfConfigured("wxpay")
 	switch {
 	case err == nil:
@@ -236,8 +253,20 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 		if app.Upstream != nil {
 			secret = []byte(strings.TrimSpace(repl.ReplaceAll(app.Upstream.Secret, "")))
 		}
+		token = strings.TrimSpace(repl.ReplaceAll(app.APIToken, ""))
 	case !errors.Is(err, caddy.ErrNotConfigured):
 		return fmt.Errorf("wxpay_simulator: %w", err)
+	}
+	for name, u := range map[string]string{"cashier_url": s.CashierURL, "shop": s.Shop} {
+		if u == "" {
+			continue
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("wxpay_simulator: %s %q is not an absolute http(s) URL", name, u)
+		}
+	}
+	if s.Shop != "" && token == "" {
+		return errors.New("wxpay_simulator: shop: the demo shop queries orders with the wxpay app's api_token, and there is none")
 	}
 	var clientCAs *x509.CertPool
 	if s.ClientCA != "" {
@@ -255,6 +284,7 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 	}
 	logger := s.logger
 	v, _, err := simulators.LoadOrNew(s.Name, func() (caddy.Destructor, error) {
+		backend := &demoBackend{secret: secret}
 		return &sharedSim{
 			sim: wxpaysim.New(wxpaysim.Config{
 				Merchants: merchants,
@@ -262,7 +292,8 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 				ClientCAs: clientCAs,
 				Logf:      func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
 			}),
-			backend: &demoBackend{secret: secret},
+			backend: backend,
+			shop:    newDemoShop(backend),
 		}, nil
 	})
 	if err != nil {
@@ -274,6 +305,13 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 		shared.sim.AddMerchant(m)
 	}
 	shared.backend.setSecret(secret)
+	if s.CashierURL != "" {
+		shared.sim.SetCashierURL(s.CashierURL)
+	}
+	if s.Shop != "" {
+		shared.shop.configure(s.Shop, token)
+		s.shop = shared.shop
+	}
 	s.sim, s.backend = shared.sim, shared.backend
 	return nil
 }
@@ -318,7 +356,8 @@ func (s *Simulator) Cleanup() error {
 // ServeHTTP serves the simulator's routes and the stand-in backend.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	p := r.URL.Path
-	ours := strings.HasPrefix(p, "/pay/") || strings.HasPrefix(p, "/v3/") || strings.HasPrefix(p, "/sim/") || strings.HasPrefix(p, "/secapi/") || p == "/backend/events"
+	shop := s.shop != nil && (p == "/shop" || strings.HasPrefix(p, "/shop/"))
+	ours := shop || strings.HasPrefix(p, "/pay/") || strings.HasPrefix(p, "/v3/") || strings.HasPrefix(p, "/sim/") || strings.HasPrefix(p, "/secapi/") || p == "/backend/events"
 	if !ours {
 		return next.ServeHTTP(w, r)
 	}
@@ -326,9 +365,12 @@ func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		http.Error(w, "wxpay_simulator serves loopback clients only (allow_remote)", http.StatusForbidden)
 		return nil
 	}
-	if p == "/backend/events" {
+	switch {
+	case shop:
+		s.shop.ServeHTTP(w, r)
+	case p == "/backend/events":
 		s.backend.ServeHTTP(w, r)
-	} else {
+	default:
 		s.sim.ServeHTTP(w, r)
 	}
 	return nil
@@ -411,6 +453,25 @@ func (b *demoBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// eventsOf returns the events received for an order (their
+// data.out_trade_no), oldest first.
+func (b *demoBackend) eventsOf(outTradeNo string) []receivedEvent {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := []receivedEvent{}
+	for _, rec := range b.events {
+		var ev struct {
+			Data struct {
+				OutTradeNo string `json:"out_trade_no"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(rec.Event, &ev) == nil && ev.Data.OutTradeNo == outTradeNo {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
 // parseSimulator parses the wxpay_simulator directive; see
 // Simulator.UnmarshalCaddyfile.
 func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -432,6 +493,8 @@ func parseSimulator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		time_scale <factor>
 //		client_ca  <ca.pem>
 //		name       <name>
+//		cashier_url <url of /sim/cashier>
+//		shop       <the gateway's base URL>
 //		allow_remote
 //	}
 //
@@ -461,6 +524,14 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "name":
 			if !d.AllArgs(&s.Name) {
+				return d.ArgErr()
+			}
+		case "cashier_url":
+			if !d.AllArgs(&s.CashierURL) {
+				return d.ArgErr()
+			}
+		case "shop":
+			if !d.AllArgs(&s.Shop) {
 				return d.ArgErr()
 			}
 		case "allow_remote":

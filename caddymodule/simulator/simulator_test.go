@@ -33,8 +33,13 @@ func TestLoopbackOnly(t *testing.T) {
 		{"203.0.113.9:5000", "/backend/events", false, 403, false},
 		{"203.0.113.9:5000", "/sim/notifications", true, 200, false},
 		{"203.0.113.9:5000", "/shop", false, 200, true},
+		{"203.0.113.9:5000", "/shop/", false, 403, false},
+		{"127.0.0.1:5000", "/shop/", false, 200, false},
 	} {
 		s := &Simulator{AllowRemote: tc.remote, sim: sim, backend: &demoBackend{}}
+		if tc.path == "/shop/" {
+			s.shop = newDemoShop(s.backend)
+		}
 		r := httptest.NewRequest(http.MethodGet, tc.path, nil)
 		r.RemoteAddr = tc.peer
 		r.Header.Set("X-Forwarded-For", "127.0.0.1") // never trusted here
