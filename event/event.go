@@ -14,7 +14,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -123,12 +122,16 @@ func FailedPaymentID(mchID, transactionID, outTradeNo string) string {
 }
 
 func derive(parts ...string) string {
-	h := sha256.New()
+	var buf [256]byte // on the stack: the parts are WeChat's ids
+	in := buf[:0]
 	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
+		in = append(append(in, p...), 0)
 	}
-	return "evt_" + hex.EncodeToString(h.Sum(nil)[:16])
+	sum := sha256.Sum256(in)
+	var id [4 + 32]byte
+	copy(id[:], "evt_")
+	hex.Encode(id[4:], sum[:16])
+	return string(id[:])
 }
 
 // NewPayment builds the event of a payment, notified or found by a query.
@@ -184,11 +187,6 @@ func NewRefund(mchID, refundID, status string, data map[string]any, created time
 		Created: created.UTC().Format(time.RFC3339),
 		Data:    data,
 	}, nil
-}
-
-// Marshal encodes the event as its delivery body.
-func (e *Event) Marshal() ([]byte, error) {
-	return json.Marshal(e)
 }
 
 // Sign returns the Wxpay-Signature header value of a delivery.

@@ -210,15 +210,12 @@ func orderResponse(m *Merchant, o *Order, p *Prepay, now time.Time) (*OrderRespo
 // NUL byte, hashed with SHA-256. Ledgers written by earlier versions hold
 // this hash: it must not change.
 func contentHash(o *Order) string {
-	h := sha256.New()
+	var buf [1024]byte // on the stack for the usual order
+	in := buf[:0]
 	add := func(name, value string) {
-		if value == "" {
-			return
+		if value != "" {
+			in = append(append(append(append(in, name...), 0), value...), 0)
 		}
-		h.Write([]byte(name))
-		h.Write([]byte{0})
-		h.Write([]byte(value))
-		h.Write([]byte{0})
 	}
 	// In byte order of the names.
 	add("appid", o.AppID)
@@ -232,9 +229,11 @@ func contentHash(o *Order) string {
 	add("product_id", o.ProductID)
 	add("scene_info", o.SceneInfo)
 	add("time_expire", o.TimeExpire)
-	add("total_fee", strconv.FormatInt(o.TotalFee, 10))
+	var fee [20]byte
+	add("total_fee", string(strconv.AppendInt(fee[:0], o.TotalFee, 10)))
 	add("trade_type", o.TradeType)
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(in)
+	return hex.EncodeToString(sum[:])
 }
 
 // expiry is when the order's prepay_id stops being usable: PrepayLifetime
