@@ -100,6 +100,33 @@ type txn struct {
 	few  [6]boundStmt
 	nfew int
 	more map[*sql.Stmt]*sql.Stmt
+	// own counts the orders this transaction inserted, for SQLite's
+	// order-key filter (orderKeys.passOwn).
+	own ownOrders
+}
+
+// ownOrders are the orders one transaction inserted: how many, and the
+// rowid of the last; complete says the order-key filter read the table to
+// its end at the transaction's start (else nothing is counted).
+type ownOrders struct {
+	complete bool
+	n        int
+	last     int64
+}
+
+// orderInserted counts an order the transaction inserted (res is the
+// insert's result). The rowids must follow one another.
+func (t *txn) orderInserted(res sql.Result) {
+	if !t.own.complete {
+		return
+	}
+	id, err := res.LastInsertId()
+	if err != nil || (t.own.n > 0 && id != t.own.last+1) {
+		t.own.complete = false
+		return
+	}
+	t.own.n++
+	t.own.last = id
 }
 
 type boundStmt struct{ prepared, bound *sql.Stmt }

@@ -241,24 +241,25 @@ func (e *sqliteEngine) write(ctx context.Context, op txOp, durable bool) error {
 		level = syncFull
 	}
 	var answer error
-	err := e.writeTx(ctx, level, func(tx *sql.Tx) error {
-		t, _ := e.txnPool.Get().(*txn)
-		if t == nil {
-			t = newTxn(ctx, e.durable)
-		}
+	t, _ := e.txnPool.Get().(*txn)
+	if t == nil {
+		t = newTxn(ctx, e.durable)
+	}
+	defer e.txnPool.Put(t)
+	err := e.writeTx(ctx, level, t, func(tx *sql.Tx) error {
 		t.ctx = ctx
 		t.enter(tx)
+		t.own = ownOrders{}
 		if e.keys != nil {
 			// As the committer does: caught up inside this transaction,
 			// the filter may answer its op.
-			_ = e.keys.catchUp(ctx, t.stmt(&stmt{writer: e.orderKeysSince}))
+			t.own.complete, _ = e.keys.catchUp(ctx, t.stmt(&stmt{writer: e.orderKeysSince}))
 			t.absent = e.keys.absent
 		}
 		answer = op(t)
 		t.absent = nil
 		t.leave()
 		t.ctx = nil
-		e.txnPool.Put(t)
 		if ownAnswer(answer) {
 			return nil
 		}
@@ -336,13 +337,22 @@ func (e *sqliteEngine) close() error {
 
 // writeTx runs fn in a transaction of the writer connection (e.durable)
 // under the write mutex, committing with synchronous set to level.
-func (e *sqliteEngine) writeTx(ctx context.Context, level string, fn func(tx *sql.Tx) error) error {
+// writeTx runs fn in a write transaction with the synchronous level given;
+// once it committed, the order-key filter takes in the orders t (the txn
+// fn runs its ops in) inserted.
+func (e *sqliteEngine) writeTx(ctx context.Context, level string, t *txn, fn func(tx *sql.Tx) error) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	if err := e.setSync(ctx, level); err != nil {
 		return err
 	}
-	return withTx(ctx, e.durable, fn)
+	if err := withTx(ctx, e.durable, fn); err != nil {
+		return err
+	}
+	if e.keys != nil {
+		e.keys.passOwn(t.own)
+	}
+	return nil
 }
 
 // setSync sets the writer connection's synchronous level, if it is not

@@ -212,7 +212,7 @@ func (e *sqliteEngine) commitBatch(b *batchState, evs, ops []*opReq) {
 		// Reads only: no transaction (each runs in its own implicit one).
 		e.wmu.Lock()
 		if e.keys != nil {
-			_ = e.keys.catchUp(ctx, e.orderKeysSince) // on error the filter stops answering
+			_, _ = e.keys.catchUp(ctx, e.orderKeysSince) // on error the filter stops answering
 		}
 		for _, r := range reads {
 			r.resp <- r.op(b.t)
@@ -225,13 +225,14 @@ func (e *sqliteEngine) commitBatch(b *batchState, evs, ops []*opReq) {
 		level = syncFull
 	}
 	readsDone := false
-	err := e.writeTx(ctx, level, func(tx *sql.Tx) error {
+	err := e.writeTx(ctx, level, b.t, func(tx *sql.Tx) error {
+		b.t.own = ownOrders{}
 		if e.keys != nil {
 			// First, so that the filter takes in what other processes
 			// committed; on an error it stops answering, the batch goes on.
 			// Caught up here, it may answer the batch's ops for an order
 			// the ledger surely does not hold.
-			_ = e.keys.catchUp(ctx, tx.StmtContext(ctx, e.orderKeysSince))
+			b.t.own.complete, _ = e.keys.catchUp(ctx, tx.StmtContext(ctx, e.orderKeysSince))
 			b.t.absent = e.keys.absent
 			defer func() { b.t.absent = nil }()
 		}
@@ -268,7 +269,10 @@ func (e *sqliteEngine) commitBatch(b *batchState, evs, ops []*opReq) {
 		r.resp <- evAnswers[i]
 	}
 	if err != nil && len(evs) > 0 && len(ops) > 0 {
-		err = e.writeTx(ctx, syncNormal, func(tx *sql.Tx) error { return b.run(tx, ops, answers) })
+		err = e.writeTx(ctx, syncNormal, b.t, func(tx *sql.Tx) error {
+			b.t.own = ownOrders{} // not caught up: its orders are read back
+			return b.run(tx, ops, answers)
+		})
 		if err == nil {
 			e.writeTxs.Add(1)
 		}

@@ -70,8 +70,9 @@ type orderKeys struct {
 	// checked is when (since epoch, ns) the last catch-up that read to the
 	// end of the table ended; 0 while the filter is behind the table.
 	checked atomic.Int64
-	// answered counts the lookups the filter answered (tests, benchmarks).
-	answered atomic.Int64
+	// answered counts the lookups the filter answered, read counts the
+	// rows catch-ups read (tests, benchmarks).
+	answered, read atomic.Int64
 }
 
 func newOrderKeys() *orderKeys {
@@ -134,16 +135,17 @@ func (k *orderKeys) absent(mchID, outTradeNo string) bool {
 
 // catchUp adds the orders past the watermark, at most keysChunk of them,
 // read with st (qOrderKeysSince, bound to the batch's transaction or on
-// the writer connection), under the engine's write mutex. On an error the
-// filter stops answering until a catch-up succeeds.
-func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) error {
+// the writer connection), under the engine's write mutex, and reports
+// whether it read to the table's end. On an error the filter stops
+// answering until a catch-up succeeds.
+func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) (bool, error) {
 	// Freshness counts from before the read: what it reads is the table as
 	// it was then, or later.
 	start := max(int64(time.Since(k.epoch)), 1)
 	rows, err := st.QueryContext(ctx, k.watermark)
 	if err != nil {
 		k.checked.Store(0)
-		return err
+		return false, err
 	}
 	defer rows.Close()
 	n := 0
@@ -152,24 +154,47 @@ func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) error {
 		var mchID, outTradeNo string
 		if err := rows.Scan(&id, &mchID, &outTradeNo); err != nil {
 			k.checked.Store(0)
-			return err
+			return false, err
 		}
 		k.add(mchID, outTradeNo, true)
 		k.watermark = id
 		n++
+		k.read.Add(1)
 	}
 	if err := rows.Err(); err != nil {
 		k.checked.Store(0)
-		return err
+		return false, err
 	}
 	if n == keysChunk {
 		// More to read (a ledger being loaded, or a burst of another
 		// process's orders): not caught up until a batch reads the rest.
 		k.checked.Store(0)
-		return nil
+		return false, nil
 	}
 	k.checked.Store(start)
-	return nil
+	return true, nil
+}
+
+// passOwn takes in the orders a committed transaction inserted after a
+// catch-up that read the table to its end: SQLite numbers new rows
+// max(rowid)+1, and the transaction held the database's write lock, so
+// its rows are the next rowids after the watermark. They are in the
+// filter already (PutOrder adds its key as it writes); here they are
+// counted and the watermark passes them, so that no batch reads them back.
+// Rows that do not follow the watermark (anything unexpected) are left to
+// the next catch-up. Under the engine's write mutex.
+func (k *orderKeys) passOwn(own ownOrders) {
+	if !own.complete || own.n == 0 || own.last != k.watermark+int64(own.n) {
+		return
+	}
+	k.watermark = own.last
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	top := k.layers[len(k.layers)-1]
+	top.n += own.n
+	if top.n >= top.capacity {
+		k.layers = append(k.layers, newBloomLayer(2*top.capacity))
+	}
 }
 
 // bloomLayer is one Bloom filter, sized for capacity keys.

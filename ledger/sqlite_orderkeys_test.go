@@ -208,3 +208,82 @@ func TestOrderKeysBurstFromOtherWriter(t *testing.T) {
 		}
 	}
 }
+
+// keysCounted is the number of keys the filter's layers counted in.
+func keysCounted(k *orderKeys) int {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	n := 0
+	for _, l := range k.layers {
+		n += l.n
+	}
+	return n
+}
+
+// maxRowID is the orders table's highest rowid.
+func maxRowID(t *testing.T, s *sqlStore) int64 {
+	t.Helper()
+	var id int64
+	if err := s.sqlite().fast.QueryRowContext(context.Background(), `SELECT coalesce(max(rowid), 0) FROM orders`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// The orders a store inserts itself are counted once their transaction
+// committed, not read back by the next batch's catch-up; another process's
+// are read. Either way the watermark ends at the table's last row, and
+// every order is counted once.
+func TestOrderKeysOwnOrdersNotReadBack(t *testing.T) {
+	path := testPath(t)
+	a := openAt(t, path, SQLiteOptions{})
+	b := openAt(t, path, SQLiteOptions{})
+	ka := a.sqlite().keys
+	var nos []string
+	for i := range 300 {
+		nos = append(nos, fmt.Sprintf("own%04d", i))
+	}
+	putOrders(t, a, nos)
+	wantNoOrder(t, a, "new-order") // a batch: catches up
+	if got := ka.read.Load(); got != 0 {
+		t.Errorf("the store read back %d of its own orders", got)
+	}
+	// Duplicates insert nothing and count nothing.
+	for _, no := range nos[:10] {
+		if err := a.PutOrder(context.Background(), order(no)); !errors.Is(err, ErrExists) {
+			t.Fatalf("PutOrder(%s) again: %v", no, err)
+		}
+	}
+	putOrders(t, b, []string{"b1", "b2", "b3"})
+	putOrders(t, a, []string{"own-after-b"}) // its batch reads b's three first
+	if got := ka.read.Load(); got != 3 {
+		t.Errorf("the store read %d rows, want b's 3", got)
+	}
+	wantNoOrder(t, a, "another-new-order")
+	if ka.watermark != maxRowID(t, a) || keysCounted(ka) != 304 {
+		t.Errorf("watermark %d (table's last rowid %d), %d keys counted, want 304", ka.watermark, maxRowID(t, a), keysCounted(ka))
+	}
+	for _, no := range append(nos, "b1", "b2", "b3", "own-after-b") {
+		wantOrder(t, a, no)
+	}
+	// A transaction that fails inserts nothing: the watermark stays.
+	before := ka.watermark
+	err := a.e.write(context.Background(), func(tx *txn) error {
+		if err := a.insertOrder(tx, orderArgs(order("rolled-back"))); err != nil {
+			return err
+		}
+		return errors.New("the op fails after its insert")
+	}, false)
+	if err == nil {
+		t.Fatal("the failing op succeeded")
+	}
+	wantNoOrder(t, a, "rolled-back")
+	if ka.watermark != before {
+		t.Errorf("the watermark moved from %d to %d over a failed transaction", before, ka.watermark)
+	}
+	putOrders(t, a, []string{"after-rollback"})
+	wantNoOrder(t, a, "yet-another")
+	if ka.watermark != maxRowID(t, a) || keysCounted(ka) != 305 {
+		t.Errorf("watermark %d (last rowid %d), %d keys counted, want 305", ka.watermark, maxRowID(t, a), keysCounted(ka))
+	}
+}

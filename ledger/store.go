@@ -148,6 +148,20 @@ func orderArgs(o *Order) []any {
 		o.PrepayID, o.CodeURL, o.MWebURL, o.State, toNs(o.CreatedAt), toNs(o.ExpiresAt), toNs(o.UpdatedAt), toNs(o.NextCheckAt), o.Checks}
 }
 
+// insertOrder inserts an order (args: orderArgs) in t; ErrExists when
+// its key is taken.
+func (s *sqlStore) insertOrder(t *txn, args []any) error {
+	res, err := t.stmt(s.st.putOrder).ExecContext(t.ctx, args...)
+	if err != nil {
+		return err
+	}
+	if err := oneRow(res, ErrExists); err != nil {
+		return err
+	}
+	t.orderInserted(res)
+	return nil
+}
+
 func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 	if err := s.orderDefaults(o); err != nil {
 		return fmt.Errorf("ledger: put order: %w", err)
@@ -157,7 +171,7 @@ func (s *sqlStore) PutOrder(ctx context.Context, o *Order) error {
 	}
 	args := orderArgs(o)
 	if err := s.e.write(ctx, func(t *txn) error {
-		err := execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, args...)
+		err := s.insertOrder(t, args)
 		if err == nil || err == ErrExists {
 			// Before the caller hears back: a GetOrder that follows
 			// must not be answered "absent".
@@ -185,7 +199,7 @@ func (s *sqlStore) RecordPrepay(ctx context.Context, o *Order) error {
 			return err
 		}
 		// Absent (forgotten meanwhile), or recorded with other content.
-		err = execOne(t.ctx, t.stmt(s.st.putOrder), ErrExists, orderArgs(o)...)
+		err = s.insertOrder(t, orderArgs(o))
 		if err == nil {
 			s.e.orderWritten(o.MchID, o.OutTradeNo)
 		}
