@@ -754,6 +754,7 @@ if ((DURABLE)) && [[ " ${VARIANTS[*]} " != *" intake-durable "* ]]; then
 elif ((DURABLE)); then
 	D_RR=$(ratio "$(median intake-durable 5)" "$(median intake-off 5)")
 	say "  durable intake ≥ 0.5× intake with storage off: $D_RR ($(paired intake-durable intake-off 5))  $(verdict "$D_RR" '>=' 0.5)"
+	say "  (issue #13) durable intake ≥ 0.8× intake with storage off: $D_RR  $(verdict "$D_RR" '>=' 0.8)"
 	if [[ " ${VARIANTS[*]} " == *" intake-known "* ]]; then
 		K_RR=$(ratio "$(median intake-known 5)" "$(median intake-off 5)")
 		say "    (for information, not the target's comparison: with the orders known to the ledger, each"
