@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -93,6 +94,12 @@ func (s *demoShop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // checkout answers the order for the amount the page asks: the backend
 // decides, within its limits, and never lets the client set anything else.
 func (s *demoShop) checkout(w http.ResponseWriter, r *http.Request) {
+	// JSON only: another site's form cannot send it (a cross-site
+	// application/json request needs a preflight this shop never grants).
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		shopError(w, http.StatusUnsupportedMediaType, "send Content-Type: application/json")
+		return
+	}
 	var in struct {
 		Amount string `json:"amount"` // yuan
 	}

@@ -38,6 +38,7 @@ func TestDemoShopCheckout(t *testing.T) {
 	} {
 		t.Run(tc.body, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/shop/checkout", strings.NewReader(tc.body))
+			r.Header.Set("Content-Type", "application/json")
 			r.Host = "127.0.0.1:8080"
 			w := httptest.NewRecorder()
 			shop.ServeHTTP(w, r)
@@ -79,6 +80,7 @@ func TestDemoShopRoutes(t *testing.T) {
 		{"GET", "/shop", 200, `id="pay"`},
 		{"POST", "/shop/", 405, "use GET or HEAD"},
 		{"GET", "/shop/checkout", 405, "use POST"},
+		{"POST", "/shop/checkout", 415, "send Content-Type: application/json"}, // a cross-site form's text/plain or none
 		{"GET", "/shop/orders/shop1", 404, "the shop placed no order shop1"},
 		{"POST", "/shop/orders/shop1", 405, "use GET"},
 		{"GET", "/shop/nothing", 404, "no such page"},
@@ -102,7 +104,9 @@ func TestDemoShopBounded(t *testing.T) {
 	var first string
 	for i := range maxShopOrders + 5 {
 		w := httptest.NewRecorder()
-		shop.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/shop/checkout", strings.NewReader(`{"amount":"1"}`)))
+		r := httptest.NewRequest(http.MethodPost, "/shop/checkout", strings.NewReader(`{"amount":"1"}`))
+		r.Header.Set("Content-Type", "application/json")
+		shop.ServeHTTP(w, r)
 		if i == 0 {
 			var o struct {
 				OutTradeNo string `json:"out_trade_no"`
