@@ -152,18 +152,7 @@ func openSQLite(ctx context.Context, opts SQLiteOptions) (*sqlStore, error) {
 		sync:        syncFull,
 		linger:      DefaultLinger,
 		beforeBatch: opts.beforeBatch,
-		ckptKick:    make(chan struct{}, 1),
-		ckptDone:    make(chan struct{}),
 	}
-	// The writer connection leaves checkpoints to the checkpointer (a
-	// connection the pool opens anew checkpoints by itself again: the
-	// behaviour before).
-	if _, err := durable.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0"); err != nil {
-		_ = durable.Close()
-		_ = fast.Close()
-		return nil, fmt.Errorf("ledger: open sqlite: %w", err)
-	}
-	go e.checkpointer()
 	if e.groupFast {
 		// The filter relies on SQLite's rowid (see sqlite_orderkeys.go)
 		// and on the committer to keep it complete.
@@ -230,12 +219,6 @@ type sqliteEngine struct {
 	// (events), writeTxs those that held other writes (tests, benchmarks).
 	eventTxs atomic.Int64
 	writeTxs atomic.Int64
-
-	// ckptKick wakes the checkpointer after a commit; ckptDone is closed
-	// when it has stopped; ckptErrs counts its failed runs (tests).
-	ckptKick chan struct{}
-	ckptDone chan struct{}
-	ckptErrs atomic.Int64
 	// beforeBatch, if set, is called by the committer with the number of
 	// durable writes of each batch before its transaction (tests).
 	beforeBatch func(n int)
@@ -341,9 +324,6 @@ func (e *sqliteEngine) close() error {
 	if e.started {
 		<-e.done
 	}
-	if e.ckptDone != nil {
-		<-e.ckptDone
-	}
 	var errs []error
 	for _, st := range e.all {
 		errs = append(errs, st.Close())
@@ -358,7 +338,7 @@ func (e *sqliteEngine) close() error {
 // writeTx runs fn in a transaction of the writer connection (e.durable)
 // under the write mutex, committing with synchronous set to level; once it
 // committed, the order-key filter takes in the orders t (the txn fn runs
-// its ops in) inserted, and the checkpointer is told.
+// its ops in) inserted.
 func (e *sqliteEngine) writeTx(ctx context.Context, level string, t *txn, fn func(tx *sql.Tx) error) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
@@ -371,42 +351,7 @@ func (e *sqliteEngine) writeTx(ctx context.Context, level string, t *txn, fn fun
 	if e.keys != nil {
 		e.keys.passOwn(t.own)
 	}
-	select {
-	case e.ckptKick <- struct{}{}:
-	default: // a checkpoint is due already
-	}
 	return nil
-}
-
-// checkpointInterval spaces the checkpointer's runs.
-const checkpointInterval = 200 * time.Millisecond
-
-// checkpointer copies the WAL's pages into the database file in the
-// background, on a connection of the fast pool (PRAGMA
-// wal_checkpoint(PASSIVE): it never blocks the writer, which goes on
-// appending to the WAL), at most every checkpointInterval and only after
-// writes. The writer connection's own automatic checkpoints are off
-// (wal_autocheckpoint 0): SQLite ran them inside the commit that crossed
-// 1000 WAL pages, on the committer, which then stalled every caller of
-// the batch. A page written many times between two checkpoints is copied
-// once. Durability does not change: a commit is durable in the WAL.
-func (e *sqliteEngine) checkpointer() {
-	defer close(e.ckptDone)
-	for {
-		select {
-		case <-e.closing:
-			return
-		case <-e.ckptKick:
-		}
-		if _, err := e.fast.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			e.ckptErrs.Add(1)
-		}
-		select {
-		case <-e.closing:
-			return
-		case <-time.After(checkpointInterval):
-		}
-	}
 }
 
 // setSync sets the writer connection's synchronous level, if it is not
