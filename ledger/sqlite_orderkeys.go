@@ -18,12 +18,22 @@ import (
 // there, and about 1 % of the others) are read from the database.
 //
 // It is kept complete as follows.
-//   - The orders table is append-only: rows are never deleted, so SQLite
-//     numbers new rows above every earlier one (rowid = max + 1) and the
-//     rows since a known rowid are exactly the orders inserted since. The
-//     committer, at the start of each batch, reads the orders past the
-//     highest rowid it has seen (at most keysChunk at a time: a large
-//     ledger is loaded over the first batches after start) and adds them.
+//   - SQLite numbers a new row max(rowid) + 1, so the rows since a known
+//     rowid are the orders inserted since. The committer, at the start of
+//     each batch, reads the orders past the highest rowid it has seen (at
+//     most keysChunk at a time: a large ledger is loaded over the first
+//     batches after start) and adds them; the orders a batch inserts
+//     itself are counted after its commit without being read back
+//     (passOwn). One exception: ForgetOrder deletes the row of an order
+//     WeChat refused, and when that row had the highest rowid, the next
+//     insert takes its number again, at or below the watermark. This
+//     process's own such insert is in the filter already (PutOrder adds
+//     it). Another process's, on the same file, is missed until a
+//     restart: placing that order again still finds it (the insert is
+//     refused, which adds the key), but a notification of it would be
+//     taken as of an order the ledger does not hold. One process per
+//     SQLite file is the supported set-up (several gateways share
+//     PostgreSQL, which has no filter).
 //     This takes in the orders of other processes on the same file too.
 //   - PutOrder adds its key as it writes it, before its caller hears
 //     back, so the gateway's own orders are found at once (a key added by
