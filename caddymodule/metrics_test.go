@@ -89,12 +89,15 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	if status, _ := g.postRaw("/wxpay/notify", "text/xml", forged); status == 200 {
 		t.Fatal("a forged notification was taken")
 	}
-	// The delivery attempts are recorded after the backend answered.
+	// A delivery attempt is counted once the backend answered, and the
+	// ledger records it a moment later (wxpay_outbox_events reads the
+	// ledger): wait for both.
 	var after scrape
-	waitFor(t, "the deliveries counted", 5*time.Second, func() bool {
+	waitFor(t, "the deliveries counted and recorded", 5*time.Second, func() bool {
 		after = scrapeMetrics(t, g)
 		return after[sample("wxpay_delivery_attempt_duration_seconds_count", "outcome", "delivered")]-
-			before[sample("wxpay_delivery_attempt_duration_seconds_count", "outcome", "delivered")] >= 2
+			before[sample("wxpay_delivery_attempt_duration_seconds_count", "outcome", "delivered")] >= 2 &&
+			after[sample("wxpay_outbox_events", "state", "pending")] == 0
 	})
 
 	for _, c := range []struct {
