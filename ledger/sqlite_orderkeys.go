@@ -22,7 +22,8 @@ import (
 //     rowid are the orders inserted since. The committer, at the start of
 //     each batch, reads the orders past the highest rowid it has seen (at
 //     most keysChunk at a time: a large ledger is loaded over the first
-//     batches after start) and adds them; the orders a batch inserts
+//     batches after start) and adds them: this takes in the orders of
+//     other processes on the same file too. The orders a batch inserts
 //     itself are counted after its commit without being read back
 //     (passOwn). One exception: ForgetOrder deletes the row of an order
 //     WeChat refused, and when that row had the highest rowid, the next
@@ -34,7 +35,6 @@ import (
 //     taken as of an order the ledger does not hold. One process per
 //     SQLite file is the supported set-up (several gateways share
 //     PostgreSQL, which has no filter).
-//     This takes in the orders of other processes on the same file too.
 //   - PutOrder adds its key as it writes it, before its caller hears
 //     back, so the gateway's own orders are found at once (a key added by
 //     a transaction that then fails is only a false positive).
@@ -186,12 +186,13 @@ func (k *orderKeys) catchUp(ctx context.Context, st *sql.Stmt) (bool, error) {
 }
 
 // passOwn takes in the orders a committed transaction inserted after a
-// catch-up that read the table to its end: SQLite numbers new rows
-// max(rowid)+1, and the transaction held the database's write lock, so
-// its rows are the next rowids after the watermark. They are in the
-// filter already (PutOrder adds its key as it writes); here they are
-// counted and the watermark passes them, so that no batch reads them back.
-// Rows that do not follow the watermark (anything unexpected) are left to
+// catch-up that read the table to its end: SQLite numbers each new row
+// max(rowid)+1 and the transaction held the database's write lock, so n
+// inserts whose last rowid is the watermark + n took exactly the rowids
+// after it (a row deleted meanwhile, whose number an insert took again,
+// leaves the last rowid lower). They are in the filter already (PutOrder
+// adds its key as it writes); here they are counted and the watermark
+// passes them, so that no batch reads them back. Anything else is left to
 // the next catch-up. Under the engine's write mutex.
 func (k *orderKeys) passOwn(own ownOrders) {
 	if !own.complete || own.n == 0 || own.last != k.watermark+int64(own.n) {

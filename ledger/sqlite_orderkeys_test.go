@@ -286,4 +286,22 @@ func TestOrderKeysOwnOrdersNotReadBack(t *testing.T) {
 	if ka.watermark != maxRowID(t, a) || keysCounted(ka) != 305 {
 		t.Errorf("watermark %d (last rowid %d), %d keys counted, want 305", ka.watermark, maxRowID(t, a), keysCounted(ka))
 	}
+	// The last order forgotten (WeChat refused it): the next insert takes
+	// its rowid again, which is not past the watermark. It is not counted
+	// as the store's own, and it is found.
+	refused := order("refused")
+	putOrders(t, a, []string{"refused"})
+	if err := a.ForgetOrder(context.Background(), refused.MchID, refused.OutTradeNo, refused.ContentHash); err != nil {
+		t.Fatal(err)
+	}
+	wantNoOrder(t, a, "refused")
+	reused := maxRowID(t, a) + 1
+	putOrders(t, a, []string{"takes-its-rowid"})
+	if got := maxRowID(t, a); got != reused || got != ka.watermark {
+		t.Fatalf("the insert after the delete has rowid %d (want %d, the watermark %d)", got, reused, ka.watermark)
+	}
+	wantOrder(t, a, "takes-its-rowid")
+	if keysCounted(ka) != 306 {
+		t.Errorf("%d keys counted, want 306 (the reused rowid is not counted as the store's own)", keysCounted(ka))
+	}
 }
