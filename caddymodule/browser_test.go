@@ -197,6 +197,8 @@ func finishOnSheet(t *testing.T, ctx context.Context, gwURL, button, state, even
 	return no
 }
 
+// shownEvent is an event as the stand-in backend lists it (GET
+// /backend/events).
 type shownEvent struct {
 	Verified bool `json:"signature_verified"`
 	Event    struct {

@@ -78,13 +78,7 @@ func testExampleDemoLoop(t *testing.T, v3 bool) {
 		t.Fatalf("pay: %d %v", status, out)
 	}
 	// 3. See the verified event at the stand-in backend.
-	var events []struct {
-		Verified bool `json:"signature_verified"`
-		Event    struct {
-			Type string         `json:"type"`
-			Data map[string]any `json:"data"`
-		} `json:"event"`
-	}
+	var events []shownEvent
 	waitFor(t, "the event at the stand-in backend", 5*time.Second, func() bool {
 		resp, err := http.Get(simURL + "/backend/events")
 		if err != nil {

@@ -257,12 +257,12 @@ func (s *Simulator) Provision(ctx caddy.Context) error {
 	case !errors.Is(err, caddy.ErrNotConfigured):
 		return fmt.Errorf("wxpay_simulator: %w", err)
 	}
-	for name, u := range map[string]string{"cashier_url": s.CashierURL, "shop": s.Shop} {
-		if u == "" {
+	for _, o := range []struct{ name, url string }{{"cashier_url", s.CashierURL}, {"shop", s.Shop}} {
+		if o.url == "" {
 			continue
 		}
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			return fmt.Errorf("wxpay_simulator: %s %q is not an absolute http(s) URL", name, u)
+		if pu, err := url.Parse(o.url); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("wxpay_simulator: %s %q is not an absolute http(s) URL", o.name, o.url)
 		}
 	}
 	if s.Shop != "" && token == "" {
