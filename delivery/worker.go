@@ -134,13 +134,19 @@ type Worker struct {
 	inflight map[string]bool
 	sending  int
 	retries  timeHeap // retries scheduled by attempts, not yet due
-	started  bool
-	stopped  bool
-	cancel   context.CancelFunc // cancels the dispatcher
-	ctx      context.Context    // lives until Stop's deadline passes
-	abort    context.CancelFunc // aborts attempts in flight
-	done     chan struct{}      // closed when the dispatcher returns
-	attempts sync.WaitGroup
+	// unrecorded holds the events whose attempt's outcome could not be
+	// recorded (the store failed), until when they stay out of fetches:
+	// the ledger still shows them due on their old schedule, and without
+	// the hold the next fetch would send them again at once, over and
+	// over for as long as the store fails.
+	unrecorded map[string]time.Time
+	started    bool
+	stopped    bool
+	cancel     context.CancelFunc // cancels the dispatcher
+	ctx        context.Context    // lives until Stop's deadline passes
+	abort      context.CancelFunc // aborts attempts in flight
+	done       chan struct{}      // closed when the dispatcher returns
+	attempts   sync.WaitGroup
 }
 
 type senderBox struct {
@@ -152,9 +158,10 @@ type senderBox struct {
 func New(cfg Config) *Worker {
 	cfg.setDefaults()
 	return &Worker{
-		cfg:      cfg,
-		wake:     make(chan struct{}, 1),
-		inflight: map[string]bool{},
+		cfg:        cfg,
+		wake:       make(chan struct{}, 1),
+		inflight:   map[string]bool{},
+		unrecorded: map[string]time.Time{},
 	}
 }
 
@@ -400,11 +407,20 @@ func (w *Worker) release(queue []*ledger.Event) {
 	}
 }
 
-// excludeList appends the IDs in flight and queued to dst.
+// excludeList appends the IDs in flight, queued, and held after an
+// outcome that could not be recorded, to dst.
 func (w *Worker) excludeList(dst []string, queue []*ledger.Event) []string {
+	now := w.cfg.Now()
 	w.mu.Lock()
 	for id := range w.inflight {
 		dst = append(dst, id)
+	}
+	for id, until := range w.unrecorded {
+		if now.Before(until) {
+			dst = append(dst, id)
+		} else {
+			delete(w.unrecorded, id)
+		}
 	}
 	w.mu.Unlock()
 	for _, e := range queue {
@@ -557,9 +573,15 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
 	if err := w.cfg.Store.RecordAttempt(rctx, a, out); err != nil {
-		// The event stays pending with its old schedule: it is retried,
-		// and the backend deduplicates on its id.
-		w.cfg.Logger.Error("recording a delivery attempt", zap.String("event_id", e.ID), zap.Error(err))
+		// The event stays pending with its old schedule, due already: it
+		// is held out of fetches for as long as a failed attempt would
+		// wait, then sent again (the backend deduplicates on its id).
+		retryAt = now.Add(Backoff(e.Attempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
+		w.mu.Lock()
+		w.unrecorded[e.ID] = retryAt
+		w.mu.Unlock()
+		w.cfg.Logger.Error("recording a delivery attempt; the event is held until its retry", zap.String("event_id", e.ID),
+			zap.String("outcome", outcome), zap.Time("retry_at", retryAt), zap.Error(err))
 		return
 	}
 	switch {

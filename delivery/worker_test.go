@@ -375,3 +375,48 @@ func TestDeliveryLogLevels(t *testing.T) {
 		t.Errorf("%d warnings for the failed attempt, want 1", n)
 	}
 }
+
+// failingRecords is a real ledger whose RecordAttempt fails while failing
+// is set (a full disk: reads work, writes fail).
+type failingRecords struct {
+	ledger.Store
+	failing *atomic.Bool
+}
+
+func (f failingRecords) RecordAttempt(ctx context.Context, a ledger.Attempt, o ledger.Outcome) error {
+	if f.failing.Load() {
+		return errors.New("database or disk is full")
+	}
+	return f.Store.RecordAttempt(ctx, a, o)
+}
+
+// An attempt whose outcome cannot be recorded leaves the event due in the
+// ledger on its old schedule: the worker holds it back for a retry's wait
+// instead of sending it again at every fetch (before: a delivered event
+// was posted thousands of times a second while the store failed), and
+// delivers it once the store works again.
+func TestUnrecordedOutcomeHeldUntilRetry(t *testing.T) {
+	st := openStore(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	record(t, st, "evt_held", "H", time.Now())
+	b := newBackend(func(string, int) Result { return Result{Status: 200} })
+	w := New(Config{Store: failingRecords{st, &failing}})
+	// The hold is at least FirstRetry/2 (the jitter): 1 s.
+	w.SetSender(b, Policy{Concurrency: 1, AttemptTimeout: time.Second, FirstRetry: 2 * time.Second, MaxInterval: 2 * time.Second, MaxAge: time.Hour})
+	w.Start()
+	defer stop(w)
+	waitFor(t, "the first delivery", func() bool { d, _ := b.snapshot(); return d["evt_held"] >= 1 })
+	time.Sleep(150 * time.Millisecond)
+	if d, _ := b.snapshot(); d["evt_held"] != 1 {
+		t.Fatalf("the event was sent %d times within 150 ms of an attempt whose outcome could not be recorded, want once", d["evt_held"])
+	}
+	failing.Store(false)
+	waitFor(t, "the delivery recorded after the hold", func() bool {
+		e, _, err := st.GetEvent(context.Background(), "evt_held")
+		return err == nil && e.State == ledger.EventDelivered
+	})
+	if d, _ := b.snapshot(); d["evt_held"] != 2 {
+		t.Fatalf("sent %d times, want twice (the unrecorded delivery, then the retry)", d["evt_held"])
+	}
+}
