@@ -113,6 +113,7 @@ type eventView struct {
 	Attempts      int             `json:"attempts"`
 	NextAttemptAt *time.Time      `json:"next_attempt_at,omitempty"`
 	DeliveredAt   *time.Time      `json:"delivered_at,omitempty"`
+	ReplayedAt    *time.Time      `json:"replayed_at,omitempty"`
 	LastStatus    int             `json:"last_status,omitempty"`
 	LastError     string          `json:"last_error,omitempty"`
 	LastResponse  string          `json:"last_response,omitempty"`
@@ -141,6 +142,10 @@ func viewOf(e *ledger.Event, withPayload bool) eventView {
 	if !e.DeliveredAt.IsZero() {
 		t := e.DeliveredAt
 		v.DeliveredAt = &t
+	}
+	if !e.ReplayedAt.IsZero() {
+		t := e.ReplayedAt
+		v.ReplayedAt = &t
 	}
 	if withPayload && json.Valid(e.Payload) {
 		v.Payload = e.Payload

@@ -154,6 +154,14 @@ func TestStoredAckThenDeliveryWithRetries(t *testing.T) {
 	if r := g.backend.got()[2]; r.Header.Get("Wxpay-Event-Id") != id || !bytes.Equal(r.Body, got[0].Body) {
 		t.Fatal("the replay changed the event")
 	}
+	// The admin API says when it was replayed.
+	var replayed struct {
+		ReplayedAt *time.Time `json:"replayed_at"`
+	}
+	if status, body = g.adminDo(t, http.MethodGet, "/wxpay/events/"+id); status != 200 || json.Unmarshal(body, &replayed) != nil ||
+		replayed.ReplayedAt == nil || time.Since(*replayed.ReplayedAt) > time.Minute {
+		t.Fatalf("the replayed event: %d %s", status, body)
+	}
 
 	// A state-changing request shaped as a cross-site page can send it
 	// (no JSON content type) is refused, and changes nothing.

@@ -560,10 +560,10 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	switch {
 	case res.Delivered():
 		out.Delivered, outcome = true, "delivered"
-	case now.Sub(e.CreatedAt) >= p.MaxAge:
+	case now.Sub(windowStart(e)) >= p.MaxAge:
 		out.Dead, outcome = true, "dead"
 	default:
-		out.RetryAt = now.Add(Backoff(e.Attempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
+		out.RetryAt = now.Add(Backoff(e.Attempts-e.ReplayAttempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
 	}
 	if w.cfg.Observer != nil {
 		w.cfg.Observer.Attempted(outcome, a.Duration)
@@ -576,7 +576,7 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		// The event stays pending with its old schedule, due already: it
 		// is held out of fetches for as long as a failed attempt would
 		// wait, then sent again (the backend deduplicates on its id).
-		retryAt = now.Add(Backoff(e.Attempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
+		retryAt = now.Add(Backoff(e.Attempts-e.ReplayAttempts+1, p.FirstRetry, p.MaxInterval, rand.Float64()))
 		w.mu.Lock()
 		w.unrecorded[e.ID] = retryAt
 		w.mu.Unlock()
@@ -599,6 +599,16 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		w.cfg.Logger.Warn("event delivery failed; will retry", zap.String("event_id", e.ID),
 			zap.Int("attempt", e.Attempts+1), zap.String("error", a.Error), zap.Time("retry_at", out.RetryAt))
 	}
+}
+
+// windowStart is when an event's retry window began: its creation, or its
+// last replay (an operator replays a dead letter once the backend is
+// fixed; it gets a whole window again, not one attempt).
+func windowStart(e *ledger.Event) time.Time {
+	if e.ReplayedAt.After(e.CreatedAt) {
+		return e.ReplayedAt
+	}
+	return e.CreatedAt
 }
 
 // Backoff returns the delay before attempt n+1 after n failed attempts:

@@ -420,3 +420,45 @@ func TestUnrecordedOutcomeHeldUntilRetry(t *testing.T) {
 		t.Fatalf("sent %d times, want twice (the unrecorded delivery, then the retry)", d["evt_held"])
 	}
 }
+
+// A dead letter replayed while the backend still fails now and then gets
+// a whole retry window from the replay (before: its window was measured
+// from its creation, long past, so the first failure after the replay
+// made it dead again at once).
+func TestReplayedDeadLetterGetsAWholeWindow(t *testing.T) {
+	st := openStore(t)
+	var answers atomic.Int64 // 0, 1: fail (before and after the replay); then 200
+	b := newBackend(func(string, int) Result {
+		if answers.Add(1) <= 2 {
+			return Result{Status: 503}
+		}
+		return Result{Status: 200}
+	})
+	p := fastPolicy()
+	p.MaxAge = time.Hour
+	w := New(Config{Store: st})
+	w.SetSender(b, p)
+	record(t, st, "evt_old", "O", time.Now().Add(-2*time.Hour)) // older than the window
+	w.Start()
+	defer stop(w)
+	waitFor(t, "the dead letter", func() bool {
+		e, _, err := st.GetEvent(context.Background(), "evt_old")
+		return err == nil && e.State == ledger.EventDead
+	})
+	if err := st.Replay(context.Background(), "evt_old", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	w.Notify()
+	waitFor(t, "the replayed event delivered or dead", func() bool {
+		e, _, err := st.GetEvent(context.Background(), "evt_old")
+		return err == nil && e.State != ledger.EventPending
+	})
+	e, atts, err := st.GetEvent(context.Background(), "evt_old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.State != ledger.EventDelivered || e.Attempts-e.ReplayAttempts != 2 || e.Attempts != 3 || len(atts) != 3 {
+		t.Fatalf("replayed event: state %s after %d attempts since the replay (%d in all, %d recorded), want delivered after 2 (3 in all)",
+			e.State, e.Attempts-e.ReplayAttempts, e.Attempts, len(atts))
+	}
+}

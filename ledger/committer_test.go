@@ -221,7 +221,7 @@ func TestMigration3(t *testing.T) {
 		`CREATE INDEX events_due ON events (state, next_attempt_at)`,
 		`CREATE INDEX events_order ON events (mch_id, out_trade_no, created_at)`,
 		`DROP INDEX orders_open_check`, `CREATE INDEX orders_check ON orders (state, next_check_at)`,
-		`ALTER TABLE events DROP COLUMN claimed_until`,
+		`ALTER TABLE events DROP COLUMN replayed_at`, `ALTER TABLE events DROP COLUMN replay_attempts`, `ALTER TABLE events DROP COLUMN claimed_until`,
 		`DELETE FROM schema_migrations WHERE version >= 3`,
 	} {
 		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {
@@ -328,7 +328,7 @@ func TestMigrations4And5(t *testing.T) {
 	for _, q := range []string{
 		`DROP INDEX orders_open_check`,
 		`CREATE INDEX orders_check ON orders (state, next_check_at)`,
-		`ALTER TABLE events DROP COLUMN claimed_until`,
+		`ALTER TABLE events DROP COLUMN replayed_at`, `ALTER TABLE events DROP COLUMN replay_attempts`, `ALTER TABLE events DROP COLUMN claimed_until`,
 		`DELETE FROM schema_migrations WHERE version >= 4`,
 	} {
 		if _, err := s.sqlite().durable.ExecContext(ctx, q); err != nil {

@@ -110,6 +110,12 @@ type Event struct {
 	LastStatus    int       // HTTP status of the last attempt, 0 if none/failed before a status
 	LastError     string
 	LastResponse  string // first 1 KiB of the backend's last answer
+	// ReplayedAt is when the event was last replayed (zero if never):
+	// its retry window (the delivery policy's max age) starts then, not
+	// at CreatedAt. ReplayAttempts is Attempts at that time: the backoff
+	// counts the attempts after it.
+	ReplayedAt     time.Time
+	ReplayAttempts int
 	// ClaimedUntil is when the claim DueEvents took on the event ends (a
 	// database several gateways share); zero where nothing is claimed.
 	ClaimedUntil time.Time
@@ -336,8 +342,10 @@ type Store interface {
 	// claims expire. A claim taken over since is left alone; events
 	// without a claim are skipped.
 	ReleaseClaims(ctx context.Context, events []*Event) error
-	// Replay makes any event pending again with NextAttemptAt = now (its ID,
-	// payload and attempt history unchanged). ErrNotFound if absent.
+	// Replay makes any event pending again with NextAttemptAt = now, its
+	// retry window and backoff starting again as if it had just been
+	// recorded (ReplayedAt = now, ReplayAttempts = Attempts); its ID,
+	// payload and attempt history are unchanged. ErrNotFound if absent.
 	Replay(ctx context.Context, id string, now time.Time) error
 
 	// OrdersToCheck returns up to limit unpaid (NOTPAY or PAYERROR) orders

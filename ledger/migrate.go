@@ -154,6 +154,18 @@ func migrations() []migration {
 				`ALTER TABLE events ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0`,
 			},
 		},
+		{
+			version: 7,
+			name:    "replayed events retry for a whole window again",
+			// When (Unix ns) the event was last replayed (0: never), and
+			// its attempt count then. The delivery worker measures an
+			// event's retry window from the later of replayed_at and
+			// created_at, and its backoff from the attempts since.
+			steps: []string{
+				`ALTER TABLE events ADD COLUMN replayed_at BIGINT NOT NULL DEFAULT 0`,
+				`ALTER TABLE events ADD COLUMN replay_attempts INTEGER NOT NULL DEFAULT 0`,
+			},
+		},
 	}
 }
 

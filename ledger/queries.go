@@ -19,6 +19,13 @@ const eventCols = `id, mch_id, type, out_trade_no, transaction_id, payload, crea
 // eventColsE is eventCols qualified with the table alias e.
 const eventColsE = `e.id, e.mch_id, e.type, e.out_trade_no, e.transaction_id, e.payload, e.created_at, e.state, e.attempts, e.next_attempt_at, e.delivered_at, e.last_status, e.last_error, e.last_response`
 
+// eventReadCols are the columns scanEvent reads: eventCols and those an
+// insert leaves at their defaults.
+const eventReadCols = eventCols + `, replayed_at, replay_attempts`
+
+// eventReadColsE is eventReadCols qualified with the table alias e.
+const eventReadColsE = eventColsE + `, e.replayed_at, e.replay_attempts`
+
 // openOrders are the orders that may still be paid: the reconciler checks
 // them (index orders_open_check).
 // A refund's state moves forward only: UNKNOWN (asked, no answer yet) 0,
@@ -92,11 +99,15 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, '` + EventPending + `', 0, ?, 0, 0, '', '')`
 	qInsertHeldEventHead = `INSERT INTO events (` + eventCols + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, '` + EventHeld + `', 0, ?, 0, 0, '', '')`
-	qGetEvent     = `SELECT ` + eventCols + ` FROM events WHERE id = ?`
+	qGetEvent     = `SELECT ` + eventReadCols + ` FROM events WHERE id = ?`
 	qGetAttempts  = `SELECT event_id, attempted_at, duration_ns, status, error, response FROM attempts WHERE event_id = ? ORDER BY n`
 	qEventCreated = `SELECT created_at FROM events WHERE id = ?`
 	qCountEvents  = `SELECT state, COUNT(*) FROM events GROUP BY state`
-	qReplay       = `UPDATE events SET state = '` + EventPending + `', next_attempt_at = ?, delivered_at = 0 WHERE id = ?`
+	// qReplay makes an event pending again, due now, with a retry window
+	// and a backoff of its own: the window starts at the replay, and the
+	// backoff counts the attempts after replay_attempts (attempts keeps
+	// numbering the attempts table's history).
+	qReplay = `UPDATE events SET state = '` + EventPending + `', next_attempt_at = ?, delivered_at = 0, replayed_at = ?, replay_attempts = attempts WHERE id = ?`
 
 	// qNextDue walks the pending events by due time (index events_due_order)
 	// and stops at the first that is first of its order.
@@ -162,7 +173,7 @@ func dueQuery(d dialect, n int) string {
 	if n > 0 {
 		b.WriteString(`WITH held AS ` + d.materialized + ` (SELECT mch_id, out_trade_no FROM events WHERE id IN (` + placeholders(n) + `)) `)
 	}
-	b.WriteString(`SELECT ` + eventColsE + ` FROM events e
+	b.WriteString(`SELECT ` + eventReadColsE + ` FROM events e
 		WHERE e.state = '` + EventPending + `' AND e.next_attempt_at <= ? AND ` + firstOfOrder)
 	if n > 0 {
 		b.WriteString(` AND NOT EXISTS (SELECT 1 FROM held h WHERE h.mch_id = e.mch_id AND h.out_trade_no = e.out_trade_no)`)
@@ -191,7 +202,7 @@ func claimQuery(d dialect, n int) string {
 	if n > 0 {
 		b.WriteString(` AND NOT EXISTS (SELECT 1 FROM held h WHERE h.mch_id = e.mch_id AND h.out_trade_no = e.out_trade_no)`)
 	}
-	b.WriteString(` ORDER BY e.next_attempt_at, e.created_at, e.id LIMIT ?` + d.skipLocked + `) RETURNING ` + eventCols)
+	b.WriteString(` ORDER BY e.next_attempt_at, e.created_at, e.id LIMIT ?` + d.skipLocked + `) RETURNING ` + eventReadCols)
 	return b.String()
 }
 

@@ -730,7 +730,13 @@ func TestReplay(t *testing.T) {
 				if e.State != EventPending || !e.NextAttemptAt.Equal(at(100)) || !e.DeliveredAt.IsZero() {
 					t.Fatalf("replayed: %+v", e)
 				}
-				if e.ID != id || !bytes.Equal(e.Payload, before.Payload) || e.Attempts != 1 || len(atts) != 1 {
+				// Its retry window and attempt count start again; its
+				// history stays.
+				if !before.ReplayedAt.IsZero() || before.ReplayAttempts != 0 || e.Attempts != 1 || e.ReplayAttempts != 1 || !e.ReplayedAt.Equal(at(100)) {
+					t.Fatalf("replayed: replayed_at %v → %v, replay_attempts %d → %d, attempts %d; want zero → %v, 0 → 1, 1",
+						before.ReplayedAt, e.ReplayedAt, before.ReplayAttempts, e.ReplayAttempts, e.Attempts, at(100))
+				}
+				if e.ID != id || !bytes.Equal(e.Payload, before.Payload) || !e.CreatedAt.Equal(before.CreatedAt) || len(atts) != 1 {
 					t.Fatalf("replay changed the event: %+v", e)
 				}
 				due, _ := dueAfresh(t, s, at(100), 10, nil)

@@ -298,15 +298,15 @@ func (s *sqlStore) SetOrderState(ctx context.Context, mchID, outTradeNo, state s
 
 func scanEvent(r rowScanner) (*Event, error) {
 	var e Event
-	var created, next, delivered int64
+	var created, next, delivered, replayed int64
 	if err := r.Scan(&e.ID, &e.MchID, &e.Type, &e.OutTradeNo, &e.TransactionID, &e.Payload, &created, &e.State, &e.Attempts,
-		&next, &delivered, &e.LastStatus, &e.LastError, &e.LastResponse); err != nil {
+		&next, &delivered, &e.LastStatus, &e.LastError, &e.LastResponse, &replayed, &e.ReplayAttempts); err != nil {
 		return nil, err
 	}
 	if e.Payload == nil {
 		e.Payload = []byte{}
 	}
-	e.CreatedAt, e.NextAttemptAt, e.DeliveredAt = fromNs(created), fromNs(next), fromNs(delivered)
+	e.CreatedAt, e.NextAttemptAt, e.DeliveredAt, e.ReplayedAt = fromNs(created), fromNs(next), fromNs(delivered), fromNs(replayed)
 	return &e, nil
 }
 
@@ -557,7 +557,7 @@ func (s *sqlStore) ListEvents(ctx context.Context, f ListFilter) ([]*Event, erro
 		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
 		args = append(args, created, created, f.Before)
 	}
-	q := `SELECT ` + eventCols + ` FROM events`
+	q := `SELECT ` + eventReadCols + ` FROM events`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -821,7 +821,7 @@ func (s *sqlStore) Replay(ctx context.Context, id string, now time.Time) error {
 	err := s.checkOpen()
 	if err == nil {
 		err = s.e.write(ctx, func(t *txn) error {
-			return execOne(t.ctx, t.stmt(s.st.replay), ErrNotFound, toNs(now), id)
+			return execOne(t.ctx, t.stmt(s.st.replay), ErrNotFound, toNs(now), toNs(now), id)
 		}, true)
 	}
 	if err != nil {
