@@ -33,7 +33,10 @@ func (h *Handler) queryRefund(svc *gateway.Service, _ http.ResponseWriter, r *ht
 }
 
 // GET /wxpay/bills/{yyyyMMdd}[?type=ALL|SUCCESS|REFUND|RECHARGE_REFUND&gzip=1&app_id=]
-// streams WeChat's CSV (or gzip) as it comes.
+// streams WeChat's CSV (or gzip) as it comes. A download that breaks off,
+// or (APIv3) whose hash does not match at its end, is aborted: the caller
+// sees the response cut short (no clean end of the body), never a
+// complete-looking bill.
 func (h *Handler) serveBill(w http.ResponseWriter, r *http.Request) {
 	svc, err := h.app.serviceFor(r.Context())
 	if err != nil {
@@ -58,6 +61,10 @@ func (h *Handler) serveBill(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, bufio.NewReader(rc)); err != nil {
-		h.logger.Warn("bill download interrupted", zap.String("date", date), zap.Error(err))
+		h.logger.Error("bill download aborted: the caller's copy is cut short", zap.String("date", date), zap.Error(err))
+		// The status is sent: only an unclean end tells the caller (as
+		// reverse_proxy does when its upstream breaks off mid-body).
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
 	}
 }

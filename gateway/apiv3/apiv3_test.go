@@ -167,6 +167,7 @@ func TestCallErrors(t *testing.T) {
 		{"balance", &wxpayv3.APIError{Status: 403, Code: "NOT_ENOUGH"}, 409, "NOTENOUGH"},
 		{"no order", &wxpayv3.APIError{Status: 404, Code: "ORDER_NOT_EXIST"}, 404, "ORDERNOTEXIST"},
 		{"no resource", &wxpayv3.APIError{Status: 404, Code: "RESOURCE_NOT_EXISTS"}, 404, "RESOURCE_NOT_EXISTS"},
+		{"no bill that day", &wxpayv3.APIError{Status: 400, Code: "NO_STATEMENT_EXIST"}, 404, "NO_STATEMENT_EXIST"},
 		{"rate", &wxpayv3.APIError{Status: 429, Code: "FREQUENCY_LIMITED"}, 429, "FREQUENCY_LIMITED"},
 		{"system", &wxpayv3.APIError{Status: 500, Code: "SYSTEM_ERROR"}, 502, "SYSTEMERROR"},
 		{"another 5xx", &wxpayv3.APIError{Status: 503, Code: "BANKERROR"}, 502, "SYSTEMERROR"},

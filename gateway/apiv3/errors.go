@@ -22,10 +22,13 @@ var v2Codes = map[string]struct {
 	"NOT_ENOUGH":          {"NOTENOUGH", gateway.Conflict},
 	"ORDER_NOT_EXIST":     {"ORDERNOTEXIST", gateway.NotFound},
 	"RESOURCE_NOT_EXISTS": {"RESOURCE_NOT_EXISTS", gateway.NotFound},
-	"FREQUENCY_LIMITED":   {"FREQUENCY_LIMITED", gateway.RateLimited},
-	"RATELIMIT_EXCEEDED":  {"FREQUENCY_LIMITED", gateway.RateLimited},
-	"SYSTEM_ERROR":        {gateway.CodeSystemError, gateway.Refused},
-	"SYSTEMERROR":         {gateway.CodeSystemError, gateway.Refused},
+	// A day without a bill (HTTP 400 from WeChat): 404, as API v2's
+	// "No Bill Exist".
+	"NO_STATEMENT_EXIST": {"NO_STATEMENT_EXIST", gateway.NotFound},
+	"FREQUENCY_LIMITED":  {"FREQUENCY_LIMITED", gateway.RateLimited},
+	"RATELIMIT_EXCEEDED": {"FREQUENCY_LIMITED", gateway.RateLimited},
+	"SYSTEM_ERROR":       {gateway.CodeSystemError, gateway.Refused},
+	"SYSTEMERROR":        {gateway.CodeSystemError, gateway.Refused},
 }
 
 // callError classifies a failed APIv3 call for the gateway.

@@ -75,6 +75,16 @@ func keepLast[T any](q []T, limit int) []T {
 	return q
 }
 
+// AlterNextBills makes the next n APIv3 bill downloads serve their bill
+// with one byte changed (its last but one), the hash_value of the
+// tradebill answer unchanged: a bill altered or damaged on its way, which
+// the merchant's check of the hash must catch. n <= 0 cancels.
+func (s *Simulator) AlterNextBills(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alterBills = max(n, 0)
+}
+
 // DelayNext makes the next n calls of api (see FailNext) wait d (real
 // time: TimeScale does not apply; at most Limits.Delay) before answering, or until the request's
 // context ends or the simulator closes, for timeout tests. The call is

@@ -260,6 +260,7 @@ type Simulator struct {
 	delays        map[string][]delayFault
 	v3            map[string]*v3Merchant // APIv3 state by mch_id
 	billTokens    []*billToken           // v3 bill downloads, oldest first
+	alterBills    int                    // v3 bill downloads left to alter (AlterNextBills)
 
 	forgerMu sync.Mutex      // guards forger, apart from mu: generating it is slow
 	forger   *rsa.PrivateKey // signs forged notifications (V3FaultForgedSignature)

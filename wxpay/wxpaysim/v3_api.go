@@ -802,6 +802,10 @@ func (s *Simulator) v3BillDownload(c *v3Call) v3Reply {
 			found = t
 		}
 	}
+	alter := found != nil && found.mchID == c.mchID && s.alterBills > 0
+	if alter {
+		s.alterBills--
+	}
 	s.mu.Unlock()
 	switch {
 	case found == nil:
@@ -809,7 +813,13 @@ func (s *Simulator) v3BillDownload(c *v3Call) v3Reply {
 	case found.mchID != c.mchID:
 		return c.fail(http.StatusForbidden, "NO_AUTH", "权限异常，请求商户与申请账单的商户不一致", nil)
 	}
-	return v3Reply{status: http.StatusOK, body: found.data, contentType: found.contentType, unsigned: true, mchID: c.mchID}
+	body := found.data
+	if alter && len(body) >= 2 {
+		body = slices.Clone(body)
+		body[len(body)-2] ^= 0x01
+		s.logf("wxpaysim: %s mchid=%s: bill altered (AlterNextBills)", c.route.api, c.mchID)
+	}
+	return v3Reply{status: http.StatusOK, body: body, contentType: found.contentType, unsigned: true, mchID: c.mchID}
 }
 
 // v3Certificate is one entry of the /v3/certificates answer.

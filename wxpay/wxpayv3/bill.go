@@ -1,6 +1,7 @@
 package wxpayv3
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha1"
 	"crypto/subtle"
@@ -21,6 +22,12 @@ type BillInfo struct {
 	HashType    string `json:"hash_type"`  // "SHA1"
 	HashValue   string `json:"hash_value"` // hex
 	DownloadURL string `json:"download_url"`
+	// TarType is the tar_type the bill was asked for (TradeBill sets it;
+	// not part of WeChat's answer): "GZIP" when the download is the bill
+	// compressed with gzip. WeChat's hash_value is then the hash of the
+	// bill decompressed (原始账单（gzip需要解压缩）的摘要值), which
+	// DownloadBill checks.
+	TarType string `json:"-"`
 }
 
 // TradeBill asks for the trade bill of a day:
@@ -47,6 +54,7 @@ func (c *Client) TradeBill(ctx context.Context, billDate, billType, tarType stri
 	if err != nil {
 		return nil, fmt.Errorf("trade bill %s: %w", billDate, err)
 	}
+	info.TarType = tarType
 	return &info, nil
 }
 
@@ -56,7 +64,10 @@ func (c *Client) TradeBill(ctx context.Context, billDate, billType, tarType stri
 // WeChat does not sign the bill itself; instead the returned reader hashes
 // what it streams and, at the end, returns an error wrapping ErrBillHash
 // instead of io.EOF when the SHA-1 does not match info.HashValue, or when
-// info.HashType is not SHA1. Use the bill only once reading has reached
+// info.HashType is not SHA1. A GZIP bill (info.TarType) is streamed as it
+// comes, compressed, and its hash checked on the decompressed bytes, as
+// WeChat computes it; one that does not decompress fails the same way. Use
+// the bill only once reading has reached
 // io.EOF. The caller closes the reader; Client.Timeout bounds the whole
 // download until then. An answer other than 200 is verified and returned
 // as an *APIError (or a *VerifyError).
@@ -95,7 +106,13 @@ func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadClose
 		}
 		return nil, fmt.Errorf("download bill: %w", err)
 	}
-	return &billReader{op: op, body: resp.Body, release: release, h: sha1.New(), hashType: info.HashType, want: info.HashValue}, nil
+	r := &billReader{op: op, body: resp.Body, release: release, h: sha1.New(), hashType: info.HashType, want: info.HashValue}
+	r.sink = r.h
+	if strings.EqualFold(info.TarType, "GZIP") {
+		r.gz = newGunzipHasher(r.h)
+		r.sink = r.gz
+	}
+	return r, nil
 }
 
 // billReader streams a bill and checks its hash at the end.
@@ -104,6 +121,8 @@ type billReader struct {
 	body     io.ReadCloser
 	release  func()
 	h        hash.Hash
+	sink     io.Writer     // where the bytes read go: h, or gz for a GZIP bill
+	gz       *gunzipHasher // a GZIP bill's decompression into h; nil otherwise
 	hashType string
 	want     string
 	err      error // the outcome once the end was reached
@@ -115,7 +134,10 @@ func (r *billReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.body.Read(p)
-	r.h.Write(p[:n])
+	if _, werr := r.sink.Write(p[:n]); werr != nil {
+		r.err = fmt.Errorf("%w: the GZIP bill does not decompress: %v", ErrBillHash, werr)
+		return n, r.err
+	}
 	switch {
 	case err == io.EOF:
 		r.err = r.check()
@@ -136,6 +158,11 @@ func (r *billReader) check() error {
 	if err != nil || len(want) != sha1.Size {
 		return fmt.Errorf("%w: hash_value %s is not a hex SHA-1", ErrBillHash, quoteShort(r.want))
 	}
+	if r.gz != nil {
+		if err := r.gz.finish(); err != nil {
+			return fmt.Errorf("%w: the GZIP bill does not decompress: %v", ErrBillHash, err)
+		}
+	}
 	got := r.h.Sum(nil)
 	if subtle.ConstantTimeCompare(got, want) != 1 {
 		return fmt.Errorf("%w: SHA-1 of the download is %x, hash_value is %x (truncated or altered)", ErrBillHash, got, want)
@@ -146,6 +173,59 @@ func (r *billReader) check() error {
 // Close ends the download and its Timeout.
 func (r *billReader) Close() error {
 	err := r.body.Close()
+	if r.gz != nil {
+		r.gz.abort()
+	}
 	r.release()
 	return err
+}
+
+// gunzipHasher writes the decompression of the gzip stream written to it
+// into a hash, as the stream goes (a goroutine reads it from a pipe).
+type gunzipHasher struct {
+	pw   *io.PipeWriter
+	done chan error // the decompression's outcome, once
+	err  error
+	over bool
+}
+
+var errBillClosed = errors.New("the bill was closed before its end")
+
+func newGunzipHasher(h hash.Hash) *gunzipHasher {
+	pr, pw := io.Pipe()
+	g := &gunzipHasher{pw: pw, done: make(chan error, 1)}
+	go func() {
+		zr, err := gzip.NewReader(pr)
+		if err == nil {
+			if _, err = io.Copy(h, zr); err == nil {
+				err = zr.Close()
+			}
+		}
+		// (The copy ends when the pipe does: bytes after a gzip member
+		// are read as another member, and fail as one.) Writes fail
+		// from now on with the error.
+		pr.CloseWithError(err)
+		g.done <- err
+	}()
+	return g
+}
+
+// Write passes p on to the decompression.
+func (g *gunzipHasher) Write(p []byte) (int, error) { return g.pw.Write(p) }
+
+// finish ends the stream and returns the decompression's outcome.
+func (g *gunzipHasher) finish() error {
+	if !g.over {
+		g.pw.Close()
+		g.err, g.over = <-g.done, true
+	}
+	return g.err
+}
+
+// abort stops the decompression (if still running) and waits for it.
+func (g *gunzipHasher) abort() {
+	if !g.over {
+		g.pw.CloseWithError(errBillClosed)
+		g.err, g.over = <-g.done, true
+	}
 }

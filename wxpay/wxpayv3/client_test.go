@@ -2,6 +2,7 @@ package wxpayv3
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
@@ -531,8 +532,8 @@ func TestTradeBillAndDownload(t *testing.T) {
 	if *gotInfo != info || got.URI != "/v3/bill/tradebill?bill_date=2026-01-01&bill_type=ALL" {
 		t.Fatalf("%+v %s", gotInfo, got.URI)
 	}
-	if _, err := c.TradeBill(context.Background(), "2026-01-01", "", "GZIP"); err != nil || got.URI != "/v3/bill/tradebill?bill_date=2026-01-01&tar_type=GZIP" {
-		t.Fatalf("%v %s", err, got.URI)
+	if gi, err := c.TradeBill(context.Background(), "2026-01-01", "", "GZIP"); err != nil || got.URI != "/v3/bill/tradebill?bill_date=2026-01-01&tar_type=GZIP" || gi.TarType != "GZIP" {
+		t.Fatalf("%v %s %+v", err, got.URI, gi)
 	}
 	if _, err := c.TradeBill(context.Background(), "20260101", "", ""); err == nil {
 		t.Fatal("bad date accepted")
@@ -582,6 +583,72 @@ func TestTradeBillAndDownload(t *testing.T) {
 			errorContains(t, err, tt.msg)
 		})
 	}
+
+	// A GZIP bill (tar_type=GZIP): streamed compressed, its hash_value
+	// that of the bill decompressed, as WeChat documents it
+	// (原始账单（gzip需要解压缩）的摘要值; sum above is sha1 of the plain
+	// bill, the compressed bytes are compress/gzip's).
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	zw.Write(bill)
+	zw.Close()
+	zipped := zbuf.Bytes()
+	serve := func(body []byte) {
+		w.handle(func(r *seenRequest) *reply {
+			return &reply{stream: func(rw http.ResponseWriter, _ *http.Request) { rw.Write(body) }}
+		})
+	}
+	gz := info
+	gz.TarType = "GZIP"
+	serve(zipped)
+	if b, err := read(gz); err != nil || !bytes.Equal(b, zipped) {
+		t.Fatalf("GZIP bill: %v (passed through unchanged: %v)", err, bytes.Equal(b, zipped))
+	}
+	zsum := sha1.Sum(zipped)
+	for _, tt := range []struct {
+		name string
+		body []byte
+		hash string
+		msg  string
+	}{
+		{"hash of the compressed bytes", zipped, hex.EncodeToString(zsum[:]), "truncated or altered"},
+		{"not gzip", bill, info.HashValue, "does not decompress"},
+		{"truncated", zipped[:len(zipped)/2], info.HashValue, "does not decompress"},
+		{"bytes after the stream", append(append([]byte{}, zipped...), "junk"...), info.HashValue, "does not decompress"},
+	} {
+		t.Run("GZIP "+tt.name, func(t *testing.T) {
+			serve(tt.body)
+			i := gz
+			i.HashValue = tt.hash
+			_, err := read(i)
+			if !errors.Is(err, ErrBillHash) {
+				t.Fatalf("err = %v", err)
+			}
+			errorContains(t, err, tt.msg)
+		})
+	}
+	// Closed before its end: the decompression stops with it.
+	serve(zipped)
+	rc, err := c.DownloadBill(context.Background(), &gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Read(make([]byte, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.handle(func(r *seenRequest) *reply {
+		got = r
+		switch r.Path {
+		case "/v3/bill/tradebill":
+			return jsonReply(t, info)
+		case "/v3/billdownload/file":
+			return &reply{stream: func(rw http.ResponseWriter, _ *http.Request) { rw.Write(bill) }}
+		}
+		return nil
+	})
 
 	// A download URL elsewhere is refused before anything is sent.
 	n := len(w.requests())
