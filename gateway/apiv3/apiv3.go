@@ -191,10 +191,18 @@ func (p *Protocol) Refund(ctx context.Context, r *gateway.RefundRequest) (*gatew
 		}
 		return nil, err
 	}
+	return refundResponse(resp), nil
+}
+
+// refundResponse is WeChat's answer to a refund under API v2's names:
+// cash_fee is the order's cash payment (amount.payer_total), as v2's
+// refund answer has it, not the refund's cash part (payer_refund, v2's
+// cash_refund_fee).
+func refundResponse(r *wxpayv3.Refund) *gateway.RefundResponse {
 	return &gateway.RefundResponse{
-		OutRefundNo: resp.OutRefundNo, RefundID: resp.RefundID, OutTradeNo: resp.OutTradeNo, TransactionID: resp.TransactionID,
-		TotalFee: resp.Amount.Total, RefundFee: resp.Amount.Refund, CashFee: resp.Amount.PayerRefund,
-	}, nil
+		OutRefundNo: r.OutRefundNo, RefundID: r.RefundID, OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID,
+		TotalFee: r.Amount.Total, RefundFee: r.Amount.Refund, CashFee: r.Amount.PayerTotal,
+	}
 }
 
 // QueryRefund calls GET /v3/refund/domestic/refunds/{no}: one refund,

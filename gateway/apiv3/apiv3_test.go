@@ -152,6 +152,31 @@ func TestRefundData(t *testing.T) {
 	}
 }
 
+// A refund's answer under API v2's names: a partial refund of an order
+// paid 90 of 100 fen in cash (10 by a coupon), 30 refunded of which 27 in
+// cash (the figures are WeChat's refund answer's fields, written by hand).
+// v2's cash_fee is the order's cash payment, not the refund's cash part.
+func TestRefundResponse(t *testing.T) {
+	raw := []byte(`{"refund_id":"50000000382019052709732678859","out_refund_no":"1217752501201407033233368018",
+		"transaction_id":"1217752501201407033233368018","out_trade_no":"1217752501201407033233368018","channel":"ORIGINAL",
+		"user_received_account":"招商银行信用卡0403","create_time":"2020-12-01T16:18:12+08:00","status":"PROCESSING",
+		"amount":{"total":100,"refund":30,"payer_total":90,"payer_refund":27,"settlement_refund":30,"settlement_total":100,
+		"discount_refund":3,"currency":"CNY"}}`)
+	var r wxpayv3.Refund
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	got := refundResponse(&r)
+	want := &gateway.RefundResponse{
+		OutRefundNo: "1217752501201407033233368018", RefundID: "50000000382019052709732678859",
+		OutTradeNo: "1217752501201407033233368018", TransactionID: "1217752501201407033233368018",
+		TotalFee: 100, RefundFee: 30, CashFee: 90,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("refund answer %+v\nwant %+v", got, want)
+	}
+}
+
 // WeChat's APIv3 errors reach the caller with the statuses and (API v2)
 // codes they have on v2.
 func TestCallErrors(t *testing.T) {
