@@ -97,6 +97,14 @@ type certSet struct {
 	bySerial map[string]*x509.Certificate
 }
 
+// canonicalSerial is a certificate serial (hex) as CertificateSerial
+// writes it: upper case, no leading zero. WeChat's and the SDKs' serials
+// differ in that (one pads to whole bytes, one does not): a serial is
+// compared as the number it is.
+func canonicalSerial(serial string) string {
+	return strings.TrimLeft(strings.ToUpper(serial), "0")
+}
+
 func newCertSet(certs []*x509.Certificate) *certSet {
 	s := &certSet{certs: certs, bySerial: make(map[string]*x509.Certificate, len(certs))}
 	for _, c := range certs {
@@ -375,7 +383,7 @@ func (p *PlatformCertificates) VerificationKey(serial string) (*rsa.PublicKey, b
 // lookup finds a certificate of the set valid now.
 func (p *PlatformCertificates) lookup(serial string) (*rsa.PublicKey, bool) {
 	if s := p.set.Load(); s != nil {
-		if c, ok := s.bySerial[serial]; ok && validAt(c, p.now()) {
+		if c, ok := s.bySerial[canonicalSerial(serial)]; ok && validAt(c, p.now()) {
 			return c.PublicKey.(*rsa.PublicKey), true
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,6 +138,18 @@ func TestPlatformCertificatesStartAndRestart(t *testing.T) {
 	for _, s := range []string{f.v.Serials["platform"], f.v.Serials["platform2"]} {
 		if k, ok := p.VerificationKey(s); !ok || k == nil {
 			t.Fatalf("serial %s unknown", s)
+		}
+		// The same number padded to whole bytes, or in lower case (the
+		// SDKs write serials either way).
+		for _, same := range []string{"0" + s, "00" + s, strings.ToLower(s)} {
+			if k, ok := p.lookup(same); !ok || k == nil {
+				t.Fatalf("serial %s (%s) unknown", same, s)
+			}
+		}
+	}
+	for _, other := range []string{f.v.Serials["platform"] + "0", "1" + f.v.Serials["platform"], ""} {
+		if _, ok := p.lookup(other); ok {
+			t.Fatalf("serial %q found", other)
 		}
 	}
 	if got := p.Newest(); got != f.v.Serials["platform2"] {
