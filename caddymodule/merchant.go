@@ -84,12 +84,14 @@ type Merchant struct {
 	SignType string `json:"sign_type,omitempty"`
 
 	// Pins the signature algorithm of payment notifications: with
-	// HMAC-SHA256, a notification signed MD5 or carrying no sign_type
-	// (which means MD5) is refused, however valid its signature, and
-	// WeChat retries it. WeChat signs an order's notifications with the
-	// sign type the order was placed with, so this needs sign_type
-	// HMAC-SHA256, and orders placed otherwise (elsewhere, or before the
-	// switch) are refused too. Default: any (MD5 or HMAC-SHA256).
+	// HMAC-SHA256, a notification signed MD5 is refused, however valid its
+	// signature, and WeChat retries it. (WeChat names no sign_type in the
+	// notifications of an order placed with HMAC-SHA256: the sign's 64 hex
+	// digits say which it is, and it is verified as such.) WeChat signs an
+	// order's notifications with the sign type the order was placed with,
+	// so this needs sign_type HMAC-SHA256, and orders placed otherwise
+	// (elsewhere, or before the switch) are refused too. Default: any (MD5
+	// or HMAC-SHA256).
 	NotifySignType string `json:"notify_sign_type,omitempty"`
 
 	// The URL WeChat sends payment notifications to: this gateway's

@@ -53,7 +53,7 @@ func VerifyNotificationFields(body []byte, key APIKey) (Params, SignType, error)
 	if err != nil {
 		return nil, "", err
 	}
-	st, err := DocumentSignType(p)
+	st, err := NotificationSignType(p)
 	if err != nil {
 		return nil, "", fmt.Errorf("wxpay: notification: %w", err)
 	}

@@ -130,8 +130,9 @@ const exampleCanonical = "appid=wx2421b1c4370ec43b&attach=支付测试&bank_type
 const (
 	// MD5 of exampleCanonical (python command above).
 	exampleSignMD5 = "F3F481B732273AFA2839E877583F311D"
-	// HMAC-SHA256 of exampleCanonical: a valid HMAC sign for a document
-	// that does not say sign_type HMAC-SHA256, so it must not verify.
+	// HMAC-SHA256 of exampleCanonical: the sign of the notification of an
+	// order placed with HMAC-SHA256, which WeChat sends without sign_type
+	// (the sign's 64 digits say HMAC-SHA256).
 	exampleSignHMACNoType = "DB7FDDA72B74F16EBD936876F870DEA7E28141AD5AE8D45312B011AD61ACC342"
 )
 
@@ -174,6 +175,9 @@ func TestVerifyNotificationValid(t *testing.T) {
 	}{
 		{"WeChat example MD5", exampleFields(), exampleCanonical, exampleSignedMD5(), SignTypeMD5, true, "1004400740201409030005092168"},
 		{"sign_type HMAC-SHA256", hmacFields, hmacCanonical, signedDoc(hmacFields, hmacSign), SignTypeHMACSHA256, true, "1004400740201409030005092168"},
+		// An HMAC-SHA256 order's notification as WeChat sends it: no
+		// sign_type; the sign's 64 digits say HMAC-SHA256.
+		{"HMAC-SHA256 without sign_type", exampleFields(), exampleCanonical, signedDoc(exampleFields(), exampleSignHMACNoType), SignTypeHMACSHA256, true, "1004400740201409030005092168"},
 		{"failed payment without transaction_id", failFields, failCanonical, signedDoc(failFields, failSign), SignTypeMD5, false, ""},
 		{"future signed field", futureFields, futureCanonical, signedDoc(futureFields, futureSign), SignTypeMD5, true, "1004400740201409030005092168"},
 	}
@@ -346,7 +350,8 @@ func TestVerifyNotificationRefuses(t *testing.T) {
 		{"empty sign", replace(good, exampleSignMD5, ""), officialKey, ErrMissingSign, false, ""},
 		{"lowercase sign", replace(good, exampleSignMD5, strings.ToLower(exampleSignMD5)), officialKey, ErrInvalidSignature, false, ""},
 		{"wrong key", good, "192006250b4c09247ec02edce69f6a2e", ErrInvalidSignature, false, ""},
-		{"HMAC sign without sign_type", replace(good, exampleSignMD5, exampleSignHMACNoType), officialKey, ErrInvalidSignature, false, ""},
+		{"HMAC sign without sign_type, tampered", replace(replace(good, exampleSignMD5, exampleSignHMACNoType), "<total_fee>1</total_fee>", "<total_fee>2</total_fee>"), officialKey, ErrInvalidSignature, false, ""},
+		{"MD5 sign under an HMAC label", replace(hmacDoc, hmacSign, exampleSignMD5), officialKey, ErrInvalidSignature, false, ""},
 		{"sign_type stripped from HMAC", replace(hmacDoc, "<sign_type><![CDATA[HMAC-SHA256]]></sign_type>", ""), officialKey, ErrInvalidSignature, false, ""},
 		{"sign_type switched to MD5", replace(hmacDoc, "<![CDATA[HMAC-SHA256]]>", "<![CDATA[MD5]]>"), officialKey, ErrInvalidSignature, false, ""},
 		{"unknown sign_type", replace(hmacDoc, "<![CDATA[HMAC-SHA256]]>", "<![CDATA[SHA1]]>"), officialKey, nil, false, `sign_type "SHA1"`},

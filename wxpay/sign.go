@@ -117,6 +117,25 @@ func DocumentSignType(p Params) (SignType, error) {
 	return ParseSignType(p.Get("sign_type"))
 }
 
+// NotificationSignType returns the sign type of a payment notification:
+// the one its sign_type names or, when it names none, the one its sign's
+// length says (64 hex digits: HMAC-SHA256; otherwise MD5). WeChat signs an
+// order's notifications with the sign type the order was placed with, and
+// the notifications of an order placed with HMAC-SHA256 arrive without
+// sign_type (WxJava #1585, #1633, #1671 quote such bodies): read as MD5,
+// every one of them would be refused. Either way the sign is verified over
+// every field received, so the length only picks the algorithm; it proves
+// nothing by itself.
+func NotificationSignType(p Params) (SignType, error) {
+	if label := p.Get("sign_type"); label != "" {
+		return ParseSignType(label)
+	}
+	if len(p.Get("sign")) == 2*sha256.Size {
+		return SignTypeHMACSHA256, nil
+	}
+	return SignTypeMD5, nil
+}
+
 // constantTimeEqual compares a computed signature with a received one. Its
 // running time depends on the lengths only, which are public.
 func constantTimeEqual(a []byte, b string) bool {

@@ -29,11 +29,13 @@ type Protocol struct {
 type Option func(*Protocol)
 
 // RequireNotifySignType makes the protocol accept only payment
-// notifications labelled sign_type st and signed with it: a notification
-// signed with another algorithm, or with no sign_type (which means MD5),
-// is refused however valid its signature. WeChat signs an order's
-// notifications with the sign type the order was placed with, so this
-// suits a merchant whose orders are all placed with st. "" accepts both.
+// notifications signed with st: one signed with another algorithm is
+// refused however valid its signature, whether sign_type names it or, left
+// out, the sign's length does (wxpay.NotificationSignType: WeChat leaves
+// sign_type out of an HMAC-SHA256 order's notifications). WeChat signs an
+// order's notifications with the sign type the order was placed with, so
+// this suits a merchant whose orders are all placed with st. "" accepts
+// both.
 func RequireNotifySignType(st wxpay.SignType) Option {
 	return func(p *Protocol) { p.notifySignType = st }
 }
@@ -215,13 +217,8 @@ func (p *Protocol) ParsePaymentNotification(_ http.Header, body []byte) (*gatewa
 	if err != nil {
 		return nil, err
 	}
-	if p.notifySignType != "" {
-		switch label := fields.Get("sign_type"); {
-		case label == "":
-			return nil, fmt.Errorf("apiv2: notification without sign_type (MD5), but notifications must be signed %s", p.notifySignType)
-		case st != p.notifySignType:
-			return nil, fmt.Errorf("apiv2: notification signed %s, but notifications must be signed %s", st, p.notifySignType)
-		}
+	if p.notifySignType != "" && st != p.notifySignType {
+		return nil, fmt.Errorf("apiv2: notification signed %s, but notifications must be signed %s", st, p.notifySignType)
 	}
 	return payment(fields)
 }

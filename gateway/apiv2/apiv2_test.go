@@ -197,8 +197,10 @@ func TestQueriedPaymentMerchant(t *testing.T) {
 }
 
 // A merchant that pins its notifications' sign type (notify_sign_type)
-// refuses one signed MD5 or carrying no sign_type, however valid its
-// signature; without the pin all three are accepted.
+// refuses one signed MD5, labelled or not, however valid its signature,
+// and takes one signed HMAC-SHA256, labelled or not (WeChat leaves
+// sign_type out of an HMAC-SHA256 order's notifications); without the pin
+// every one with a valid signature is accepted.
 //
 // The signatures were computed outside this code, with Python's hashlib
 // and hmac over WeChat's layout (fields with values, sorted by name,
@@ -225,7 +227,11 @@ func TestNotifySignTypePinned(t *testing.T) {
 		pinned   string // the error with the pin; "" accepted
 		unpinned bool   // accepted without it
 	}{
-		{"MD5 without sign_type", notification("", "9CF9D47138618CC8AD0D2FCC08425186"), "without sign_type (MD5)", true},
+		{"MD5 without sign_type", notification("", "9CF9D47138618CC8AD0D2FCC08425186"), "signed MD5", true},
+		// As WeChat sends an HMAC-SHA256 order's notifications: no
+		// sign_type, a 64-digit sign.
+		{"HMAC-SHA256 without sign_type", notification("", "0FEF52016CC7DADBC131184F2E7B4DB320CDD2C13EBBFCC3D820676A7D25B48C"), "", true},
+		{"HMAC-SHA256 without sign_type, a wrong sign", notification("", "0FEF52016CC7DADBC131184F2E7B4DB320CDD2C13EBBFCC3D820676A7D25B48D"), "signature", false},
 		{"MD5 labelled", notification("MD5", "48FD363453EE3D21361A084E3B456F77"), "signed MD5", true},
 		{"HMAC-SHA256", notification("HMAC-SHA256", "9D868B0D0AD1A1BE765AE03847BBC8288AF3AF6834B0A3F10DCF54261F9818DF"), "", true},
 		{"HMAC-SHA256 with a wrong sign", notification("HMAC-SHA256", "9D868B0D0AD1A1BE765AE03847BBC8288AF3AF6834B0A3F10DCF54261F9818DE"), "signature", false},

@@ -426,9 +426,9 @@ func notificationBody(o *order, m Merchant, txID string, fee int64, opts PayOpti
 	p.Set("out_trade_no", o.OutTradeNo)
 	p.SetNonEmpty("attach", o.Params.Get("attach"))
 	p.Set("time_end", now.In(wxpay.Beijing).Format(wxpay.TimeLayout))
-	if o.SignType == wxpay.SignTypeHMACSHA256 {
-		p.Set("sign_type", string(o.SignType))
-	}
+	// An order placed with HMAC-SHA256 is notified signed HMAC-SHA256,
+	// without sign_type, as WeChat sends it (WxJava #1585 quotes such a
+	// body): the receiver tells the algorithm from the sign itself.
 	for _, f := range opts.Extra {
 		p.Set(f.Name, f.Value)
 	}
