@@ -76,6 +76,12 @@ type App struct {
 	ctx     caddy.Context // the configuration's, for the start-up checks
 	ledger  *ledgerHandle // never cleared: requests in flight during a stop may still use it
 	release sync.Once
+
+	// replaced is the configuration running when this one started (nil
+	// for the first), until this one stops; stopped is set by Stop.
+	replaced       *App
+	stopped        atomic.Bool
+	reconcileSetup *gateway.ReconcileSetup // set by Start when reconciling
 }
 
 // active is the app of the running configuration, for the admin API, which
@@ -173,14 +179,7 @@ func (a *App) Start() error {
 			return fmt.Errorf("wxpay: %w", err)
 		}
 		a.ledger = h
-		// The worker, shared with the configuration this one replaces,
-		// always sends with this configuration's upstream: with none,
-		// events wait in the outbox.
-		if a.webhook != nil {
-			h.worker.SetSender(a.webhook, a.policy)
-		} else {
-			h.worker.ClearSender("the running configuration has no upstream: events wait in the ledger")
-		}
+		a.takeWorker()
 		h.worker.Start()
 		cfg.Ledger, cfg.Outbox = h.store, h.worker
 		cfg.ReconcileDelay = a.Reconcile.delay()
@@ -210,23 +209,64 @@ func (a *App) Start() error {
 		for _, m := range a.merchants {
 			byMch[m.MchID] = m
 		}
-		a.ledger.reconciler.Configure(&gateway.ReconcileSetup{
+		a.reconcileSetup = &gateway.ReconcileSetup{
 			Owner: a, Service: svc, Merchants: byMch, Delay: cfg.ReconcileDelay,
 			CloseExpired: a.Reconcile != nil && a.Reconcile.CloseExpired, Logger: a.logger.Named("reconcile"),
-		})
+		}
+		a.ledger.reconciler.Configure(a.reconcileSetup)
 	}
-	active.Store(a)
+	a.replaced = active.Swap(a)
 	return nil
+}
+
+// takeWorker points the ledger's delivery worker, shared with the
+// configuration this one replaces, at this configuration: its upstream
+// (with none, events wait in the outbox) and its logger.
+func (a *App) takeWorker() {
+	h := a.ledger
+	if a.webhook != nil {
+		h.worker.SetSender(a.webhook, a.policy)
+	} else {
+		h.worker.ClearSender("the running configuration has no upstream: events wait in the ledger")
+	}
+	h.worker.SetLogger(a.logger.Named("delivery"))
 }
 
 // Stop gives the ledger back: the last configuration using it stops its
 // worker, waiting for deliveries in flight, and closes it.
+//
+// Caddy stops a configuration in two cases: after the next one has
+// started (a reload: the next one is running, with the shared worker and
+// reconciliation its own already), or because the next one failed to
+// start after this one did (a failed reload: Caddy stops the new apps and
+// keeps the previous configuration running). In the second case this one
+// is still the running one, and the configuration it replaced, still
+// running, gets back what this Start took: the worker, the reconciliation
+// and the admin API.
 func (a *App) Stop() error {
-	active.CompareAndSwap(a, nil)
+	a.stopped.Store(true)
+	prev := a.replaced
+	a.replaced = nil // the chain of replaced configurations is not kept
 	if a.ledger != nil {
 		a.ledger.reconciler.Release(a)
 	}
+	if active.CompareAndSwap(a, nil) && prev != nil && !prev.stopped.Load() {
+		prev.resume()
+	}
 	return a.releaseLedger()
+}
+
+// resume makes a the running configuration again, after the one that
+// replaced it failed to start.
+func (a *App) resume() {
+	if a.ledger != nil {
+		a.takeWorker()
+		if a.reconcileSetup != nil {
+			a.ledger.reconciler.Configure(a.reconcileSetup)
+		}
+	}
+	active.CompareAndSwap(nil, a)
+	a.logger.Warn("the new configuration failed to start: this one runs on, and delivers, reconciles and answers the admin API again")
 }
 
 func (a *App) releaseLedger() error {

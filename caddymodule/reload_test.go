@@ -1,9 +1,13 @@
 package caddymodule_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -97,4 +101,71 @@ func TestReloadUnderLoad(t *testing.T) {
 	if len(ids) != orders || len(got) != orders {
 		t.Fatalf("backend got %d deliveries of %d payments, want %d of %d", len(got), len(ids), orders, orders)
 	}
+}
+
+// A reload whose new configuration fails to start after its wxpay app
+// started (here its http app cannot bind a port that is taken; Caddy
+// starts the apps in no fixed order, so the test reloads until that
+// order came up) leaves the running configuration in charge: the admin
+// API answers, and its events go to its own upstream, not to the failed
+// configuration's (before: the failed configuration had taken the shared
+// worker and the admin API with it).
+func TestFailedReloadLeavesTheRunningConfigInCharge(t *testing.T) {
+	g := startGateway(t, gatewayOptions{admin: true})
+	other := newBackend(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	bad := strings.Replace(g.cfg, g.backend.URL+"/events", other.URL+"/events", 1)
+	if bad == g.cfg {
+		t.Fatal("the test could not point the new configuration at another upstream")
+	}
+	bad += fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\trespond \"x\"\n}\n", busy.Addr().(*net.TCPAddr).Port)
+	starts := func() int {
+		b, _ := os.ReadFile(g.logFile)
+		return bytes.Count(b, []byte(`"msg":"ledger open"`))
+	}
+	tookOver := 0
+	for i := 0; i < 40 && tookOver < 3; i++ {
+		before := starts()
+		if err := tryLoadCaddyfile(bad); err == nil {
+			t.Fatal("a configuration with a port taken loaded")
+		}
+		if starts() > before {
+			tookOver++ // the new wxpay app had started
+		}
+		if status, body := g.adminDo(t, http.MethodGet, "/wxpay/delivery"); status != 200 {
+			t.Fatalf("after a failed reload (attempt %d): GET /wxpay/delivery = %d %s", i+1, status, bytes.TrimSpace(body))
+		}
+	}
+	if tookOver == 0 {
+		t.Skip("Caddy never started the wxpay app before the failing http app in 40 reloads")
+	}
+	g.placeAndPay(t, "reload-fail-1", 15, wxpaysim.PayOptions{})
+	waitFor(t, "the event at the running configuration's upstream", 10*time.Second, func() bool { return len(g.backend.got()) == 1 })
+	if n := len(other.got()); n != 0 {
+		t.Fatalf("the failed configuration's upstream got %d deliveries", n)
+	}
+	// The running configuration logs the hand-back.
+	if b, _ := os.ReadFile(g.logFile); !bytes.Contains(b, []byte("the new configuration failed to start")) {
+		t.Fatal("no log entry for the hand-back")
+	}
+}
+
+// The delivery worker, shared across reloads, logs with the running
+// configuration's logger: after a reload that moves Caddy's log to
+// another file, a failed delivery is logged there.
+func TestDeliveryLogsFollowTheRunningConfig(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	g.backend.setStatus(func(int) int { return http.StatusServiceUnavailable })
+	newLog := filepath.Join(g.dir, "caddy2.log")
+	loadCaddyfile(t, strings.Replace(g.cfg, g.logFile, newLog, 1))
+	g.placeAndPay(t, "reload-log-1", 15, wxpaysim.PayOptions{})
+	waitFor(t, "the failed delivery in the running configuration's log", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(newLog)
+		return bytes.Contains(b, []byte("event delivery failed")) && bytes.Contains(b, []byte("reload-log-1"))
+	})
+	checkNoSecretsIn(t, newLog)
 }

@@ -122,7 +122,8 @@ func (c *Config) setDefaults() {
 type Worker struct {
 	cfg      Config
 	sender   atomic.Pointer[senderBox]
-	noSender atomic.Pointer[string] // why there is no sender, after ClearSender
+	logger   atomic.Pointer[zap.Logger] // cfg.Logger until SetLogger
+	noSender atomic.Pointer[string]     // why there is no sender, after ClearSender
 	paused   atomic.Bool
 
 	wake chan struct{}
@@ -163,6 +164,19 @@ func New(cfg Config) *Worker {
 		inflight:   map[string]bool{},
 		unrecorded: map[string]time.Time{},
 	}
+}
+
+// SetLogger makes the worker log to l from now on (a configuration reload
+// hands the shared worker the new configuration's logger); nil: cfg.Logger.
+func (w *Worker) SetLogger(l *zap.Logger) {
+	w.logger.Store(l)
+}
+
+func (w *Worker) log() *zap.Logger {
+	if l := w.logger.Load(); l != nil {
+		return l
+	}
+	return w.cfg.Logger
 }
 
 // SetSender sets where events go and how. A configuration reload swaps in
@@ -353,7 +367,7 @@ func (w *Worker) dispatch(ctx context.Context) {
 						if ctx.Err() != nil {
 							return
 						}
-						w.cfg.Logger.Error("reading the outbox", zap.Error(err))
+						w.log().Error("reading the outbox", zap.Error(err))
 						more, sleep = true, time.Second
 					default:
 						backlog = len(due) >= limit
@@ -403,7 +417,7 @@ func (w *Worker) release(queue []*ledger.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := w.cfg.Store.ReleaseClaims(ctx, evs); err != nil {
-		w.cfg.Logger.Warn("giving back the claims of queued events; other gateways take them when the claims expire", zap.Error(err))
+		w.log().Warn("giving back the claims of queued events; other gateways take them when the claims expire", zap.Error(err))
 	}
 }
 
@@ -580,23 +594,23 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		w.mu.Lock()
 		w.unrecorded[e.ID] = retryAt
 		w.mu.Unlock()
-		w.cfg.Logger.Error("recording a delivery attempt; the event is held until its retry", zap.String("event_id", e.ID),
+		w.log().Error("recording a delivery attempt; the event is held until its retry", zap.String("event_id", e.ID),
 			zap.String("outcome", outcome), zap.Time("retry_at", retryAt), zap.Error(err))
 		return
 	}
 	switch {
 	case out.Delivered:
 		// One entry per delivery, as per notification and per order.
-		if ce := w.cfg.Logger.Check(zap.InfoLevel, "event delivered"); ce != nil {
+		if ce := w.log().Check(zap.InfoLevel, "event delivered"); ce != nil {
 			ce.Write(zap.String("event_id", e.ID), zap.String("type", e.Type), zap.String("out_trade_no", e.OutTradeNo),
 				zap.Int("attempt", e.Attempts+1), zap.Int("status", res.Status), zap.Duration("took", a.Duration))
 		}
 	case out.Dead:
-		w.cfg.Logger.Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",
+		w.log().Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",
 			zap.String("event_id", e.ID), zap.String("type", e.Type), zap.Int("attempts", e.Attempts+1), zap.String("error", a.Error))
 	default:
 		retryAt = out.RetryAt
-		w.cfg.Logger.Warn("event delivery failed; will retry", zap.String("event_id", e.ID),
+		w.log().Warn("event delivery failed; will retry", zap.String("event_id", e.ID),
 			zap.Int("attempt", e.Attempts+1), zap.String("error", a.Error), zap.Time("retry_at", out.RetryAt))
 	}
 }
