@@ -138,8 +138,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			for d.NextBlock(1) {
 				switch d.Val() {
 				case "secret":
-					if !d.AllArgs(&u.Secret) {
-						return d.ArgErr()
+					if err := secretArg(d, &u.Secret); err != nil {
+						return err
 					}
 				case "timeout":
 					dur, err := parseDuration(d)
@@ -175,8 +175,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Upstream = u
 		case "api_token":
-			if !d.AllArgs(&a.APIToken) {
-				return d.ArgErr()
+			if err := secretArg(d, &a.APIToken); err != nil {
+				return err
 			}
 		case "storage":
 			if !d.NextArg() {
@@ -293,8 +293,8 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.AppIDs = append(m.AppIDs, args...)
 		case "api_key":
-			if !d.AllArgs(&m.APIKey) {
-				return d.ArgErr()
+			if err := secretArg(d, &m.APIKey); err != nil {
+				return err
 			}
 		case "sign_type":
 			if !d.AllArgs(&m.SignType) {
@@ -369,12 +369,12 @@ func (m *Merchant) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "api_v3_key":
-			if !d.AllArgs(&m.APIv3Key) {
-				return d.ArgErr()
+			if err := secretArg(d, &m.APIv3Key); err != nil {
+				return err
 			}
 		case "private_key":
-			if !d.AllArgs(&m.PrivateKey) {
-				return d.ArgErr()
+			if err := secretArg(d, &m.PrivateKey); err != nil {
+				return err
 			}
 		case "mch_serial":
 			if !d.AllArgs(&m.MchSerial) {
@@ -490,3 +490,18 @@ var (
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler = (*Checkout)(nil)
 )
+
+// secretArg sets *dst to the directive's one argument, a secret or where
+// to find one: its errors never echo an argument (Caddyfile's ArgErr
+// quotes the token it stopped at, which would be the secret).
+func secretArg(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s needs a value", name)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s takes one value (the arguments are not shown: they may hold a secret; quote a value with spaces)", name)
+	}
+	return nil
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -115,11 +114,13 @@ type Merchant struct {
 
 	// The merchant's API client certificate, which refunds need (mutual
 	// TLS): the PEM certificate file (apiclient_cert.pem), or a PKCS#12
-	// file (apiclient_cert.p12, whose password is the mch_id).
+	// file (apiclient_cert.p12, whose password is the mch_id). A
+	// placeholder may give the PEM itself ({env.…}, {file.…}).
 	ClientCert string `json:"client_cert,omitempty"`
 
-	// The PEM private key file of ClientCert (apiclient_key.pem); empty
-	// with a PKCS#12 file.
+	// The PEM private key file of ClientCert (apiclient_key.pem), or the
+	// PEM itself from a placeholder; empty with a PKCS#12 file. Errors
+	// never show it.
 	ClientKey string `json:"client_key,omitempty"`
 
 	// The URL WeChat sends refund notifications to. Default: notify_url
@@ -298,7 +299,7 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 			},
 		}
 		if cfg.ClientCert != "" {
-			cert, err := loadClientCert(repl.ReplaceAll(cfg.ClientCert, ""), repl.ReplaceAll(cfg.ClientKey, ""), m.MchID)
+			cert, err := loadClientCert(cfg.ClientCert, cfg.ClientKey, repl, m.MchID)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -412,26 +413,28 @@ func (cfg *Merchant) ResolveAppIDs(repl *caddy.Replacer) []string {
 }
 
 // loadClientCert reads the merchant's client certificate: PEM certificate
-// and key files, or one PKCS#12 file whose password is the mch_id.
-func loadClientCert(certFile, keyFile, mchID string) (tls.Certificate, error) {
-	certData, err := os.ReadFile(certFile)
+// and key (each a file, or the PEM itself from a placeholder, as
+// private_key), or one PKCS#12 file whose password is the mch_id. Its
+// errors never show a key.
+func loadClientCert(certRaw, keyRaw string, repl *caddy.Replacer, mchID string) (tls.Certificate, error) {
+	certData, err := PEMOrFile("client_cert", certRaw, repl)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("client_cert: %w", err)
+		return tls.Certificate{}, err
 	}
-	if keyFile == "" {
+	if keyRaw == "" {
 		cert, err := wxpay.LoadPKCS12(certData, mchID)
 		if err != nil {
-			return tls.Certificate{}, fmt.Errorf("client_cert %s (PKCS#12, password the mch_id): %w", certFile, err)
+			return tls.Certificate{}, fmt.Errorf("client_cert (PKCS#12, password the mch_id): %w", err)
 		}
 		return cert, nil
 	}
-	keyData, err := os.ReadFile(keyFile)
+	keyData, err := PEMOrFile("client_key", keyRaw, repl)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("client_key: %w", err)
+		return tls.Certificate{}, err
 	}
 	cert, err := wxpay.LoadClientCertificate(certData, keyData)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("client_cert %s with client_key %s: %w", certFile, keyFile, err)
+		return tls.Certificate{}, fmt.Errorf("client_cert with client_key: %w", err)
 	}
 	return cert, nil
 }

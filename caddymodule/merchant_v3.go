@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -31,7 +32,10 @@ func (cfg *Merchant) hasV3() bool {
 // PEMOrFile resolves a key or certificate option named field: a
 // placeholder may give the PEM itself ({file.…} of a PEM file, {env.…});
 // anything else is a file path. The error names the field, never the
-// content.
+// content: a value that is not a readable file is shown only when the
+// configuration gave it as it is (no placeholder) and it is short and
+// without spaces, as a path is (a key given some other way, base64 DER
+// for instance, is not).
 func PEMOrFile(field, raw string, repl *caddy.Replacer) ([]byte, error) {
 	v := strings.TrimSpace(repl.ReplaceAll(raw, ""))
 	if v == "" {
@@ -42,10 +46,23 @@ func PEMOrFile(field, raw string, repl *caddy.Replacer) ([]byte, error) {
 	}
 	b, err := os.ReadFile(v)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		switch {
+		case !strings.Contains(raw, "{") && len(v) <= maxShownPath && !strings.ContainsFunc(v, unicode.IsSpace):
+			return nil, fmt.Errorf("%s: reading %s: %w", field, v, err)
+		case strings.Contains(raw, "{"):
+			return nil, fmt.Errorf("%s: %s resolves to neither PEM (-----BEGIN …) nor a file that can be read: %w (the value is not shown)", field, raw, err)
+		}
+		return nil, fmt.Errorf("%s: its value (%d characters, not shown) is neither PEM (-----BEGIN …) nor a file that can be read: %w", field, len(v), err)
 	}
 	return b, nil
 }
+
+// maxShownPath bounds a file name an error shows.
+const maxShownPath = 256
 
 // provisionV3 builds the merchant's APIv3 protocol: the request signer
 // (private key and serial), the keys that verify WeChat (public key,

@@ -129,6 +129,60 @@ http://127.0.0.1:%d {
 		}
 	})
 
+	// Key material reaches no error: a key given some other way than PEM
+	// or a file (base64 DER, inline or from a placeholder), a Caddyfile
+	// line with a secret and a stray argument (Caddyfile's own argument
+	// error quotes the token it stopped at).
+	t.Run("key material never in an error", func(t *testing.T) {
+		pemKey, err := os.ReadFile("../demo/v3/apiclient_key.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(pemKey)), "\n")
+		der := strings.Join(lines[1:len(lines)-1], "") // the key, base64 DER
+		t.Setenv("WXPAY_TEST_DERKEY", der)
+		cert, _ := filepath.Abs("../demo/v3/apiclient_cert.pem")
+		for _, tc := range []struct {
+			name, cfg, says, secret string
+		}{
+			{"private_key from env, not PEM", all(mch, app, notify, "api_version v3", v3key, "private_key {env.WXPAY_TEST_DERKEY}", v3cert, v3pub),
+				"private_key: {env.WXPAY_TEST_DERKEY} resolves to neither PEM", der[:40]},
+			{"private_key inline, not PEM", all(mch, app, notify, "api_version v3", v3key, "private_key "+der, v3cert, v3pub),
+				"not shown", der[:40]},
+			{"client_key from env, not PEM", all(mch, app, key, notify, "client_cert "+cert+" {env.WXPAY_TEST_DERKEY}"),
+				"client_key: {env.WXPAY_TEST_DERKEY} resolves to neither PEM", der[:40]},
+			{"api_token with a stray argument", strings.Replace(all(mch, app, key, notify), "api_token tok-0123456789abcdef", "api_token tok-0123456789abcdef extra", 1),
+				"api_token takes one value", "tok-0123456789abcdef"},
+			{"upstream secret with a stray argument", strings.Replace(all(mch, app, key, notify), "secret whsec-0123456789abcdef", "secret whsec-0123456789abcdef extra", 1),
+				"secret takes one value", "whsec-0123456789abcdef"},
+			{"api_key with a stray argument", all(mch, app, key+" extra", notify), "api_key takes one value", "192006250b4c09247ec02edce69f6a2d"},
+			{"api_v3_key with a stray argument", all(mch, app, notify, "api_version v3", v3key+" extra", v3priv, v3cert, v3pub),
+				"api_v3_key takes one value", "caddywxpaydemoapiv3key"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				err := tryLoadCaddyfile(tc.cfg)
+				if err == nil {
+					_ = caddy.Stop()
+					t.Fatal("config loaded")
+				}
+				if strings.Contains(err.Error(), tc.secret) {
+					t.Fatalf("the error shows the secret: %v", err)
+				}
+				if !strings.Contains(err.Error(), tc.says) {
+					t.Fatalf("error %q does not say %q", err, tc.says)
+				}
+			})
+		}
+		// The client certificate's PEM from placeholders, as private_key's.
+		keyAbs, _ := filepath.Abs("../demo/v3/apiclient_key.pem")
+		if err := tryLoadCaddyfile(all(mch, app, key, notify, "client_cert {file."+cert+"} {file."+keyAbs+"}")); err != nil {
+			t.Fatalf("client_cert from placeholders: %v", err)
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("secrets from env and file", func(t *testing.T) {
 		keyFile := filepath.Join(dir, "key")
 		if err := os.WriteFile(keyFile, []byte("192006250b4c09247ec02edce69f6a2d\n"), 0o600); err != nil {
