@@ -15,12 +15,18 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("wxpay", parseGlobalOption)
 	httpcaddyfile.RegisterHandlerDirective("wxpay", parseHandler)
 	httpcaddyfile.RegisterHandlerDirective("wxpay_checkout", parseCheckout)
-	// Early in the route, before "invoke", "handle" and "route": each of
-	// these handlers passes on what it does not serve, and ordering them
-	// before a site's respond, reverse_proxy or catch-all handle block
-	// keeps those from shadowing the gateway's routes. wxpay_checkout
-	// must wrap the reverse_proxy whose answer it reads.
-	httpcaddyfile.RegisterDirectiveOrder("wxpay", httpcaddyfile.Before, "invoke")
+	// Early in the route: each of these handlers passes on what it does
+	// not serve, and ordering them before a site's respond, reverse_proxy
+	// or catch-all handle block keeps those from shadowing the gateway's
+	// routes. wxpay goes before try_files too (after rewrite and uri, which
+	// a site may use to map its own paths onto the gateway's): a
+	// single-page app's "try_files {path} /index.html" would otherwise
+	// rewrite WeChat's notifications to the app's page, and a site-wide
+	// basic_auth or forward_auth would refuse WeChat, which cannot log in
+	// (the order routes have their api_token). wxpay_checkout must wrap
+	// the reverse_proxy whose answer it reads: before invoke, handle and
+	// route.
+	httpcaddyfile.RegisterDirectiveOrder("wxpay", httpcaddyfile.Before, "try_files")
 	httpcaddyfile.RegisterDirectiveOrder("wxpay_checkout", httpcaddyfile.Before, "invoke")
 }
 

@@ -80,8 +80,14 @@ func cmdWxpay(fl caddycmd.Flags) (int, error) {
 		}
 		method, path = http.MethodPost, "/wxpay/events/"+url.PathEscape(args[1])+"/replay"
 	case "status":
+		if err := need(1); err != nil {
+			return caddy1(err)
+		}
 		path = "/wxpay/delivery"
 	case "pause", "resume":
+		if err := need(1); err != nil {
+			return caddy1(err)
+		}
 		method, path = http.MethodPost, "/wxpay/delivery/"+args[0]
 	default:
 		return caddy1(fmt.Errorf("unknown wxpay command %q (events, event, replay, status, pause, resume)", args[0]))

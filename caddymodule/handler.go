@@ -80,7 +80,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !strings.HasPrefix(h.BasePath, "/") || strings.ContainsAny(h.BasePath, "{} \t") {
 		return fmt.Errorf("wxpay handler: base_path %q must be a path starting with /", h.BasePath)
 	}
-	h.BasePath = strings.TrimSuffix(h.BasePath, "/")
+	h.BasePath = strings.TrimRight(h.BasePath, "/")
+	if h.BasePath == "" {
+		return errors.New("wxpay handler: base_path / would take every path of the site: give the gateway a path of its own (the default is /wxpay)")
+	}
 	app, err := ctx.App("wxpay")
 	if err != nil {
 		return fmt.Errorf("wxpay handler: %w", err)

@@ -1,9 +1,13 @@
 package caddymodule_test
 
 import (
+	"os"
+	"path/filepath"
+
 	"bytes"
 	"compress/gzip"
 	"context"
+	"golang.org/x/crypto/bcrypt"
 	"io"
 	"net/http"
 	"strings"
@@ -329,5 +333,40 @@ func TestDownloadBill(t *testing.T) {
 				t.Fatalf("a malformed date: %d", status)
 			}
 		})
+	}
+}
+
+// A site's own try_files (a single-page app's, which rewrites every path
+// to /index.html) and basic_auth do not shadow the gateway: wxpay is
+// ordered before them, so WeChat's notification reaches it and is
+// answered, while the site's other paths are still the site's, behind its
+// password.
+func TestSiteDirectivesDoNotShadowTheGateway(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "index.html"), []byte("<html>spa</html>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("app-password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, gatewayOptions{extraSite: "root * " + root + "\n\ttry_files {path} /index.html\n\tbasic_auth {\n\t\tuser " + string(hash) + "\n\t}"})
+	g.placeAndPay(t, "spa-order-1", 15, wxpaysim.PayOptions{})
+	waitFor(t, "the notification through a site with try_files", 10*time.Second, func() bool { return len(g.backend.got()) == 1 })
+	req, _ := http.NewRequest(http.MethodGet, g.base+"/some/app/page", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the app's own path without its password: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	req.SetBasicAuth("user", "app-password")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "site" { // the harness's site answers "site"
+		t.Fatalf("the app's own path: %d %q", resp.StatusCode, body)
 	}
 }

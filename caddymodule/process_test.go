@@ -320,6 +320,13 @@ func TestCrashMidBurst(t *testing.T) {
 	if bytes.Contains(out, []byte(testKey)) {
 		t.Fatal("the status shows the key")
 	}
+	// A stray argument is refused, and nothing is paused.
+	if out, err := exec.Command(bin, "wxpay", "pause", "now", "--config", cfgFile, "--adapter", "caddyfile").CombinedOutput(); err == nil || !bytes.Contains(out, []byte("takes 0 argument")) {
+		t.Fatalf("caddy wxpay pause now: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "wxpay", "status", "--config", cfgFile, "--adapter", "caddyfile").Output(); err != nil || !bytes.Contains(out, []byte(`"paused": false`)) {
+		t.Fatalf("caddy wxpay status after a refused pause: %v\n%s", err, out)
+	}
 }
 
 // TestRequestsDuringStart: orders and notifications already arriving while

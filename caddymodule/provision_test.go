@@ -183,6 +183,20 @@ http://127.0.0.1:%d {
 		}
 	})
 
+	t.Run("base_path of the whole site", func(t *testing.T) {
+		for _, bp := range []string{"/", "//"} {
+			cfg := strings.Replace(all(mch, app, key, notify), "\twxpay\n}", "\twxpay {\n\t\tbase_path "+bp+"\n\t}\n}", 1)
+			err := tryLoadCaddyfile(cfg)
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatalf("base_path %s loaded", bp)
+			}
+			if !strings.Contains(err.Error(), "base_path / would take every path") {
+				t.Fatalf("base_path %s: %v", bp, err)
+			}
+		}
+	})
+
 	t.Run("secrets from env and file", func(t *testing.T) {
 		keyFile := filepath.Join(dir, "key")
 		if err := os.WriteFile(keyFile, []byte("192006250b4c09247ec02edce69f6a2d\n"), 0o600); err != nil {
