@@ -159,6 +159,22 @@ func RefundID(mchID, refundID, status string) string {
 	return derive("refund", mchID, refundID, status)
 }
 
+// MismatchID is the id of the mismatch event made of a notification whose
+// event, had it agreed, would have had id: derived from id and from what
+// the notification says (data, as Marshal encodes it). A notification
+// that WeChat's own records or the gateway's contradict (a spliced v2
+// refund notification, say) thus never takes the id of the event the
+// genuine notification makes, which would then be dropped as its
+// duplicate; the same contradicted notification sent again is one event.
+func MismatchID(id string, data map[string]any) (string, error) {
+	b, err := appendValue(make([]byte, 0, 512), data)
+	if err != nil {
+		return "", fmt.Errorf("mismatch of %s: %w", id, err)
+	}
+	sum := sha256.Sum256(b)
+	return derive("mismatch", id, hex.EncodeToString(sum[:])), nil
+}
+
 // Refund statuses of a refund notification, as WeChat's API v2 names them.
 const (
 	RefundStatusSuccess = "SUCCESS"

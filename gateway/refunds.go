@@ -159,7 +159,9 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 	confirmed := true
 	if diff := RefundQueryDiscrepancies(q, entry, rn); diff != nil {
 		confirmed = false
-		ev.MarkMismatch(event.RefundMismatch, diff)
+		if err := markRefundMismatch(ev, rn, diff); err != nil {
+			return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
+		}
 		s.logger.Error("refund notification disagrees with WeChat's refund query: forwarded as refund.mismatch",
 			zap.String("merchant", m.Name), zap.String("out_refund_no", rn.OutRefundNo), zap.Any("mismatch", diff))
 	}
@@ -222,10 +224,25 @@ func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotic
 	if diff == nil {
 		return false, fmt.Errorf("refund %s: the ledger saw a disagreement the gateway does not: %w", rn.OutRefundNo, err)
 	}
-	ev.MarkMismatch(event.RefundMismatch, diff)
+	if err := markRefundMismatch(ev, rn, diff); err != nil {
+		return false, err
+	}
 	s.logger.Error("refund notification disagrees with the refund placed: forwarded as refund.mismatch",
 		zap.String("out_refund_no", rn.OutRefundNo), zap.Int64("refund_fee_placed", me.Refund.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
 	return record(ledger.Change{})
+}
+
+// markRefundMismatch turns ev into the refund.mismatch of rn, under an id
+// of its own (event.MismatchID): the genuine notification of the refund,
+// if it comes, still makes its refund.* event.
+func markRefundMismatch(ev *event.Event, rn *RefundNotice, diff map[string]event.Discrepancy) error {
+	id, err := event.MismatchID(ev.ID, rn.Data)
+	if err != nil {
+		return err
+	}
+	ev.MarkMismatch(event.RefundMismatch, diff)
+	ev.ID = id
+	return nil
 }
 
 // RefundQueryDiscrepancies lists where a refund notification disagrees with

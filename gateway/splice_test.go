@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/gateway"
+	"github.com/caddy-wxpay/caddy-wxpay/ledger"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
 )
@@ -116,12 +117,19 @@ func testSplicedRefundNotification(t *testing.T, placedHere bool) {
 	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: forged}); reply.Status != http.StatusOK {
 		t.Fatalf("reply %d %s", reply.Status, reply.Body)
 	}
-	ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, a.RefundID, "SUCCESS"))
-	if err != nil {
-		t.Fatalf("the forged notification's event: %v", err)
+	// Stored as refund.mismatch, under an id of its own (not the one the
+	// genuine notification's event has).
+	if _, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, a.RefundID, "SUCCESS")); err == nil {
+		t.Fatal("the forged notification took the genuine event's id")
 	}
-	if ev.Type != event.RefundMismatch {
-		t.Fatalf("the forged notification stored as %s: %s", ev.Type, ev.Payload)
+	var ev *ledger.Event
+	for _, x := range e.eventsOf("sp1") {
+		if x.Type == event.RefundMismatch {
+			ev = x
+		}
+	}
+	if ev == nil {
+		t.Fatalf("the forged notification is not stored as refund.mismatch: %v", e.eventsOf("sp1"))
 	}
 	var payload struct {
 		Data struct{ Mismatch map[string]event.Discrepancy }
@@ -171,4 +179,103 @@ func ecbDecrypt(t *testing.T, c []byte) []byte {
 		block.Decrypt(out[i:i+aes.BlockSize], c[i:i+aes.BlockSize])
 	}
 	return out
+}
+
+// A spliced refund notification that reaches the gateway before the
+// genuine one (the genuine was refused once, or delayed by whoever
+// spliced) is stored as refund.mismatch under an id of its own: the
+// genuine notification that follows still makes its refund.succeeded,
+// and the refund becomes SUCCESS (before: the mismatch took the genuine
+// event's id, the genuine notification was dropped as its duplicate, and
+// the refund stayed PROCESSING). The same forgery sent again is one
+// event.
+func TestSplicedRefundNotificationBeforeTheGenuineOne(t *testing.T) {
+	e := newEnv(t, true, nil)
+	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
+	ctx := context.Background()
+	// The refunds' notifications go elsewhere, where the forger reads them.
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
+	}))
+	defer elsewhere.Close()
+	resp := e.place("sq1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("sq1", 1)
+	refund := func(no string, fee int64) *gateway.RefundResponse {
+		r, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "sq1", OutRefundNo: no, TotalFee: 1000,
+			RefundFee: fee, NotifyURL: elsewhere.URL + "/refund"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, _ := refund("sq-a", 200), refund("sq-b", 700)
+	observed := func(no string) []byte {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, n := range e.sim.Notifications() {
+				if n.OutRefundNo == no && n.Acknowledged {
+					return n.Body
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("refund %s was never notified", no)
+		return nil
+	}
+	bodyA, bodyB := observed("sq-a"), observed("sq-b")
+	cipherA, cipherB := reqInfo(t, bodyA), reqInfo(t, bodyB)
+	plainA := ecbDecrypt(t, cipherA)
+	prefix := []byte("<refund_fee><![CDATA[")
+	at := bytes.Index(plainA, prefix)
+	if at < 0 {
+		t.Fatalf("no refund_fee in %s", plainA)
+	}
+	from, to := (at+len(prefix))/aes.BlockSize, (at+len(prefix)+len("200")-1)/aes.BlockSize
+	spliced := bytes.Clone(cipherA)
+	copy(spliced[from*aes.BlockSize:(to+1)*aes.BlockSize], cipherB[from*aes.BlockSize:(to+1)*aes.BlockSize])
+	p, err := wxpay.DecodeXML(bodyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Set("req_info", base64.StdEncoding.EncodeToString(spliced))
+	forged, err := wxpay.EncodeXML(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for range 2 { // the forgery, twice
+		if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: forged}); reply.Status != http.StatusOK {
+			t.Fatalf("forged: reply %d %s", reply.Status, reply.Body)
+		}
+	}
+	if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: bodyA}); reply.Status != http.StatusOK {
+		t.Fatalf("genuine: reply %d %s", reply.Status, reply.Body)
+	}
+	genuine, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, a.RefundID, "SUCCESS"))
+	if err != nil {
+		t.Fatalf("the genuine notification's event: %v", err)
+	}
+	r, err := e.store.GetRefund(ctx, mchID, "sq-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if genuine.Type != event.RefundSucceeded || r.State != "SUCCESS" || r.RefundFee != 200 {
+		t.Fatalf("after the forgery, the genuine notification: event %s, refund %s of %d", genuine.Type, r.State, r.RefundFee)
+	}
+	mismatches := 0
+	for _, ev := range e.eventsOf("sq1") {
+		if ev.Type == event.RefundMismatch {
+			mismatches++
+			if ev.ID == genuine.ID {
+				t.Fatal("the mismatch has the genuine event's id")
+			}
+		}
+	}
+	if mismatches != 1 {
+		t.Fatalf("%d refund.mismatch events for one forgery sent twice, want 1", mismatches)
+	}
 }
