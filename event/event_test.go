@@ -3,7 +3,9 @@ package event
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -156,5 +158,28 @@ func TestNewRefund(t *testing.T) {
 	}
 	if RefundID("m", "r1", "SUCCESS") == RefundID("m", "r1", "CHANGE") {
 		t.Error("a refund's states share an id")
+	}
+}
+
+// A mismatch's id is a function of the genuine event's id and of what the
+// notification says: never the genuine id, the same for the same data
+// (in any map order), another for other data or another genuine id.
+func TestMismatchID(t *testing.T) {
+	id := RefundID("10000100", "50000000382019052709732678859", "SUCCESS")
+	data := map[string]any{"refund_fee": int64(700), "out_refund_no": "sq-a", "refund_status": "SUCCESS"}
+	same := map[string]any{"refund_status": "SUCCESS", "out_refund_no": "sq-a", "refund_fee": int64(700)}
+	other := map[string]any{"refund_fee": int64(200), "out_refund_no": "sq-a", "refund_status": "SUCCESS"}
+	m1, err1 := MismatchID(id, data)
+	m2, err2 := MismatchID(id, same)
+	m3, err3 := MismatchID(id, other)
+	m4, err4 := MismatchID(RefundID("10000100", "50000000382019052709732678859", "REFUNDCLOSE"), data)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		t.Fatal(err)
+	}
+	if m1 == id || m1 != m2 || m1 == m3 || m1 == m4 || !strings.HasPrefix(m1, "evt_") || len(m1) != len(id) {
+		t.Fatalf("ids %s %s %s %s (genuine %s)", m1, m2, m3, m4, id)
+	}
+	if _, err := MismatchID(id, map[string]any{"x": math.NaN()}); err == nil {
+		t.Fatal("NaN encoded")
 	}
 }
