@@ -44,24 +44,8 @@ func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (
 	}
 	fresh := false // the refund was recorded by this call
 	if s.ledger != nil {
-		known, err := s.ledger.GetRefund(ctx, m.MchID, r.OutRefundNo)
-		switch {
-		case err == nil && (known.RefundFee != r.RefundFee || known.TotalFee != r.TotalFee):
-			return nil, &Error{Status: http.StatusConflict, Code: "OUT_REFUND_NO_USED",
-				Message: fmt.Sprintf("out_refund_no %s was used for a refund of %d of %d fen", r.OutRefundNo, known.RefundFee, known.TotalFee)}
-		case errors.Is(err, ledger.ErrNotFound):
-			// Recorded before WeChat is asked, so that its notification,
-			// which may come before WeChat's answer, always finds it.
-			rf := &ledger.Refund{MchID: m.MchID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
-				TransactionID: r.TransactionID, TotalFee: r.TotalFee, RefundFee: r.RefundFee, State: ledger.RefundUnknown, CreatedAt: s.now()}
-			switch err := s.ledger.PutRefund(ctx, rf); {
-			case err == nil:
-				fresh = true
-			case !errors.Is(err, ledger.ErrExists):
-				return nil, storageError("the refund could not be recorded, so WeChat was not asked for it; ask again", err)
-			}
-		case err != nil:
-			return nil, storageError("the refund ledger could not be read, so WeChat was not asked for the refund", err)
+		if fresh, err = s.recordRefundRequest(ctx, m, &r); err != nil {
+			return nil, err
 		}
 	}
 	resp, err := m.API.Refund(ctx, &r)
@@ -94,6 +78,38 @@ func (s *Service) Refund(ctx context.Context, m *Merchant, req *RefundRequest) (
 	out := *resp
 	out.OutRefundNo, out.TotalFee, out.RefundFee, out.Status = r.OutRefundNo, r.TotalFee, r.RefundFee, RefundStatusProcessing
 	return &out, nil
+}
+
+// recordRefundRequest records the refund r asks for before WeChat is
+// asked (state UNKNOWN), so that its notification, which may come before
+// WeChat's answer, always finds it; fresh says this call recorded it. The
+// same out_refund_no recorded already (by an earlier call, or by a
+// concurrent one between this call's read and its write) must be for the
+// same amounts, or the request is a 409 and WeChat is not asked.
+func (s *Service) recordRefundRequest(ctx context.Context, m *Merchant, r *RefundRequest) (fresh bool, err error) {
+	for range 2 {
+		known, err := s.ledger.GetRefund(ctx, m.MchID, r.OutRefundNo)
+		switch {
+		case err == nil && (known.RefundFee != r.RefundFee || known.TotalFee != r.TotalFee):
+			return false, &Error{Status: http.StatusConflict, Code: "OUT_REFUND_NO_USED",
+				Message: fmt.Sprintf("out_refund_no %s was used for a refund of %d of %d fen", r.OutRefundNo, known.RefundFee, known.TotalFee)}
+		case err == nil:
+			return false, nil // the same refund: asked again, as WeChat allows
+		case !errors.Is(err, ledger.ErrNotFound):
+			return false, storageError("the refund ledger could not be read, so WeChat was not asked for the refund", err)
+		}
+		rf := &ledger.Refund{MchID: m.MchID, OutRefundNo: r.OutRefundNo, OutTradeNo: r.OutTradeNo,
+			TransactionID: r.TransactionID, TotalFee: r.TotalFee, RefundFee: r.RefundFee, State: ledger.RefundUnknown, CreatedAt: s.now()}
+		switch err := s.ledger.PutRefund(ctx, rf); {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, ledger.ErrExists):
+			return false, storageError("the refund could not be recorded, so WeChat was not asked for it; ask again", err)
+		}
+		// Recorded meanwhile by a concurrent request (or forgotten
+		// between the two steps): read it again and compare.
+	}
+	return false, storageError("the refund's record changed while it was asked for; ask again", nil)
 }
 
 // QueryRefund asks WeChat for a refund's state (with app id appID, or the

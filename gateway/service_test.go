@@ -1136,3 +1136,50 @@ func TestReconcilerSettlesUnknownRefunds(t *testing.T) {
 		t.Fatalf("the refund WeChat never made is still recorded: %v", err)
 	}
 }
+
+// staleFirstRefundRead is the real ledger whose first GetRefund ran just
+// before a concurrent request's PutRefund: it finds nothing; later reads
+// are the ledger's.
+type staleFirstRefundRead struct {
+	ledger.Store
+	reads *atomic.Int32
+}
+
+func (s staleFirstRefundRead) GetRefund(ctx context.Context, mch, no string) (*ledger.Refund, error) {
+	if s.reads.Add(1) == 1 {
+		return nil, ledger.ErrNotFound
+	}
+	return s.Store.GetRefund(ctx, mch, no)
+}
+
+// Two requests for one out_refund_no with other amounts, at once: the
+// second reads the ledger before the first records its refund, then finds
+// its own record refused. It reads again and answers 409 without asking
+// WeChat (before: it asked WeChat for its amount, which WeChat made, while
+// the ledger recorded the first one's).
+func TestConcurrentRefundOtherAmounts(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	resp := e.place("rc1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("rc1", 1)
+	// The first request: recorded (UNKNOWN, 200), its call to WeChat not
+	// made yet.
+	if err := e.store.PutRefund(ctx, &ledger.Refund{MchID: mchID, OutRefundNo: "rc-1", OutTradeNo: "rc1", TotalFee: 1000, RefundFee: 200,
+		State: ledger.RefundUnknown, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	second := gateway.New(gateway.Config{Ledger: staleFirstRefundRead{e.store, new(atomic.Int32)}, Now: e.clock.Now})
+	_, err := second.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rc1", OutRefundNo: "rc-1", TotalFee: 1000, RefundFee: 300})
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusConflict || ge.Code != "OUT_REFUND_NO_USED" {
+		t.Fatalf("the second request: %v, want 409 OUT_REFUND_NO_USED", err)
+	}
+	if _, err := e.svc.QueryRefund(ctx, e.merchant, "rc-1", ""); gateway.ErrorFor(err).Status != http.StatusNotFound {
+		t.Fatalf("WeChat was asked for the refund: query %v", err)
+	}
+	if r, err := e.store.GetRefund(ctx, mchID, "rc-1"); err != nil || r.RefundFee != 200 || r.State != ledger.RefundUnknown {
+		t.Fatalf("the first request's record: %+v, %v", r, err)
+	}
+}
