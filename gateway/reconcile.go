@@ -21,7 +21,7 @@ type ReconcileLedger interface {
 	OrdersToCheck(ctx context.Context, now time.Time, limit int) ([]*ledger.Order, error)
 	ScheduleCheck(ctx context.Context, mchID, outTradeNo string, next time.Time, checks int) error
 	SetOrderState(ctx context.Context, mchID, outTradeNo, state string, now time.Time) error
-	RefundsToSettle(ctx context.Context, before time.Time, limit int) ([]*ledger.Refund, error)
+	RefundsToSettle(ctx context.Context, before, processingBefore time.Time, limit int) ([]*ledger.Refund, error)
 	ForgetRefund(ctx context.Context, mchID, outRefundNo string) error
 }
 
@@ -146,7 +146,7 @@ func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL tim
 		}
 		rc.check(ctx, s, o, rc.now())
 	}
-	refunds, err := rc.ledger.RefundsToSettle(ctx, now.Add(-s.Delay), 20)
+	refunds, err := rc.ledger.RefundsToSettle(ctx, now.Add(-s.Delay), now.Add(-max(s.Delay, RefundRecheck)), 20)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.logger().Error("reconcile: reading refunds", zap.Error(err))
@@ -161,12 +161,22 @@ func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL tim
 	}
 }
 
+// RefundRecheck is how often (at least) the reconciliation asks WeChat
+// about a refund still under way (PROCESSING) whose notification has not
+// come: WeChat notifies a refund once it ends, and a refund to a bank card
+// can take days; one whose notifications were all lost (the notify
+// endpoint down for longer than WeChat retries, or a notify_url elsewhere)
+// is found this way.
+const RefundRecheck = time.Hour
+
 // settleRefund asks WeChat about a refund whose outcome the gateway does
 // not know (no answer came, or it failed verification) once its
-// notification is overdue: a refund WeChat never made is forgotten; one it
-// made is recorded as its notification would have been (in a final state,
-// with its event, under the id the notification would have had, so that
-// a late one is a duplicate), or as PROCESSING.
+// notification is overdue, or about one still under way once RefundRecheck
+// has passed since it was last seen so: a refund WeChat never made is
+// forgotten; one it made is recorded as its notification would have been
+// (in a final state, with its event, under the id the notification would
+// have had, so that a late one is a duplicate), or as PROCESSING (which
+// moves the next check of it RefundRecheck later).
 func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *ledger.Refund) {
 	log := s.logger().With(zap.String("mch_id", r.MchID), zap.String("out_refund_no", r.OutRefundNo))
 	m, ok := s.Merchants[r.MchID]
@@ -181,6 +191,13 @@ func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *le
 		entry = q.Entry(r.OutRefundNo)
 	}
 	switch {
+	case r.State == ledger.RefundProcessing && ((err != nil && callErrorKind(err) == NotFound) || (err == nil && entry == nil)):
+		// WeChat accepted it (it is PROCESSING), yet does not find it now:
+		// nothing is forgotten; asked again RefundRecheck later.
+		log.Error("reconcile: WeChat's refund query does not find a refund it accepted; asking again later", LogError(err))
+		if err := s.Service.ledger.SetRefundState(ctx, r.MchID, r.OutRefundNo, ledger.RefundProcessing, "", rc.now()); err != nil {
+			log.Error("reconcile: recording a refund under way", zap.Error(err))
+		}
 	case (err != nil && callErrorKind(err) == NotFound) || (err == nil && entry == nil):
 		if err := rc.ledger.ForgetRefund(ctx, r.MchID, r.OutRefundNo); err != nil {
 			log.Error("reconcile: forgetting a refund WeChat never made", zap.Error(err))

@@ -1183,3 +1183,58 @@ func TestConcurrentRefundOtherAmounts(t *testing.T) {
 		t.Fatalf("the first request's record: %+v, %v", r, err)
 	}
 }
+
+// A refund WeChat accepted (PROCESSING) whose notification never reaches
+// the gateway (here it goes elsewhere; in production, every retry lost) is
+// asked about again once RefundRecheck has passed: the refund WeChat
+// finished is recorded and forwarded as its notification would have been.
+func TestReconcilerFindsFinishedProcessingRefunds(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
+	}))
+	defer elsewhere.Close()
+	resp := e.place("pr1", 1000)
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked("pr1", 1)
+	rr, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "pr1", OutRefundNo: "pr-1", TotalFee: 1000, RefundFee: 400,
+		NotifyURL: elsewhere.URL + "/refund"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.store.GetRefund(ctx, mchID, "pr-1"); err != nil || r.State != ledger.RefundProcessing {
+		t.Fatalf("the refund WeChat accepted: %+v, %v", r, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if rfs := e.sim.Refunds(); len(rfs) == 1 && rfs[0].Status == wxpaysim.RefundStatusSuccess {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("WeChat never settled the refund")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}
+	e.clock.Add(10 * time.Minute)
+	rc.Round(ctx, setup, time.Minute)
+	if r, _ := e.store.GetRefund(ctx, mchID, "pr-1"); r.State != ledger.RefundProcessing {
+		t.Fatalf("asked about before RefundRecheck passed: %+v", r)
+	}
+	e.clock.Add(gateway.RefundRecheck)
+	rc.Round(ctx, setup, time.Minute)
+	r, err := e.store.GetRefund(ctx, mchID, "pr-1")
+	if err != nil || r.State != ledger.RefundSuccess || r.RefundID != rr.RefundID {
+		t.Fatalf("the refund WeChat finished: %+v, %v", r, err)
+	}
+	ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, rr.RefundID, event.RefundStatusSuccess))
+	if err != nil || ev.Type != event.RefundSucceeded {
+		t.Fatalf("its event: %+v, %v", ev, err)
+	}
+}

@@ -133,14 +133,16 @@ func (s *sqlStore) ForgetRefund(ctx context.Context, mchID, outRefundNo string) 
 }
 
 // RefundsToSettle returns up to limit refunds whose outcome is unknown
-// (state UNKNOWN), asked for at or before before, oldest first.
-func (s *sqlStore) RefundsToSettle(ctx context.Context, before time.Time, limit int) ([]*Refund, error) {
+// (state UNKNOWN), asked for at or before before, and refunds under way
+// (PROCESSING) last updated at or before processingBefore, least recently
+// updated first.
+func (s *sqlStore) RefundsToSettle(ctx context.Context, before, processingBefore time.Time, limit int) ([]*Refund, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
 	}
 	ctx, cancel := s.e.bound(ctx)
 	defer cancel()
-	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(qRefundsToSettle), toNs(before), limit)
+	rows, err := s.e.reader().QueryContext(ctx, s.d.rebind(qRefundsToSettle), toNs(before), toNs(processingBefore), limit)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: refunds to settle: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -91,6 +92,47 @@ func TestRefunds(t *testing.T) {
 		}
 		if err := s.SetRefundState(ctx, "m", "r2", RefundSuccess, "", at(1)); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unknown refund state: %v", err)
+		}
+	})
+}
+
+// RefundsToSettle: the refunds whose outcome is unknown, asked for by a
+// time, and those under way, last updated by another, least recently
+// updated first; final ones never.
+func TestRefundsToSettle(t *testing.T) {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		put := func(no, state string, created, updated time.Time) {
+			t.Helper()
+			if err := s.PutRefund(ctx, &Refund{MchID: "m", OutRefundNo: no, TotalFee: 100, RefundFee: 10, State: RefundUnknown, CreatedAt: created}); err != nil {
+				t.Fatal(err)
+			}
+			if state != RefundUnknown {
+				if err := s.SetRefundState(ctx, "m", no, state, "50"+no, updated); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		put("unknown-old", RefundUnknown, at(1), at(1))
+		put("unknown-new", RefundUnknown, at(50), at(50))
+		put("processing-old", RefundProcessing, at(0), at(3))
+		put("processing-new", RefundProcessing, at(0), at(40))
+		put("success", RefundSuccess, at(0), at(2))
+		put("change", RefundChange, at(0), at(2))
+		got, err := s.RefundsToSettle(ctx, at(10), at(20), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nos []string
+		for _, r := range got {
+			nos = append(nos, r.OutRefundNo)
+		}
+		if want := []string{"unknown-old", "processing-old"}; !slices.Equal(nos, want) {
+			t.Fatalf("refunds to settle %v, want %v", nos, want)
+		}
+		if got, err := s.RefundsToSettle(ctx, at(100), at(100), 1); err != nil || len(got) != 1 || got[0].OutRefundNo != "unknown-old" {
+			t.Fatalf("limit 1: %v, %v", got, err)
 		}
 	})
 }

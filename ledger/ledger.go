@@ -369,8 +369,10 @@ type Store interface {
 	// has no refund_id.
 	ForgetRefund(ctx context.Context, mchID, outRefundNo string) error
 	// RefundsToSettle returns up to limit refunds whose outcome is
-	// unknown (UNKNOWN), asked for at or before before, oldest first.
-	RefundsToSettle(ctx context.Context, before time.Time, limit int) ([]*Refund, error)
+	// unknown (UNKNOWN), asked for at or before before, and refunds under
+	// way (PROCESSING) last updated at or before processingBefore, least
+	// recently updated first.
+	RefundsToSettle(ctx context.Context, before, processingBefore time.Time, limit int) ([]*Refund, error)
 
 	// TryLease takes or renews a named lease for holder until now+ttl; it
 	// succeeds if the lease is free, expired, or already held by holder.

@@ -84,9 +84,11 @@ const (
 		refund_id = CASE WHEN ? = '' THEN refund_id ELSE ? END WHERE mch_id = ? AND out_refund_no = ?
 		AND ` + refundRankOfState + ` < 3 AND ` + refundRankOfState + ` <= ` + refundRankOfParam
 	// qRefundsToSettle reads the refunds whose outcome is unknown, asked
-	// for before a time, oldest first.
-	qRefundsToSettle = `SELECT ` + refundCols + ` FROM refunds WHERE state = '` + RefundUnknown + `' AND created_at <= ?
-		ORDER BY created_at LIMIT ?`
+	// for before a time, and those under way (PROCESSING), last updated
+	// before another, least recently updated first.
+	qRefundsToSettle = `SELECT ` + refundCols + ` FROM refunds
+		WHERE (state = '` + RefundUnknown + `' AND created_at <= ?) OR (state = '` + RefundProcessing + `' AND updated_at <= ?)
+		ORDER BY updated_at, created_at LIMIT ?`
 	// qForgetRefund removes a refund recorded before WeChat was asked for
 	// it, when WeChat refused it: only while its outcome is unknown and it
 	// has no refund_id.
