@@ -334,7 +334,13 @@ func tryLoadCaddyfile(cfg string) error {
 			return fmt.Errorf("adapt warning: %s", w.Message)
 		}
 	}
-	return caddy.Load(js, true)
+	err = caddy.Load(js, true)
+	// The configuration Caddy stopped has closed its idle keep-alive
+	// connections; the client may not have read their end yet, and would
+	// send the next request on one (a POST, which it does not retry, then
+	// fails with EOF). A client after a reload connects afresh.
+	http.DefaultClient.CloseIdleConnections()
+	return err
 }
 
 // checkNoSecretsIn fails the test when a secret appears in Caddy's log.
