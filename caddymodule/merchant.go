@@ -129,9 +129,11 @@ type Merchant struct {
 	RefundNotifyURL string `json:"refund_notify_url,omitempty"`
 
 	// WeChat's disaster-recovery twin, tried once when a call that is safe
-	// to repeat (queries, close, refunds, bills) fails on the network or
-	// with a 5xx. Default: https://api2.mch.weixin.qq.com when endpoint is
-	// WeChat's own host, none otherwise; "off" disables it.
+	// to repeat (queries, close, refunds, bills; on APIv3 also the platform
+	// certificates' download) fails on the network or with a 5xx, on API
+	// v2 and APIv3 alike; placing an order never is. Default:
+	// https://api2.mch.weixin.qq.com when endpoint is WeChat's own host,
+	// none otherwise; "off" disables it.
 	FailoverEndpoint string `json:"failover_endpoint,omitempty"`
 
 	// The JSAPI pay directories (支付授权目录) configured on the merchant
@@ -339,7 +341,7 @@ func (cfg *Merchant) provision(ctx caddy.Context, name string, repl *caddy.Repla
 		m.API = gateway.ObserveProtocol(v2, name, metricsObserver{})
 		return m, rt, nil
 	}
-	v3, err := cfg.provisionV3(ctx, name, m.MchID, repl, endpoint, timeout, logger, rt)
+	v3, err := cfg.provisionV3(ctx, name, m.MchID, repl, endpoint, failover, timeout, logger, rt)
 	if err != nil {
 		return nil, nil, err
 	}

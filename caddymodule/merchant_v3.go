@@ -68,7 +68,7 @@ const maxShownPath = 256
 // (private key and serial), the keys that verify WeChat (public key,
 // platform certificates or both), and the platform certificates' manager,
 // which rt starts and stops with the app.
-func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *caddy.Replacer, endpoint string,
+func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *caddy.Replacer, endpoint, failover string,
 	timeout time.Duration, logger *zap.Logger, rt *merchantRuntime) (gateway.Protocol, error) {
 	if cfg.APIv3Key == "" {
 		return nil, errors.New("api_v3_key is required with api_version v3")
@@ -136,7 +136,12 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 		MchID:    mchID,
 		Signer:   &wxpayv3.Signer{MchID: mchID, Serial: serial, Key: key},
 		Endpoint: endpoint, HTTPClient: wxpay.NewHTTPClient(256), Timeout: timeout,
-		WechatpaySerial: wechatpaySerial,
+		WechatpaySerial:  wechatpaySerial,
+		FailoverEndpoint: failover,
+		OnFailover: func(op string, err error) {
+			logger.Warn("WeChat Pay call failed over to the disaster-recovery endpoint",
+				zap.String("merchant", name), zap.String("op", op), zap.String("failover_endpoint", failover), zap.Error(err))
+		},
 	}
 	rt.closers = append(rt.closers, client.HTTPClient.CloseIdleConnections)
 	if certsMode == "auto" {

@@ -47,7 +47,7 @@ func (c *Client) TradeBill(ctx context.Context, billDate, billType, tarType stri
 	}
 	const path = "/v3/bill/tradebill"
 	var info BillInfo
-	status, err := c.do(ctx, http.MethodGet, path, q, nil, &info)
+	status, err := c.do(ctx, http.MethodGet, path, q, nil, &info, true)
 	if err == nil && info.DownloadURL == "" {
 		err = &ResponseError{Op: http.MethodGet + " " + path, Status: status, Err: fieldErrorf("download_url", "is missing")}
 	}
@@ -59,8 +59,8 @@ func (c *Client) TradeBill(ctx context.Context, billDate, billType, tarType stri
 }
 
 // DownloadBill downloads a bill from info.DownloadURL, which must be on
-// the client's endpoint (same scheme and host; anything else is refused
-// before a signed request leaves). The request is signed like any call.
+// the client's endpoint or its FailoverEndpoint (same scheme and host;
+// anything else is refused before a signed request leaves). The request is signed like any call.
 // WeChat does not sign the bill itself; instead the returned reader hashes
 // what it streams and, at the end, returns an error wrapping ErrBillHash
 // instead of io.EOF when the SHA-1 does not match info.HashValue, or when
@@ -83,8 +83,15 @@ func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadClose
 	if err != nil {
 		return nil, fmt.Errorf("download bill: endpoint does not parse: %v", err)
 	}
-	if u.Scheme != ep.Scheme || !strings.EqualFold(u.Host, ep.Host) || u.User != nil {
-		return nil, fmt.Errorf("download bill: download_url is on %s://%s, not on the endpoint %s://%s: refused", u.Scheme, u.Host, ep.Scheme, ep.Host)
+	on := func(base *url.URL) bool { return u.Scheme == base.Scheme && strings.EqualFold(u.Host, base.Host) }
+	allowed := on(ep)
+	if !allowed && c.FailoverEndpoint != "" {
+		// The bill was asked for there after a failover.
+		fo, err := url.Parse(strings.TrimSuffix(c.FailoverEndpoint, "/"))
+		allowed = err == nil && on(fo)
+	}
+	if !allowed || u.User != nil {
+		return nil, fmt.Errorf("download bill: download_url is on %s://%s, not on the endpoint %s://%s (or its failover twin): refused", u.Scheme, u.Host, ep.Scheme, ep.Host)
 	}
 	op := "GET " + u.Path
 	resp, release, err := c.send(ctx, op, http.MethodGet, u.String(), nil)

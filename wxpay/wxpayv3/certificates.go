@@ -39,7 +39,7 @@ func (c *Client) DownloadCertificates(ctx context.Context, key APIv3Key) ([]*x50
 	}
 	const path = "/v3/certificates"
 	op := http.MethodGet + " " + path
-	ans, err := c.exchange(ctx, op, http.MethodGet, c.endpoint()+path, nil)
+	ans, err := c.exchangeFailover(ctx, op, http.MethodGet, path, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("download certificates: %w", err)
 	}

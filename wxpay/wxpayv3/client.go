@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,6 +41,18 @@ type Client struct {
 	Verifier *Verifier
 	// Endpoint is the API's base URL; DefaultEndpoint when empty.
 	Endpoint string
+	// FailoverEndpoint is where a call that is safe to repeat is sent once
+	// more, signed afresh, when Endpoint gave no answer or an HTTP 5xx:
+	// WeChat's disaster-recovery twin of its host (wxpay's
+	// DisasterRecoveryEndpoint, api2.mch.weixin.qq.com). Empty: no
+	// failover. Placing an order (the transactions' prepay calls) is never
+	// repeated; a refund is (the same out_refund_no is one refund), as are
+	// queries, closes, bills and the certificates' download; Do repeats
+	// only a GET.
+	FailoverEndpoint string
+	// OnFailover, when set, is told of each failover and of the failure
+	// that caused it.
+	OnFailover func(op string, err error)
 	// HTTPClient sends the requests; one from NewHTTPClient when nil.
 	HTTPClient *http.Client
 	// Timeout bounds each call, on top of the context's deadline; for
@@ -131,13 +144,14 @@ func (c *Client) userAgent() string {
 // answer that does not decode). After a VerifyError, a ResponseError or a
 // TransportError the call may have had its effect.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	_, err := c.do(ctx, method, path, query, in, out)
+	_, err := c.do(ctx, method, path, query, in, out, method == http.MethodGet)
 	return err
 }
 
 // do is Do that also returns the answer's status, so that the typed calls
-// can report a verified answer that lacks what they need.
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (status int, err error) {
+// can report a verified answer that lacks what they need; repeatable says
+// whether the call may fail over to FailoverEndpoint.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any, repeatable bool) (status int, err error) {
 	op := method + " " + path
 	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?#") {
 		return 0, fmt.Errorf("wxpayv3 %s: path must start with / and carry no query (pass it as query)", op)
@@ -151,15 +165,40 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			return 0, fmt.Errorf("wxpayv3 %s: encode request: %w", op, err)
 		}
 	}
-	target := c.endpoint() + path
+	target := path
 	if len(query) > 0 {
 		target += "?" + query.Encode()
 	}
-	ans, err := c.exchange(ctx, op, method, target, body)
+	ans, err := c.exchangeFailover(ctx, op, method, target, body, repeatable)
 	if err != nil {
 		return 0, err
 	}
 	return ans.status, finish(op, ans, c.Verifier.Verify, out)
+}
+
+// exchangeFailover is exchange of target (a path and query) on the
+// endpoint and, when repeatable and the endpoint gave no answer or an
+// HTTP 5xx while the caller still waits, once more on FailoverEndpoint. An
+// answer below 500, verified or not, is never sent to the twin.
+func (c *Client) exchangeFailover(ctx context.Context, op, method, target string, body []byte, repeatable bool) (*answer, error) {
+	ans, err := c.exchange(ctx, op, method, c.endpoint()+target, body)
+	if !repeatable || c.FailoverEndpoint == "" || ctx.Err() != nil {
+		return ans, err
+	}
+	var cause error
+	var te *TransportError
+	switch {
+	case err != nil && errors.As(err, &te):
+		cause = err
+	case err == nil && ans.status >= 500:
+		cause = fmt.Errorf("%s: HTTP %d", op, ans.status)
+	default:
+		return ans, err
+	}
+	if c.OnFailover != nil {
+		c.OnFailover(op, cause)
+	}
+	return c.exchange(ctx, op, method, strings.TrimSuffix(c.FailoverEndpoint, "/")+target, body)
 }
 
 // encodeJSON encodes v without HTML escaping (the body is signed as

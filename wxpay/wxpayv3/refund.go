@@ -114,7 +114,7 @@ func (c *Client) Refund(ctx context.Context, r *RefundRequest) (*Refund, error) 
 	}
 	const path = "/v3/refund/domestic/refunds"
 	var out Refund
-	status, err := c.do(ctx, http.MethodPost, path, nil, &req, &out)
+	status, err := c.do(ctx, http.MethodPost, path, nil, &req, &out, true)
 	if err == nil && out.OutRefundNo != req.OutRefundNo {
 		err = &ResponseError{Op: http.MethodPost + " " + path, Status: status, Err: fmt.Errorf("answer is about out_refund_no %s", quoteShort(out.OutRefundNo))}
 	}
@@ -148,7 +148,7 @@ func (c *Client) QueryRefund(ctx context.Context, outRefundNo string) (*Refund, 
 	}
 	path := "/v3/refund/domestic/refunds/" + url.PathEscape(outRefundNo)
 	var out Refund
-	status, err := c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	status, err := c.do(ctx, http.MethodGet, path, nil, nil, &out, true)
 	if err == nil && out.OutRefundNo != outRefundNo {
 		err = &ResponseError{Op: http.MethodGet + " " + path, Status: status, Err: fmt.Errorf("answer is about out_refund_no %s", quoteShort(out.OutRefundNo))}
 	}

@@ -97,7 +97,7 @@ func (c *Client) Prepay(ctx context.Context, tradeType string, r *PrepayRequest)
 	}
 	var resp PrepayResponse
 	path := "/v3/pay/transactions/" + tradeType
-	status, err := c.do(ctx, http.MethodPost, path, nil, &req, &resp)
+	status, err := c.do(ctx, http.MethodPost, path, nil, &req, &resp, false)
 	if err != nil {
 		return nil, fmt.Errorf("prepay %s: %w", r.OutTradeNo, err)
 	}
@@ -228,7 +228,7 @@ func (c *Client) QueryByTransactionID(ctx context.Context, transactionID string)
 
 func (c *Client) queryTransaction(ctx context.Context, path string) (*Transaction, int, error) {
 	var t Transaction
-	status, err := c.do(ctx, http.MethodGet, path, url.Values{"mchid": {c.mchID()}}, nil, &t)
+	status, err := c.do(ctx, http.MethodGet, path, url.Values{"mchid": {c.mchID()}}, nil, &t, true)
 	if err != nil {
 		return nil, status, err
 	}
@@ -252,7 +252,7 @@ func (c *Client) Close(ctx context.Context, outTradeNo string) error {
 	body := struct {
 		MchID string `json:"mchid"`
 	}{c.mchID()}
-	if _, err := c.do(ctx, http.MethodPost, path, nil, &body, nil); err != nil {
+	if _, err := c.do(ctx, http.MethodPost, path, nil, &body, nil, true); err != nil {
 		return fmt.Errorf("close order %s: %w", outTradeNo, err)
 	}
 	return nil

@@ -1,0 +1,102 @@
+package wxpayv3
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// A call that is safe to repeat goes once more, signed afresh, to
+// FailoverEndpoint when the endpoint gives no answer or an HTTP 5xx; an
+// order's placement, a POST through Do, and any call the endpoint answered
+// below 500 never do.
+func TestFailover(t *testing.T) {
+	twin := newFakeWeChat(t)
+	var mu sync.Mutex // guards twinSaw, written by the twin's server
+	var twinSaw []string
+	saw := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(twinSaw) }
+	forget := func() { mu.Lock(); twinSaw = nil; mu.Unlock() }
+	twin.handle(func(r *seenRequest) *reply {
+		mu.Lock()
+		twinSaw = append(twinSaw, r.Method+" "+r.Path)
+		mu.Unlock()
+		switch r.Path {
+		case "/v3/pay/transactions/out-trade-no/O1/close":
+			return &reply{status: http.StatusNoContent}
+		case "/v3/pay/transactions/native":
+			return jsonReply(t, map[string]string{"code_url": "weixin://wxpay/bizpayurl?pr=1"})
+		}
+		return jsonReply(t, map[string]string{})
+	})
+	gone := httptest.NewServer(http.NotFoundHandler())
+	goneURL := gone.URL
+	gone.Close() // nothing listens there any more
+	busy := newFakeWeChat(t)
+	busy.handle(func(*seenRequest) *reply {
+		return &reply{status: http.StatusServiceUnavailable, unsigned: true, body: []byte("upstream unavailable")}
+	})
+	refusing := newFakeWeChat(t)
+	refusing.handle(func(*seenRequest) *reply {
+		return &reply{status: http.StatusBadRequest, body: []byte(`{"code":"PARAM_ERROR","message":"参数错误"}`)}
+	})
+	order := PrepayRequest{AppID: "wx1", Description: "d", OutTradeNo: "N1", NotifyURL: "https://e/n", Amount: Amount{Total: 1}}
+
+	for _, tc := range []struct {
+		name, endpoint string
+		failsOver      bool
+	}{
+		{"endpoint unreachable", goneURL, true},
+		{"endpoint answers 503", busy.srv.URL, true},
+		{"endpoint answers 400", refusing.srv.URL, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forget()
+			c := twin.client()
+			c.Endpoint, c.FailoverEndpoint = tc.endpoint, twin.srv.URL+"/"
+			c.HTTPClient = http.DefaultClient
+			var failovers []string
+			c.OnFailover = func(op string, err error) { failovers = append(failovers, op) }
+
+			err := c.Close(context.Background(), "O1")
+			if tc.failsOver != (err == nil) {
+				t.Fatalf("close: %v", err)
+			}
+			if got := saw(); tc.failsOver && (len(failovers) != 1 || len(got) != 1 || got[0] != "POST /v3/pay/transactions/out-trade-no/O1/close") {
+				t.Fatalf("close: failovers %v, the twin saw %v", failovers, got)
+			}
+			if !tc.failsOver {
+				var ae *APIError
+				if !errors.As(err, &ae) || ae.Code != "PARAM_ERROR" || len(failovers) != 0 || len(saw()) != 0 {
+					t.Fatalf("an answer below 500 went to the twin: %v, failovers %v, the twin saw %v", err, failovers, saw())
+				}
+			}
+			if err := c.Do(context.Background(), http.MethodGet, "/v3/echo", nil, nil, nil); tc.failsOver != (err == nil) {
+				t.Fatalf("a GET through Do: %v", err)
+			}
+
+			failovers = nil
+			forget()
+			if _, err := c.Prepay(context.Background(), TradeTypeNative, &order); err == nil {
+				t.Fatal("an order placed although its endpoint failed")
+			}
+			if err := c.Do(context.Background(), http.MethodPost, "/v3/some/post", nil, map[string]string{"a": "b"}, nil); err == nil {
+				t.Fatal("a POST through Do succeeded although its endpoint failed")
+			}
+			if len(failovers) != 0 || len(saw()) != 0 {
+				t.Fatalf("an order or a POST went to the twin: failovers %v, the twin saw %v", failovers, saw())
+			}
+		})
+	}
+
+	// Without a FailoverEndpoint nothing is repeated.
+	c := twin.client()
+	c.Endpoint, c.HTTPClient = busy.srv.URL, http.DefaultClient
+	forget()
+	if err := c.Close(context.Background(), "O1"); err == nil || len(saw()) != 0 {
+		t.Fatalf("no failover endpoint: %v, the twin saw %v", err, saw())
+	}
+}
