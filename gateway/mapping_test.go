@@ -264,11 +264,12 @@ func TestDecodeRequests(t *testing.T) {
 // A refund notification against WeChat's refund query: each fact the
 // query contradicts is listed with both values.
 func TestRefundQueryDiscrepancies(t *testing.T) {
-	q := &RefundQueryResponse{OutTradeNo: "o1", Refunds: []RefundEntry{
-		{OutRefundNo: "r0", RefundID: "5000", RefundFee: 10, RefundStatus: "SUCCESS"},
-		{OutRefundNo: "r1", RefundID: "5001", RefundFee: 30, RefundStatus: "SUCCESS"},
+	q := &RefundQueryResponse{OutTradeNo: "o1", TransactionID: "4200001", TotalFee: 100, Refunds: []RefundEntry{
+		{OutRefundNo: "r0", RefundID: "5000", RefundFee: 10, RefundStatus: "SUCCESS", SuccessTime: "2026-12-01 10:00:00"},
+		{OutRefundNo: "r1", RefundID: "5001", RefundFee: 30, RefundStatus: "SUCCESS", SuccessTime: "2026-12-01 10:05:00"},
 	}}
-	agree := RefundNotice{OutRefundNo: "r1", RefundID: "5001", OutTradeNo: "o1", RefundFee: 30, Status: "SUCCESS"}
+	agree := RefundNotice{OutRefundNo: "r1", RefundID: "5001", OutTradeNo: "o1", TransactionID: "4200001", RefundFee: 30, Status: "SUCCESS",
+		Data: map[string]any{"total_fee": int64(100), "success_time": "2026-12-01 10:05:00"}}
 	tests := []struct {
 		name   string
 		change func(n *RefundNotice)
@@ -280,6 +281,16 @@ func TestRefundQueryDiscrepancies(t *testing.T) {
 		{"another amount", func(n *RefundNotice) { n.RefundFee = 31 }, map[string]event.Discrepancy{"refund_fee": {Queried: int64(30), Notification: int64(31)}}},
 		{"another status", func(n *RefundNotice) { n.Status = "REFUNDCLOSE" }, map[string]event.Discrepancy{"refund_status": {Queried: "SUCCESS", Notification: "REFUNDCLOSE"}}},
 		{"a refund the query does not list", func(n *RefundNotice) { n.OutRefundNo = "r9" }, map[string]event.Discrepancy{"out_refund_no": {Queried: "", Notification: "r9"}}},
+		{"another transaction", func(n *RefundNotice) { n.TransactionID = "4200009" }, map[string]event.Discrepancy{"transaction_id": {Queried: "4200001", Notification: "4200009"}}},
+		{"another order amount", func(n *RefundNotice) {
+			n.Data = map[string]any{"total_fee": int64(900), "success_time": "2026-12-01 10:05:00"}
+		},
+			map[string]event.Discrepancy{"total_fee": {Queried: int64(100), Notification: int64(900)}}},
+		{"another success time", func(n *RefundNotice) {
+			n.Data = map[string]any{"total_fee": int64(100), "success_time": "2026-12-01 10:00:00"}
+		},
+			map[string]event.Discrepancy{"success_time": {Queried: "2026-12-01 10:05:00", Notification: "2026-12-01 10:00:00"}}},
+		{"facts the notification leaves out", func(n *RefundNotice) { n.TransactionID, n.Data = "", nil }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -289,6 +289,18 @@ func RefundQueryDiscrepancies(q *RefundQueryResponse, entry *RefundEntry, n *Ref
 	if entry.RefundStatus != n.Status {
 		add("refund_status", entry.RefundStatus, n.Status)
 	}
+	// The facts the event carries besides: a spliced v2 notification may
+	// carry another refund's blocks for them. Each is compared when both
+	// sides have it.
+	if q.TransactionID != "" && n.TransactionID != "" && q.TransactionID != n.TransactionID {
+		add("transaction_id", q.TransactionID, n.TransactionID)
+	}
+	if fee, ok := n.Data["total_fee"].(int64); ok && q.TotalFee != 0 && fee != q.TotalFee {
+		add("total_fee", q.TotalFee, fee)
+	}
+	if at, ok := n.Data["success_time"].(string); ok && at != "" && entry.SuccessTime != "" && at != entry.SuccessTime {
+		add("success_time", entry.SuccessTime, at)
+	}
 	return diff
 }
 
