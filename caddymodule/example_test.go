@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,11 @@ func startExampleDemo(t *testing.T, v3 bool) (gwURL, simURL string) {
 
 func testExampleDemoLoop(t *testing.T, v3 bool) {
 	gwURL, simURL := startExampleDemo(t, v3)
+	// The README's first command runs the demo: it must not need root,
+	// which a port below 1024 (Caddy's http->https redirects on 80) would.
+	if ports := privilegedListens(t); len(ports) > 0 {
+		t.Fatalf("the demo listens on ports %v, which a user without root cannot open", ports)
+	}
 	// 1. Place an order, as the README does.
 	req, _ := http.NewRequest(http.MethodPost, gwURL+"/wxpay/orders", strings.NewReader(
 		`{"out_trade_no":"demo1001","total_fee":1,"body":"演示商品","trade_type":"JSAPI","openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}`))
@@ -205,4 +211,40 @@ example.com {
 	if want := "subroute wxpay wxpay_checkout static_response reverse_proxy"; strings.Join(got, " ") != want {
 		t.Fatalf("handlers in order %v, want %s", got, want)
 	}
+}
+
+// privilegedListens returns the ports below 1024 this process listens on
+// (Linux: its socket inodes found among /proc/net/tcp{,6}'s listeners);
+// nil where /proc cannot tell.
+func privilegedListens(t *testing.T) []int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	mine := map[string]bool{}
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(link, "socket:[") {
+			mine[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var ports []int
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
+			if len(f) < 10 || f[3] != "0A" || !mine[f[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil && port < 1024 {
+				ports = append(ports, int(port))
+			}
+		}
+	}
+	return ports
 }
