@@ -1238,3 +1238,24 @@ func TestReconcilerFindsFinishedProcessingRefunds(t *testing.T) {
 		t.Fatalf("its event: %+v, %v", ev, err)
 	}
 }
+
+// An order with a character WeChat's XML cannot carry is refused (400,
+// naming the field) before it is recorded: the same out_trade_no, sent
+// again corrected, is placed (before: a 500, and the number was taken by
+// a record WeChat never saw).
+func TestOrderWithAControlCharacter(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	req := &gateway.OrderRequest{OutTradeNo: "ctl1", TotalFee: 100, Body: "book\x01", TradeType: gateway.TradeTypeNative, ProductID: "p1"}
+	_, err := e.svc.PlaceOrder(ctx, e.merchant, req, "203.0.113.7")
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusBadRequest || !strings.Contains(ge.Message, "body") {
+		t.Fatalf("an order with a control character: %v (%d %s)", err, ge.Status, ge.Message)
+	}
+	if _, err := e.store.GetOrder(ctx, mchID, "ctl1"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("the refused order was recorded: %v", err)
+	}
+	req.Body = "book"
+	if resp, err := e.svc.PlaceOrder(ctx, e.merchant, req, "203.0.113.7"); err != nil || resp.CodeURL == "" {
+		t.Fatalf("the corrected order: %+v, %v", resp, err)
+	}
+}

@@ -122,6 +122,18 @@ func (r *UnifiedOrderRequest) Validate() error {
 	if r.LimitPay != "" && r.LimitPay != "no_credit" {
 		return fieldErrorf("limit_pay", "must be no_credit, got %q", r.LimitPay)
 	}
+	// Every value goes into the request's XML, which cannot carry control
+	// characters (but tab and line breaks), U+FFFE, U+FFFF or invalid
+	// UTF-8: refused here, by name, before the order is recorded.
+	for _, f := range []struct{ name, value string }{
+		{"body", r.Body}, {"detail", r.Detail}, {"attach", r.Attach}, {"openid", r.OpenID}, {"product_id", r.ProductID},
+		{"scene_info", r.SceneInfo}, {"goods_tag", r.GoodsTag}, {"fee_type", r.FeeType}, {"device_info", r.DeviceInfo},
+		{"spbill_create_ip", r.SpbillCreateIP}, {"notify_url", r.NotifyURL}, {"app_id", r.AppID},
+	} {
+		if err := checkChars(f.value); err != nil {
+			return fieldErrorf(f.name, "%v", err)
+		}
+	}
 	return nil
 }
 

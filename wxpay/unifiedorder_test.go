@@ -46,6 +46,7 @@ func TestUnifiedOrderValidateAccepts(t *testing.T) {
 		{"NATIVE", func(r *UnifiedOrderRequest) { *r = validOrder(TradeTypeNative) }},
 		{"APP", func(r *UnifiedOrderRequest) { *r = validOrder(TradeTypeAPP) }},
 		{"MWEB", func(r *UnifiedOrderRequest) { *r = validOrder(TradeTypeMWEB) }},
+		{"body with tab and line breaks", func(r *UnifiedOrderRequest) { r.Body = "line 1\r\n\tline 2" }},
 		{"APP with scene_info", func(r *UnifiedOrderRequest) {
 			*r = validOrder(TradeTypeAPP)
 			r.SceneInfo = `{"store_info":{"id":"SZTX001"}}`
@@ -78,6 +79,13 @@ func TestUnifiedOrderValidateRefuses(t *testing.T) {
 		field  string
 	}{
 		{"appid missing", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.AppID = "" }, "app_id"},
+		// Characters XML cannot carry: refused by name before anything is
+		// recorded or sent.
+		{"body with a control character", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.Body = "book\x01" }, "body"},
+		{"body with NUL", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.Body = "book\x00" }, "body"},
+		{"attach with U+FFFE", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.Attach = "a\uFFFE" }, "attach"},
+		{"detail not UTF-8", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.Detail = "d\xff" }, "detail"},
+		{"openid with a vertical tab", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.OpenID = "o\x0b" }, "openid"},
 		{"out_trade_no missing", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.OutTradeNo = "" }, "out_trade_no"},
 		{"out_trade_no 33 characters", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.OutTradeNo = strings.Repeat("1", 33) }, "out_trade_no"},
 		{"out_trade_no with #", TradeTypeJSAPI, func(r *UnifiedOrderRequest) { r.OutTradeNo = "2015#0806" }, "out_trade_no"},
