@@ -22,6 +22,13 @@ const PrepayLifetime = 2 * time.Hour
 // it expires.
 const reuseMargin = 5 * time.Minute
 
+// mwebReuse is how long after it was issued a recorded mweb_url (H5) is
+// handed out again: WeChat's opens the payment sheet for 5 minutes only
+// ("MWEB_URL生成后，有效期为5分钟，如超时请重新生成"), so after 4 (a minute
+// left to the payer) the order is placed with WeChat again, which issues
+// a new one.
+const mwebReuse = 4 * time.Minute
+
 // TimeLayout is the layout of the gateway's times (time_expire, time_end):
 // WeChat's API v2 yyyyMMddHHmmss, in Beijing time.
 const TimeLayout = "20060102150405"
@@ -121,7 +128,8 @@ func (s *Service) placeOrder(ctx context.Context, m *Merchant, req *OrderRequest
 				return nil, &Error{Status: http.StatusConflict, Code: "ORDERPAID", Message: "the order is already paid"}
 			case known.ContentHash != hash:
 				return nil, &Error{Status: http.StatusConflict, Code: "OUT_TRADE_NO_USED", Message: "out_trade_no was used for an order with other content"}
-			case known.State == ledger.OrderNotPay && known.PrepayID != "" && now.Add(reuseMargin).Before(known.ExpiresAt):
+			case known.State == ledger.OrderNotPay && known.PrepayID != "" && now.Add(reuseMargin).Before(known.ExpiresAt) &&
+				(known.TradeType != TradeTypeMWEB || now.Before(known.UpdatedAt.Add(mwebReuse))):
 				return orderResponse(m, o, &Prepay{PrepayID: known.PrepayID, CodeURL: known.CodeURL, MWebURL: known.MWebURL}, now)
 			}
 		}

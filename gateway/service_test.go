@@ -1259,3 +1259,34 @@ func TestOrderWithAControlCharacter(t *testing.T) {
 		t.Fatalf("the corrected order: %+v, %v", resp, err)
 	}
 }
+
+// An H5 (MWEB) order placed again within 4 minutes gets the mweb_url it
+// was given; later, when WeChat's link (valid 5 minutes) is about to
+// expire or has, the order is placed with WeChat again, which issues a new
+// one (before: the recorded link was handed out for up to 1 h 55 min, dead
+// after 5 minutes).
+func TestMWEBOrderPlacedAgain(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	req := &gateway.OrderRequest{OutTradeNo: "h5a", TotalFee: 100, Body: "书", TradeType: gateway.TradeTypeMWEB,
+		SceneInfo: `{"h5_info":{"type":"Wap","wap_url":"https://pay.example.com","wap_name":"shop"}}`}
+	first, err := e.svc.PlaceOrder(ctx, e.merchant, req, "203.0.113.7")
+	if err != nil || first.MWebURL == "" {
+		t.Fatalf("placed: %+v, %v", first, err)
+	}
+	e.clock.Add(3 * time.Minute)
+	again, err := e.svc.PlaceOrder(ctx, e.merchant, req, "203.0.113.7")
+	if err != nil || again.MWebURL != first.MWebURL {
+		t.Fatalf("placed again after 3 minutes: %+v, %v; want the same mweb_url", again, err)
+	}
+	e.clock.Add(2 * time.Minute)
+	later, err := e.svc.PlaceOrder(ctx, e.merchant, req, "203.0.113.7")
+	if err != nil || later.MWebURL == "" || later.MWebURL == first.MWebURL || later.PrepayID != first.PrepayID {
+		t.Fatalf("placed again after 5 minutes: %+v, %v; want a new mweb_url for the same prepay_id", later, err)
+	}
+	so, _ := e.sim.Order(mchID, "h5a")
+	o, err := e.store.GetOrder(ctx, mchID, "h5a")
+	if err != nil || so.MWebURL != later.MWebURL || o.MWebURL != later.MWebURL {
+		t.Fatalf("WeChat's mweb_url %q, recorded %+v (%v); handed out %q", so.MWebURL, o, err, later.MWebURL)
+	}
+}

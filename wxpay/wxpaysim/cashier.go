@@ -156,8 +156,12 @@ func (s *Simulator) cashierOrder(prepayID, pkg string) (Order, int, string) {
 	if err != nil || o.TradeType != wxpay.TradeTypeMWEB || issued.Query().Get("package") != pkg {
 		return Order{}, http.StatusBadRequest, "this is not an mweb_url the simulator issued (prepay_id and package must be the answer's)"
 	}
-	if age := s.now().Sub(o.CreatedAt); age >= MWebURLLifetime {
-		return Order{}, http.StatusGone, fmt.Sprintf("the mweb_url expired: it is valid for %v after the order was placed (WeChat's limit); place the order again", MWebURLLifetime)
+	issuedAt := o.mwebIssued
+	if issuedAt.IsZero() {
+		issuedAt = o.CreatedAt
+	}
+	if age := s.now().Sub(issuedAt); age >= MWebURLLifetime {
+		return Order{}, http.StatusGone, fmt.Sprintf("the mweb_url expired: it is valid for %v after it was issued (WeChat's limit); place the order again for a new one", MWebURLLifetime)
 	}
 	return o.snapshot(), 0, ""
 }

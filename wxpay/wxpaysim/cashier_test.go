@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 )
@@ -160,10 +161,34 @@ func TestCashier(t *testing.T) {
 	if o, _ := e.sim.Order(testMchID, "C3"); o.State != StateNotPay {
 		t.Fatalf("the expired order is %s", o.State)
 	}
+	// Placed again (the same content), the order gets a new link for the
+	// same prepay_id, valid five minutes from now; the old one opens
+	// nothing.
+	fresh := place("C3")
+	if fresh == mweb3 || !strings.Contains(fresh, "prepay_id="+url.QueryEscape(mustQuery(t, mweb3, "prepay_id"))) {
+		t.Fatalf("placed again: %s, before %s", fresh, mweb3)
+	}
+	if resp, _ := cashierGet(t, mweb3); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the link before: %d", resp.StatusCode)
+	}
+	clock.Advance(MWebURLLifetime - time.Second)
+	if resp, page := cashierGet(t, fresh); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the new link: %d\n%s", resp.StatusCode, page)
+	}
 	waitFor(t, "C2's notification", func() bool { return ns.count() >= 2 })
 	for _, n := range ns.received()[1:] {
 		if p, _ := wxpay.DecodeXML(n.body); p.Get("out_trade_no") != "C2" {
 			t.Fatalf("a notification of %s, want C2's only", p.Get("out_trade_no"))
 		}
 	}
+}
+
+// mustQuery is the query parameter name of the URL u.
+func mustQuery(t *testing.T, u, name string) string {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil || p.Query().Get(name) == "" {
+		t.Fatalf("%s has no %s: %v", u, name, err)
+	}
+	return p.Query().Get(name)
 }

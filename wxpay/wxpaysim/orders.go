@@ -58,6 +58,9 @@ type order struct {
 	refunds    []*refund // in creation order
 	refunded   int64     // the sum of the refunds' refund_fee
 	v3Content  string    // an APIv3 order's placement, canonical, for idempotency
+	// mwebIssued is when the MWEB order's current mweb_url was issued:
+	// it opens the payment sheet for MWebURLLifetime from then.
+	mwebIssued time.Time
 }
 
 func (o *order) snapshot() Order {

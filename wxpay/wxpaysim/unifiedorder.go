@@ -223,6 +223,12 @@ func (s *Simulator) placeOrder(m Merchant, st wxpay.SignType, req wxpay.Params, 
 		case o.State == StateClosed:
 			return nil, "ORDERCLOSED"
 		case o.APIVersion == APIVersion2 && sameContent(o.Params, req) && now.Sub(o.CreatedAt) < PrepayIDLifetime:
+			if o.TradeType == wxpay.TradeTypeMWEB {
+				// A new mweb_url each time, the one before no longer
+				// valid: WeChat's H5 notes say to place the order again
+				// for a new MWEB_URL once one has expired (5 minutes).
+				o.MWebURL, o.mwebIssued = s.mwebURLLocked(o.PrepayID), now
+			}
 			return o.answerFields(), ""
 		default:
 			return nil, "OUT_TRADE_NO_USED"
@@ -262,7 +268,7 @@ func (s *Simulator) placeOrder(m Merchant, st wxpay.SignType, req wxpay.Params, 
 	case wxpay.TradeTypeNative:
 		o.CodeURL = "weixin://wxpay/bizpayurl?pr=" + randomString(alnum, 7)
 	case wxpay.TradeTypeMWEB:
-		o.MWebURL = s.mwebURLLocked(o.PrepayID)
+		o.MWebURL, o.mwebIssued = s.mwebURLLocked(o.PrepayID), now
 	}
 	s.orders[key] = o
 	s.orderList = append(s.orderList, o)

@@ -303,6 +303,10 @@ func (s *Simulator) placeOrderV3Locked(mchID string, req *v3PrepayRequest, trade
 		case o.State == StateClosed:
 			return nil, "ORDER_CLOSED"
 		case o.APIVersion == APIVersion3 && o.v3Content == content && now.Sub(o.CreatedAt) < PrepayIDLifetime:
+			if o.TradeType == wxpay.TradeTypeMWEB {
+				// A new h5_url each time, as for v2's mweb_url.
+				o.MWebURL, o.mwebIssued = s.mwebURLLocked(o.PrepayID), now
+			}
 			return o, ""
 		default:
 			return nil, "OUT_TRADE_NO_USED"
@@ -361,7 +365,7 @@ func (s *Simulator) placeOrderV3Locked(mchID string, req *v3PrepayRequest, trade
 	case wxpay.TradeTypeNative:
 		o.CodeURL = "weixin://wxpay/bizpayurl?pr=" + randomString(alnum, 7)
 	case wxpay.TradeTypeMWEB:
-		o.MWebURL = s.mwebURLLocked(o.PrepayID)
+		o.MWebURL, o.mwebIssued = s.mwebURLLocked(o.PrepayID), o.CreatedAt
 	}
 	s.orders[key] = o
 	s.orderList = append(s.orderList, o)
