@@ -197,6 +197,26 @@ func testV3Routes(t *testing.T, mode string) {
 	if status, out := g.get("/wxpay/refunds/v3nope01"); status != http.StatusNotFound {
 		t.Fatalf("unknown refund: %d %v", status, out)
 	}
+	// Refunds WeChat ends otherwise: closed (REFUND.CLOSED: the amount is
+	// refundable again), then abnormal (REFUND.ABNORMAL), each reaching the
+	// backend under v2's names with WeChat's resource under data.wechat.
+	for _, end := range []struct{ sim, no, event, v2, v3 string }{
+		{wxpaysim.RefundStatusClosed, "v3rf03", "refund.closed", "REFUNDCLOSE", "CLOSED"},
+		{wxpaysim.RefundStatusChange, "v3rf04", "refund.changed", "CHANGE", "ABNORMAL"},
+	} {
+		if err := g.sim.EndNextRefunds(1, end.sim); err != nil {
+			t.Fatal(err)
+		}
+		if status, out := g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "v3q0001", "out_refund_no": end.no, "total_fee": 88, "refund_fee": 48}); status != 200 {
+			t.Fatalf("refund %s: %d %v", end.no, status, out)
+		}
+		waitFor(t, "the "+end.event+" event", 10*time.Second, func() bool { return len(eventsOfType(g, t, end.event)) == 1 })
+		data := eventsOfType(g, t, end.event)[0]["data"].(map[string]any)
+		wechat, _ := data["wechat"].(map[string]any)
+		if data["out_refund_no"] != end.no || data["refund_status"] != end.v2 || wechat["refund_status"] != end.v3 {
+			t.Fatalf("%s event data %v", end.event, data)
+		}
+	}
 
 	// A bill is ready the next morning, and APIv3's calls must carry a
 	// timestamp within 5 minutes of WeChat's clock: pay an order 36 hours

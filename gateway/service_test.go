@@ -1290,3 +1290,52 @@ func TestMWEBOrderPlacedAgain(t *testing.T) {
 		t.Fatalf("WeChat's mweb_url %q, recorded %+v (%v); handed out %q", so.MWebURL, o, err, later.MWebURL)
 	}
 }
+
+// A refund WeChat ends otherwise than SUCCESS (the simulator told to end
+// it so, as WeChat notifies it): abnormal (CHANGE) reaches the backend as
+// refund.changed and leaves the refund CHANGE; closed (REFUNDCLOSE) as
+// refund.closed, the refund REFUNDCLOSE and its amount refundable again.
+func TestRefundEndingOtherwise(t *testing.T) {
+	for _, tc := range []struct {
+		end, event, state string
+	}{
+		{wxpaysim.RefundStatusChange, event.RefundChanged, ledger.RefundChange},
+		{wxpaysim.RefundStatusClosed, event.RefundClosed, ledger.RefundClosed},
+	} {
+		t.Run(tc.end, func(t *testing.T) {
+			e := newEnv(t, true, nil)
+			ctx := context.Background()
+			resp := e.place("ro1", 1000)
+			if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+				t.Fatal(err)
+			}
+			e.waitAcked("ro1", 1)
+			if err := e.sim.EndNextRefunds(1, tc.end); err != nil {
+				t.Fatal(err)
+			}
+			rr, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "ro1", OutRefundNo: "ro-1", TotalFee: 1000, RefundFee: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if r, _ := e.store.GetRefund(ctx, mchID, "ro-1"); r != nil && r.State == tc.state {
+					break
+				}
+				if time.Now().After(deadline) {
+					r, _ := e.store.GetRefund(ctx, mchID, "ro-1")
+					t.Fatalf("the refund never became %s: %+v", tc.state, r)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			ev, _, err := e.store.GetEvent(ctx, event.RefundID(mchID, rr.RefundID, tc.end))
+			if err != nil || ev.Type != tc.event {
+				t.Fatalf("its event: %+v, %v; want %s", ev, err, tc.event)
+			}
+			_, err = e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "ro1", OutRefundNo: "ro-2", TotalFee: 1000, RefundFee: 1000})
+			if (err == nil) != (tc.end == wxpaysim.RefundStatusClosed) {
+				t.Fatalf("the whole amount refunded again after a refund %s: %v", tc.end, err)
+			}
+		})
+	}
+}

@@ -63,8 +63,44 @@ type refund struct {
 	appID         string
 	order         *order
 	refundAccount string
-	apiVersion    int    // the API the refund was asked with; its notification's format
-	reason        string // an APIv3 refund's reason
+	apiVersion    int       // the API the refund was asked with; its notification's format
+	reason        string    // an APIv3 refund's reason
+	endedAt       time.Time // when it left PROCESSING
+}
+
+// v3Status is the refund's status under APIv3's names.
+func (rf *refund) v3Status() string {
+	switch rf.Status {
+	case RefundStatusChange:
+		return "ABNORMAL"
+	case RefundStatusClosed:
+		return "CLOSED"
+	}
+	return rf.Status
+}
+
+// EndNextRefunds makes the next n refunds end with status instead of
+// SUCCESS: RefundStatusChange (abnormal: the money did not reach the
+// payer; APIv3 ABNORMAL, notified REFUND.ABNORMAL) or RefundStatusClosed
+// (closed, nothing refunded, the amount refundable again; APIv3 CLOSED,
+// REFUND.CLOSED), notified and answered to queries as WeChat does. Calls
+// queue: EndNextRefunds(1, RefundStatusClosed) then EndNextRefunds(1,
+// RefundStatusChange) ends the next refund closed and the one after
+// abnormal. n <= 0 drops what is queued.
+func (s *Simulator) EndNextRefunds(n int, status string) error {
+	if status != RefundStatusChange && status != RefundStatusClosed {
+		return fmt.Errorf("wxpaysim: EndNextRefunds: status %q: want %s or %s", status, RefundStatusChange, RefundStatusClosed)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		s.refundEnds = nil
+		return nil
+	}
+	for range n {
+		s.refundEnds = keepLast(append(s.refundEnds, status), s.limits.Faults)
+	}
+	return nil
 }
 
 // Refunds returns snapshots of every refund known, in the order they were
@@ -323,9 +359,17 @@ func (s *Simulator) settleRefund(rf *refund) {
 	if s.closed {
 		return
 	}
-	rf.Status = RefundStatusSuccess
-	rf.SuccessAt = s.now()
-	s.logf("wxpaysim: refund %s of order %s of mch_id %s: SUCCESS", rf.OutRefundNo, rf.OutTradeNo, rf.MchID)
+	rf.Status, rf.endedAt = RefundStatusSuccess, s.now()
+	if len(s.refundEnds) > 0 {
+		rf.Status, s.refundEnds = s.refundEnds[0], s.refundEnds[1:]
+	}
+	switch rf.Status {
+	case RefundStatusSuccess:
+		rf.SuccessAt = rf.endedAt
+	case RefundStatusClosed:
+		rf.order.refunded -= rf.RefundFee // nothing was refunded
+	}
+	s.logf("wxpaysim: refund %s of order %s of mch_id %s: %s", rf.OutRefundNo, rf.OutTradeNo, rf.MchID, rf.Status)
 	if rf.NotifyURL == "" {
 		return
 	}
@@ -366,12 +410,17 @@ func refundNotificationBody(rf *refund, m Merchant) ([]byte, error) {
 		{Name: "refund_id", Value: rf.RefundID},
 		{Name: "refund_recv_accout", Value: RefundRecvAccount},
 		{Name: "refund_request_source", Value: "API"},
-		{Name: "refund_status", Value: RefundStatusSuccess},
+		{Name: "refund_status", Value: rf.Status},
 		{Name: "settlement_refund_fee", Value: fee},
 		{Name: "settlement_total_fee", Value: total},
-		{Name: "success_time", Value: rf.SuccessAt.In(wxpay.Beijing).Format(SuccessTimeLayout)},
+		{Name: "success_time", Value: ""}, // a success's only, below
 		{Name: "total_fee", Value: total},
 		{Name: "transaction_id", Value: rf.TransactionID},
+	}
+	if rf.Status == RefundStatusSuccess {
+		info.Set("success_time", rf.SuccessAt.In(wxpay.Beijing).Format(SuccessTimeLayout))
+	} else {
+		info.Delete("success_time")
 	}
 	plain, err := wxpay.AppendXML(nil, "root", info)
 	if err != nil {

@@ -61,6 +61,11 @@ const (
 const (
 	RefundStatusProcessing = "PROCESSING" // accepted, money on its way
 	RefundStatusSuccess    = "SUCCESS"    // refunded
+	// RefundStatusChange: abnormal, the money did not reach the payer
+	// (a closed card…); the merchant settles it by hand (APIv3: ABNORMAL).
+	RefundStatusChange = "CHANGE"
+	// RefundStatusClosed: closed, nothing refunded (APIv3: CLOSED).
+	RefundStatusClosed = "REFUNDCLOSE"
 )
 
 // RefundDelay is how long a refund stays PROCESSING before it succeeds,
@@ -261,6 +266,7 @@ type Simulator struct {
 	v3            map[string]*v3Merchant // APIv3 state by mch_id
 	billTokens    []*billToken           // v3 bill downloads, oldest first
 	alterBills    int                    // v3 bill downloads left to alter (AlterNextBills)
+	refundEnds    []string               // how the next refunds end (EndNextRefunds); SUCCESS after
 
 	forgerMu sync.Mutex      // guards forger, apart from mu: generating it is slow
 	forger   *rsa.PrivateKey // signs forged notifications (V3FaultForgedSignature)

@@ -558,7 +558,7 @@ func (rf *refund) refundJSON() v3RefundJSON {
 	j := v3RefundJSON{
 		RefundID: rf.RefundID, OutRefundNo: rf.OutRefundNo, TransactionID: rf.TransactionID, OutTradeNo: rf.OutTradeNo,
 		Channel: "ORIGINAL", UserReceivedAccount: RefundRecvAccountV3, CreateTime: v3Time(rf.CreatedAt),
-		Status: rf.Status, FundsAccount: fundsAccount(rf.refundAccount),
+		Status: rf.v3Status(), FundsAccount: fundsAccount(rf.refundAccount),
 		Amount: v3RefundAmount{
 			Total: rf.TotalFee, Refund: rf.RefundFee, From: []struct{}{}, PayerTotal: rf.TotalFee, PayerRefund: rf.RefundFee,
 			SettlementRefund: rf.RefundFee, SettlementTotal: rf.TotalFee, Currency: "CNY",

@@ -244,7 +244,7 @@ type refundNotice struct {
 	OutRefundNo         string `json:"out_refund_no"`
 	RefundID            string `json:"refund_id"`
 	RefundStatus        string `json:"refund_status"`
-	SuccessTime         string `json:"success_time"`
+	SuccessTime         string `json:"success_time,omitempty"` // a success's only
 	UserReceivedAccount string `json:"user_received_account"`
 	Amount              struct {
 		Total       int64 `json:"total"`
@@ -254,9 +254,9 @@ type refundNotice struct {
 	} `json:"amount"`
 }
 
-// notifyRefundV3Locked starts the REFUND.SUCCESS notification of a refund
-// asked with APIv3 (退款结果通知, pay.weixin.qq.com/doc/v3/merchant/
-// 4012791906).
+// notifyRefundV3Locked starts the notification of how a refund asked with
+// APIv3 ended: REFUND.SUCCESS, REFUND.ABNORMAL or REFUND.CLOSED (退款结果
+// 通知, pay.weixin.qq.com/doc/v3/merchant/4012791906).
 func (s *Simulator) notifyRefundV3Locked(rf *refund) {
 	what := fmt.Sprintf("refund %s of order %s of mch_id %s", rf.OutRefundNo, rf.OutTradeNo, rf.MchID)
 	m, ok := s.v3[rf.MchID]
@@ -266,13 +266,23 @@ func (s *Simulator) notifyRefundV3Locked(rf *refund) {
 	}
 	n := refundNotice{
 		MchID: rf.MchID, OutTradeNo: rf.OutTradeNo, TransactionID: rf.TransactionID, OutRefundNo: rf.OutRefundNo,
-		RefundID: rf.RefundID, RefundStatus: rf.Status, SuccessTime: v3Time(rf.SuccessAt), UserReceivedAccount: RefundRecvAccountV3,
+		RefundID: rf.RefundID, RefundStatus: rf.v3Status(), UserReceivedAccount: RefundRecvAccountV3,
+	}
+	if rf.Status == RefundStatusSuccess {
+		n.SuccessTime = v3Time(rf.SuccessAt)
+	}
+	eventType, summary := EventRefundSuccess, "退款成功"
+	switch rf.Status {
+	case RefundStatusChange:
+		eventType, summary = EventRefundAbnormal, "退款异常"
+	case RefundStatusClosed:
+		eventType, summary = EventRefundClosed, "退款关闭"
 	}
 	n.Amount.Total, n.Amount.Refund, n.Amount.PayerTotal, n.Amount.PayerRefund = rf.TotalFee, rf.RefundFee, rf.TotalFee, rf.RefundFee
 	plain, err := marshalV3(n)
 	if err == nil {
 		var env v3Envelope
-		if env, err = newV3Envelope(m.apiKey, EventRefundSuccess, "退款成功", "refund", plain, rf.SuccessAt); err == nil {
+		if env, err = newV3Envelope(m.apiKey, eventType, summary, "refund", plain, rf.endedAt); err == nil {
 			plain, err = marshalV3(env)
 		}
 	}
