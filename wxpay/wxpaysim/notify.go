@@ -521,15 +521,20 @@ func (s *Simulator) post(target string, body []byte) (acked bool, status int, an
 	case resp.StatusCode != http.StatusOK:
 		return false, resp.StatusCode, answer, fmt.Sprintf("HTTP status %d", resp.StatusCode)
 	}
-	p, err := wxpay.DecodeXML(data)
-	if err != nil {
-		return false, resp.StatusCode, answer, fmt.Sprintf("answer is not WeChat's XML: %v", err)
-	}
-	if rc := p.Get("return_code"); rc != "SUCCESS" {
-		return false, resp.StatusCode, answer, fmt.Sprintf("answer's return_code is %q", rc)
+	if !bytes.Equal(data, successReply) {
+		// WeChat takes only its exact reply (extra whitespace, another
+		// field or return_msg included: it sends the notification again).
+		if p, err := wxpay.DecodeXML(data); err == nil && p.Get("return_code") == "SUCCESS" {
+			return false, resp.StatusCode, answer, "answer says SUCCESS but is not WeChat's exact reply " + wxpay.NotifyReplySuccess
+		}
+		return false, resp.StatusCode, answer, "answer is not WeChat's exact SUCCESS reply"
 	}
 	return true, resp.StatusCode, answer, ""
 }
+
+// successReply is the one answer to a notification WeChat takes as
+// received.
+var successReply = []byte(wxpay.NotifyReplySuccess)
 
 // truncate returns at most limit bytes of b as a string, cut on a UTF-8
 // character boundary.

@@ -887,8 +887,12 @@ func TestAcknowledgement(t *testing.T) {
 		acked  bool
 	}{
 		{"WeChat's reply", 200, string(wxpay.NotifyReplySuccess), true},
-		{"without CDATA", 200, "<xml><return_code>SUCCESS</return_code></xml>", true},
-		{"with whitespace", 200, "<xml>\n  <return_code><![CDATA[SUCCESS]]></return_code>\n</xml>\n", true},
+		// WeChat takes only its exact reply: anything else is sent again
+		// (wechatpay-protocol: "Reply exactly …", "extra whitespace").
+		{"without CDATA", 200, "<xml><return_code>SUCCESS</return_code></xml>", false},
+		{"with whitespace", 200, "<xml>\n  <return_code><![CDATA[SUCCESS]]></return_code>\n</xml>\n", false},
+		{"a trailing newline", 200, string(wxpay.NotifyReplySuccess) + "\n", false},
+		{"another return_msg", 200, "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[签名失败]]></return_msg></xml>", false},
 		{"FAIL", 200, string(wxpay.NotifyReplyFail("no")), false},
 		{"lowercase success", 200, "<xml><return_code>success</return_code></xml>", false},
 		{"plain text", 200, "SUCCESS", false},
