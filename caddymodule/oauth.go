@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -77,7 +78,9 @@ func (h *Handler) serveOAuthStart(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce)
-	st := oauthState{Nonce: base64.RawURLEncoding.EncodeToString(nonce), Redirect: redirect, AppID: appID,
+	// In hex: WeChat allows state only [a-zA-Z0-9] (at most 128 bytes,
+	// "state … 开发者可以填写a-zA-Z0-9的参数值"), and checks the link.
+	st := oauthState{Nonce: hex.EncodeToString(nonce), Redirect: redirect, AppID: appID,
 		Exp: time.Now().Add(oauthLifetime).Unix()}
 	scheme := "http"
 	if r.TLS != nil {

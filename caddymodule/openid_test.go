@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"testing"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
@@ -134,5 +135,21 @@ func TestWebAuthorisationOpenID(t *testing.T) {
 	}
 	if s := get(noRedirect, "/wxpay/oauth/callback?code=web.99&state=another"); s != 400 {
 		t.Errorf("a callback with another state: %d, want 400", s)
+	}
+	// The state WeChat is sent is of the characters its docs allow
+	// (a-zA-Z0-9, at most 128 bytes), every time.
+	for range 40 {
+		resp, err := noRedirect.Get(g.base + "/wxpay/oauth/start?redirect=" + url.QueryEscape(page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := loc.Query().Get("state"); !regexp.MustCompile(`^[a-zA-Z0-9]{1,128}$`).MatchString(st) {
+			t.Fatalf("state %q in %s", st, loc)
+		}
 	}
 }

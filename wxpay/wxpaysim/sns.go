@@ -105,6 +105,11 @@ func (s *Simulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	case q.Get("response_type") != "code" || q.Get("scope") != "snsapi_base":
 		http.Error(w, "scope参数错误或没有scope权限", http.StatusBadRequest)
 		return
+	case !validOAuthState(q.Get("state")):
+		// "state … 开发者可以填写a-zA-Z0-9的参数值，最多128字节"; WeChat checks
+		// the link against its pattern and shows an error page.
+		http.Error(w, "该链接无法访问 (state must be a-zA-Z0-9, at most 128 bytes)", http.StatusBadRequest)
+		return
 	}
 	s.mu.Lock()
 	s.oauthSeq++
@@ -155,4 +160,18 @@ func (s *Simulator) serveOAuthToken(w http.ResponseWriter, r *http.Request) {
 	}
 	answer(map[string]any{"access_token": "sim-access-token", "expires_in": 7200, "refresh_token": "sim-refresh-token",
 		"openid": OpenIDFor(appID, OAuthUser), "scope": "snsapi_base"})
+}
+
+// validOAuthState reports whether state is one WeChat's authorisation
+// link takes: at most 128 of a-z, A-Z, 0-9 (empty is allowed).
+func validOAuthState(state string) bool {
+	if len(state) > 128 {
+		return false
+	}
+	for _, c := range []byte(state) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
