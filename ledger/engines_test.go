@@ -115,5 +115,16 @@ func dueAfresh(t testing.TB, s *sqlStore, now time.Time, limit int, exclude []st
 			t.Fatal(err)
 		}
 	}
-	return s.DueEvents(context.Background(), now, limit, exclude, 0)
+	got, err := s.DueEvents(context.Background(), now, limit, exclude, 0)
+	if err == nil && s.e.shared() {
+		// Give back what it claimed: the tests that read due events
+		// this way record attempts without a claim, as SQLite's do.
+		if _, err := s.e.exec(context.Background(), `UPDATE events SET claimed_until = 0`); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range got {
+			e.ClaimedUntil = time.Time{}
+		}
+	}
+	return got, err
 }

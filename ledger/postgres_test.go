@@ -244,3 +244,70 @@ func TestPostgresReleaseClaims(t *testing.T) {
 		t.Fatalf("after the release: %v, %v; want evt_0 and evt_1 (evt_2's claim is not the one given back)", ids(again), err)
 	}
 }
+
+// A late record of an attempt whose claim expired, and which another
+// gateway took over, delivered and recorded, leaves the take-over's
+// outcome (before: the late "dead" undid the delivery).
+func TestLateAttemptLeavesTheTakeOver(t *testing.T) {
+	requirePostgres(t)
+	path := testPath(t)
+	a, b := openPostgresAt(t, path), openPostgresAt(t, path)
+	ctx := context.Background()
+	mustRecord(t, a, ev("evt_1", "m", "o1", at(0)), "")
+	got, err := a.DueEvents(ctx, at(1), 10, nil, time.Minute) // a's claim, until 61
+	if err != nil || len(got) != 1 {
+		t.Fatal(got, err)
+	}
+	aClaim := got[0].ClaimedUntil
+	got, err = b.DueEvents(ctx, at(62), 10, nil, time.Minute) // taken over, until 122
+	if err != nil || len(got) != 1 {
+		t.Fatal(got, err)
+	}
+	if err := b.RecordAttempt(ctx, Attempt{EventID: "evt_1", At: at(63), Status: 200, ClaimedUntil: got[0].ClaimedUntil}, Outcome{Delivered: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RecordAttempt(ctx, Attempt{EventID: "evt_1", At: at(50), Duration: 15 * time.Second, Error: "timeout", ClaimedUntil: aClaim}, Outcome{Dead: true}); err != nil {
+		t.Fatal(err)
+	}
+	e, atts, err := b.GetEvent(ctx, "evt_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.State != EventDelivered || e.DeliveredAt.IsZero() || e.LastStatus != 200 || e.Attempts != 2 || len(atts) != 2 {
+		t.Fatalf("after a's late record: %s, delivered at %v, last status %d, %d attempts (%d recorded); want delivered, 200, 2",
+			e.State, e.DeliveredAt, e.LastStatus, e.Attempts, len(atts))
+	}
+}
+
+// Two gateways recording attempts of one event at the same moment number
+// them one after the other (before: both took attempts+1, and one failed
+// on the attempts table's key).
+func TestConcurrentAttemptsNumbered(t *testing.T) {
+	requirePostgres(t)
+	path := testPath(t)
+	a, b := openPostgresAt(t, path), openPostgresAt(t, path)
+	ctx := context.Background()
+	mustRecord(t, a, ev("evt_1", "m", "o1", at(0)), "")
+	var wg sync.WaitGroup
+	errs := make(chan error, 60)
+	for i := range 30 {
+		for _, s := range []*sqlStore{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- s.RecordAttempt(ctx, Attempt{EventID: "evt_1", At: at(i), Status: 503}, Outcome{RetryAt: at(i + 1)})
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, atts, err := a.GetEvent(ctx, "evt_1")
+	if err != nil || e.Attempts != 60 || len(atts) != 60 {
+		t.Fatalf("%d attempts counted, %d recorded, %v; want 60", e.Attempts, len(atts), err)
+	}
+}

@@ -117,22 +117,34 @@ const (
 		WHERE e.state = '` + EventPending + `' AND ` + firstOfOrder + `
 		ORDER BY e.next_attempt_at LIMIT 1`
 
-	// qInsertAttempt appends an attempt, numbered after the event's
-	// attempts so far; it inserts nothing if the event is absent:
-	// parameters at, duration, status, error, response, id.
-	qInsertAttempt = `INSERT INTO attempts (event_id, n, attempted_at, duration_ns, status, error, response)
-		SELECT id, attempts + 1, ?, ?, ?, ?, ? FROM events WHERE id = ?`
-	// qAttemptEvent then applies the attempt's outcome to its event:
-	// parameters status, error, response, state, state again, next attempt
-	// (used only when the new state is pending: a delivered or dead event
-	// keeps its last schedule), delivered at, the claim the attempt was
-	// made under, id. That claim (if any) ends with its attempt; a claim
-	// another gateway took since stays.
-	qAttemptEvent = `UPDATE events SET attempts = attempts + 1, last_status = ?, last_error = ?, last_response = ?,
-		state = ?, next_attempt_at = CASE WHEN ? = '` + EventPending + `' THEN ? ELSE next_attempt_at END, delivered_at = ?,
-		claimed_until = CASE WHEN claimed_until = ? THEN 0 ELSE claimed_until END
-		WHERE id = ?`
+	// qInsertAttempt appends an attempt numbered n (qAttemptEvent's
+	// answer): parameters id, n, at, duration, status, error, response.
+	qInsertAttempt = `INSERT INTO attempts (event_id, n, attempted_at, duration_ns, status, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
+
+// qAttemptEvent counts an attempt and gives the event its outcome, and
+// returns the count (which numbers the attempt), when the outcome is
+// still the attempt's to give: its claim is the event's (0 where nothing
+// is claimed) and the event was not replayed after it started. Taking the
+// event's row lock first, it numbers two records of one event one after
+// the other. Parameters: status, error, response, state, state again and
+// next attempt (used only when the new state is pending: a delivered or
+// dead event keeps its last schedule), delivered at; id, the attempt's
+// claim, its start. No row: the event is absent, or not the attempt's
+// any more (qAttemptCount then).
+const qAttemptEvent = `UPDATE events SET attempts = attempts + 1, last_status = ?, last_error = ?, last_response = ?,
+		state = ?, next_attempt_at = CASE WHEN ? = '` + EventPending + `' THEN ? ELSE next_attempt_at END, delivered_at = ?,
+		claimed_until = 0
+		WHERE id = ? AND claimed_until = ? AND replayed_at <= ? RETURNING attempts`
+
+// qAttemptCount counts an attempt whose outcome is no longer the event's
+// to take (a late record of an attempt whose claim another gateway took
+// over, or that a replay overtook: what came after it stays), ends its
+// claim if it still holds it, and returns the count. Parameters: the
+// attempt's claim, id.
+const qAttemptCount = `UPDATE events SET attempts = attempts + 1,
+		claimed_until = CASE WHEN claimed_until = ? THEN 0 ELSE claimed_until END
+		WHERE id = ? RETURNING attempts`
 
 // qReleaseClaim ends an event's claim, if it is still the one given:
 // parameters id, claimed_until.
@@ -222,7 +234,7 @@ type stmts struct {
 	getEvent, getAttempts, orderExists         *stmt
 	eventCreated, nextDue                      *stmt
 	due                                        [len(dueShapes)]*stmt // claims, on a shared database
-	insertAttempt, attemptEvent                *stmt
+	insertAttempt, attemptEvent, attemptCount  *stmt
 }
 
 // prepare prepares every statement on e.
@@ -259,5 +271,6 @@ func (st *stmts) prepare(ctx context.Context, d dialect, e engine) (err error) {
 	}
 	p(&st.insertAttempt, qInsertAttempt)
 	p(&st.attemptEvent, qAttemptEvent)
+	p(&st.attemptCount, qAttemptCount)
 	return err
 }

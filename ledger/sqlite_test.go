@@ -1069,3 +1069,28 @@ func TestRebind(t *testing.T) {
 		t.Fatalf("ddl = %q", got)
 	}
 }
+
+// A replay made while an attempt runs is not undone by that attempt's
+// record, whose outcome the worker worked out from the event as it was
+// before the replay (here: dead, its window over).
+func TestReplayDuringAttempt(t *testing.T) {
+	forEachEngine(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := openTest(t)
+		mustRecord(t, s, ev("evt_1", "m", "o1", at(0)), "")
+		got, err := s.DueEvents(ctx, at(1), 10, nil, time.Minute)
+		if err != nil || len(got) != 1 {
+			t.Fatal(got, err)
+		}
+		if err := s.Replay(ctx, "evt_1", at(5)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordAttempt(ctx, Attempt{EventID: "evt_1", At: at(2), Duration: 5 * time.Second, Status: 503, ClaimedUntil: got[0].ClaimedUntil}, Outcome{Dead: true}); err != nil {
+			t.Fatal(err)
+		}
+		e, atts, err := s.GetEvent(ctx, "evt_1")
+		if err != nil || e.State != EventPending || !e.NextAttemptAt.Equal(at(5)) || len(atts) != 1 || e.Attempts != 1 {
+			t.Fatalf("replayed at 5, then an attempt started at 2 recorded dead: %+v, %d attempts recorded, %v; want pending, due at 5, the attempt in the history", e, len(atts), err)
+		}
+	})
+}

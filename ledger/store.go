@@ -752,14 +752,23 @@ func (s *sqlStore) attemptRow(a Attempt, o Outcome) (attemptRow, error) {
 // event is absent.
 func (s *sqlStore) writeAttempt(t *txn, r *attemptRow) error {
 	a := &r.a
-	// The attempt first, numbered from the event's count, then the event
-	// (a delivered or dead one keeps its last schedule: see
-	// qAttemptEvent).
-	if err := execOne(t.ctx, t.stmt(s.st.insertAttempt), ErrNotFound,
-		toNs(a.At), int64(a.Duration), a.Status, a.Error, a.Response, a.EventID); err != nil {
+	// The event first (its row lock, its count, and the outcome when it
+	// is still this attempt's to give: see qAttemptEvent), then the
+	// attempt, numbered by the count.
+	claim, start := toNs(a.ClaimedUntil), toNs(a.At)
+	var n int64
+	err := t.stmt(s.st.attemptEvent).QueryRowContext(t.ctx,
+		a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID, claim, start).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = t.stmt(s.st.attemptCount).QueryRowContext(t.ctx, claim, a.EventID).Scan(&n)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
 		return err
 	}
-	_, err := t.stmt(s.st.attemptEvent).ExecContext(t.ctx, a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, toNs(a.ClaimedUntil), a.EventID)
+	_, err = t.stmt(s.st.insertAttempt).ExecContext(t.ctx, a.EventID, n, start, int64(a.Duration), a.Status, a.Error, a.Response)
 	return err
 }
 
