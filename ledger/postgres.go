@@ -60,7 +60,8 @@ type PostgresOptions struct {
 	// QueryTimeout bounds every operation of the ledger on the database
 	// (a transaction, or a read), so that a database that stops answering
 	// fails the request (a notification is answered FAIL and WeChat
-	// retries) instead of holding it. Default 10s.
+	// retries) instead of holding it; a write's caller waits at most twice
+	// as long (its batch, then the write alone). Default 10s.
 	QueryTimeout time.Duration
 
 	// schema, when set, is the search_path of every connection (tests:
@@ -291,6 +292,14 @@ var _ engine = (*pgEngine)(nil)
 
 // submit hands op to the committers and waits for its answer.
 func (e *pgEngine) submit(ctx context.Context, op txOp, durable bool) error {
+	// The caller waits at most two query timeouts (its batch's
+	// transaction, then its own, when the batch failed): a database that
+	// holds a lock or stops answering fails the request instead of holding
+	// it while every op of a failed batch runs again one after another.
+	// (Given up on, the op may still commit; a notification sent again
+	// then finds its event.)
+	ctx, cancel := context.WithTimeout(ctx, 2*e.timeout)
+	defer cancel()
 	return submitOp(ctx, e.reqs, e.closing, &e.reqPool, op, false, durable)
 }
 

@@ -311,3 +311,52 @@ func TestConcurrentAttemptsNumbered(t *testing.T) {
 		t.Fatalf("%d attempts counted, %d recorded, %v; want 60", e.Attempts, len(atts), err)
 	}
 }
+
+// A write's caller waits at most twice query_timeout, however many writes
+// wait behind a lock another session holds on events (before: each op of
+// a batch that timed out ran again alone, one after another, each with a
+// timeout of its own: 12 notifications under a 1 s timeout took 10 s).
+func TestWriteWaitBoundedByQueryTimeout(t *testing.T) {
+	dsn := requirePostgres(t)
+	path := testPath(t)
+	_ = openPostgresAt(t, path) // the schema, migrated
+	schema, _ := testSchemas.Load(path)
+	s, err := openPostgres(context.Background(), PostgresOptions{DSN: dsn, schema: schema.(string), QueryTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	admin := postgresAdmin(t, dsn)
+	defer admin.Close()
+	tx, err := admin.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.Exec(`LOCK TABLE ` + schema.(string) + `.events IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	var wg sync.WaitGroup
+	waits := make(chan time.Duration, n)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.RecordEvent(context.Background(), ev(fmt.Sprintf("evt_%d", i), "m", fmt.Sprintf("o%d", i), at(0)), Change{})
+			if err == nil {
+				t.Errorf("evt_%d recorded under another session's lock", i)
+			}
+			waits <- time.Since(start)
+		}()
+	}
+	wg.Wait()
+	close(waits)
+	for w := range waits {
+		// Two timeouts, and a margin for a loaded machine.
+		if w > 4*time.Second {
+			t.Fatalf("a write's caller waited %v with query_timeout 1s", w)
+		}
+	}
+}
