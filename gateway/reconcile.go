@@ -140,8 +140,18 @@ func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL tim
 		}
 		return
 	}
+	// The lease is renewed before each check (one may take up to its
+	// call's 30 s): a round never outlives it, and one whose lease another
+	// gateway took stops, so that two never reconcile at once.
+	hold := func() bool {
+		ok, err := rc.ledger.TryLease(ctx, "reconcile", rc.holder, rc.now(), leaseTTL)
+		if err != nil && ctx.Err() == nil {
+			s.logger().Error("reconcile: renewing the lease", zap.Error(err))
+		}
+		return err == nil && ok
+	}
 	for _, o := range orders {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !hold() {
 			return
 		}
 		rc.check(ctx, s, o, rc.now())
@@ -154,7 +164,7 @@ func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL tim
 		return
 	}
 	for _, r := range refunds {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !hold() {
 			return
 		}
 		rc.settleRefund(ctx, s, r)
@@ -179,8 +189,17 @@ const RefundRecheck = time.Hour
 // moves the next check of it RefundRecheck later).
 func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *ledger.Refund) {
 	log := s.logger().With(zap.String("mch_id", r.MchID), zap.String("out_refund_no", r.OutRefundNo))
+	// A refund left as it was (its merchant no longer configured, or
+	// its query failed) goes to the back of the queue, so that it does
+	// not hold up the others round after round.
+	later := func() {
+		if err := s.Service.ledger.SetRefundState(ctx, r.MchID, r.OutRefundNo, r.State, "", rc.now()); err != nil {
+			log.Error("reconcile: rescheduling a refund", zap.Error(err))
+		}
+	}
 	m, ok := s.Merchants[r.MchID]
 	if !ok {
+		later()
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -207,6 +226,7 @@ func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *le
 		s.Service.obs.Reconciled(m.Name, "refund_forgotten")
 	case err != nil:
 		log.Warn("reconcile: refund query failed; will retry", LogError(err))
+		later()
 	case entry.RefundStatus == RefundStatusProcessing:
 		if err := s.Service.ledger.SetRefundState(ctx, r.MchID, r.OutRefundNo, ledger.RefundProcessing, entry.RefundID, rc.now()); err != nil {
 			log.Error("reconcile: recording a refund under way", zap.Error(err))

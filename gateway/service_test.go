@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -1337,5 +1338,83 @@ func TestRefundEndingOtherwise(t *testing.T) {
 				t.Fatalf("the whole amount refunded again after a refund %s: %v", tc.end, err)
 			}
 		})
+	}
+}
+
+// Refunds the reconciliation cannot settle (here: of a merchant no longer
+// configured) go to the back of its queue: they do not hold up the others
+// round after round (a round takes 20).
+func TestReconcilerRefundQueueMoves(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	for i := range 21 {
+		if err := e.store.PutRefund(ctx, &ledger.Refund{MchID: "19000000", OutRefundNo: fmt.Sprintf("gone-%02d", i), OutTradeNo: "x",
+			TotalFee: 10, RefundFee: 1, State: ledger.RefundUnknown, CreatedAt: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Add(time.Second)
+	// A refund of the configured merchant that WeChat never made: the
+	// reconciliation forgets it once it gets to it.
+	if err := e.store.PutRefund(ctx, &ledger.Refund{MchID: mchID, OutRefundNo: "never-made", OutTradeNo: "x",
+		TotalFee: 10, RefundFee: 1, State: ledger.RefundUnknown, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}
+	e.clock.Add(6 * time.Minute)
+	for round := range 3 {
+		rc.Round(ctx, setup, time.Minute)
+		e.clock.Add(time.Second)
+		if _, err := e.store.GetRefund(ctx, mchID, "never-made"); errors.Is(err, ledger.ErrNotFound) {
+			return // reached
+		} else if round == 2 {
+			t.Fatalf("after 3 rounds the refund behind 21 others was never settled: %v", err)
+		}
+	}
+}
+
+// leaseLostAfter is a reconciliation ledger whose lease is taken by
+// another gateway after n renewals.
+type leaseLostAfter struct {
+	gateway.ReconcileLedger
+	n     int
+	calls int
+}
+
+func (l *leaseLostAfter) TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	l.calls++
+	if l.calls > l.n {
+		return false, nil
+	}
+	return l.ReconcileLedger.TryLease(ctx, name, holder, now, ttl)
+}
+
+// A round renews its lease before each order it checks, and stops when
+// another gateway has taken it: two gateways never reconcile at once
+// (before: a round outlived its lease when WeChat was slow).
+func TestReconcilerRoundStopsWithItsLease(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	for _, no := range []string{"ls1", "ls2", "ls3"} {
+		e.place(no, 100)
+	}
+	e.clock.Add(6 * time.Minute)
+	// The lease is held for the round's start and its first order only.
+	rc := gateway.NewReconciler(&leaseLostAfter{ReconcileLedger: e.store, n: 2}, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}
+	rc.Round(ctx, setup, time.Minute)
+	checked := 0
+	for _, no := range []string{"ls1", "ls2", "ls3"} {
+		o, err := e.store.GetOrder(ctx, mchID, no)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Checks > 0 {
+			checked++
+		}
+	}
+	if checked != 1 {
+		t.Fatalf("%d orders checked by a round that held its lease for one, want 1", checked)
 	}
 }
