@@ -109,7 +109,8 @@ type Merchant struct {
 	Endpoint string `json:"endpoint,omitempty"`
 
 	// How long one call to WeChat may take; past it the caller gets 504.
-	// Default: 6s.
+	// A bill's download may take longer, as long as its bytes keep coming:
+	// this bounds each stall. Default: 6s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// The merchant's API client certificate, which refunds need (mutual

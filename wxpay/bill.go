@@ -51,11 +51,18 @@ func (c *Client) DownloadBill(ctx context.Context, appID, billDate, billType str
 	}
 	hc := c.httpClient()
 	try := func(base string) (io.ReadCloser, error) {
-		resp, release, err := c.post(ctx, hc, base, sr)
+		resp, release, touch, idle, err := c.postStream(ctx, hc, base, sr)
 		if err != nil {
+			if idle() {
+				err = &TransportError{Op: op, Err: fmt.Errorf("no answer within %v: %w", c.Timeout, context.DeadlineExceeded)}
+			}
 			return nil, err
 		}
-		return sniffBill(op, resp, release, gzipped)
+		rc, err := sniffBill(op, resp, release, gzipped)
+		if bs, ok := rc.(*billStream); ok {
+			bs.op, bs.touch, bs.idle, bs.timeout = op, touch, idle, c.Timeout
+		}
+		return rc, err
 	}
 	rc, _, err := withFailover(ctx, c, op, true, try)
 	return rc, err
@@ -123,7 +130,7 @@ func sniffBill(op string, resp *http.Response, release func(), gzipped bool) (io
 			return fail(&ResponseError{Op: op, Err: fmt.Errorf("answer is neither gzip nor <xml>")})
 		}
 	}
-	return &billStream{Reader: br, body: resp.Body, release: release}, nil
+	return &billStream{r: br, body: resp.Body, release: release}, nil
 }
 
 // sniffXML reports whether the start of an answer is an XML document
@@ -177,12 +184,29 @@ type readCloser struct {
 }
 
 // billStream is the bill as it arrives; Close closes the connection's body
-// and ends the call's Timeout.
+// and ends the call's Timeout, which each read that brings bytes renews.
 type billStream struct {
-	*bufio.Reader
+	r       *bufio.Reader // not embedded: its WriteTo would bypass Read
 	body    io.Closer
 	release func()
 	closed  bool
+
+	op      string
+	touch   func()      // renews the Timeout
+	idle    func() bool // the Timeout ran out
+	timeout time.Duration
+}
+
+// Read reads the bill, renewing the Timeout when bytes came.
+func (b *billStream) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 && b.touch != nil {
+		b.touch()
+	}
+	if err != nil && err != io.EOF && b.idle != nil && b.idle() {
+		err = &TransportError{Op: b.op, Err: fmt.Errorf("the download stalled, no byte for %v: %w", b.timeout, context.DeadlineExceeded)}
+	}
+	return n, err
 }
 
 func (b *billStream) Close() error {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -265,6 +266,33 @@ func TestDownloadBillTimeoutBoundsTheStream(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Timeout did not bound the download: %v", d)
+	}
+}
+
+// A bill that keeps coming takes as long as it takes: Timeout bounds each
+// stall of the download, not the whole of it (a busy merchant's bill of
+// many MB, or a slow caller, would otherwise be cut off).
+func TestDownloadBillTimeoutAllowsASlowStream(t *testing.T) {
+	_, srv := newAPIFake(t, func(w http.ResponseWriter, r *http.Request, _ Params) Params {
+		for i := range 10 { // 10 parts, 40 ms apart: 400 ms in all
+			if i > 0 {
+				time.Sleep(40 * time.Millisecond)
+			}
+			w.Write([]byte(fmt.Sprintf("part %d\n", i)))
+			w.(http.Flusher).Flush()
+		}
+		return nil
+	})
+	c := apiClient(srv, SignTypeMD5)
+	c.Timeout = 200 * time.Millisecond
+	rc, err := c.DownloadBill(context.Background(), testAppID, "20141110", BillTypeAll, false)
+	if err != nil {
+		t.Fatalf("DownloadBill: %v", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil || !strings.HasSuffix(string(b), "part 9\n") {
+		t.Fatalf("a bill arriving for twice Timeout: %d bytes, %v", len(b), err)
 	}
 }
 

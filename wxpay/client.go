@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
@@ -36,8 +37,9 @@ type Client struct {
 	HTTPClient *http.Client
 	// Timeout bounds each attempt of a call (a call that fails over makes
 	// two), on top of the context's own deadline. For DownloadBill it
-	// bounds the download until the stream is closed. Zero means only the
-	// context bounds it.
+	// bounds the wait for WeChat's answer, then each stretch of the
+	// download without a byte read (a large bill takes as long as it
+	// takes while it flows). Zero means only the context bounds it.
 	Timeout time.Duration
 	// TLSHTTPClient sends /secapi/ calls with the merchant's client
 	// certificate (see NewMTLSHTTPClient); Refund fails with a clear error
@@ -140,6 +142,31 @@ func (c *Client) post(ctx context.Context, hc *http.Client, base string, sr *sig
 	if c.Timeout > 0 {
 		ctx, release = context.WithTimeout(ctx, c.Timeout)
 	}
+	return c.send(ctx, hc, base, sr, release)
+}
+
+// postStream is post for an answer read as a stream: its Timeout bounds
+// the wait for the answer, then each stretch without progress: every call
+// of touch gives it Timeout again from then; idle reports whether it ran
+// out.
+func (c *Client) postStream(ctx context.Context, hc *http.Client, base string, sr *signedRequest) (resp *http.Response, release, touch func(), idle func() bool, err error) {
+	release, touch, idle = func() {}, func() {}, func() bool { return false }
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		var fired atomic.Bool
+		timer := time.AfterFunc(c.Timeout, func() { fired.Store(true); cancel() })
+		release = func() { timer.Stop(); cancel() }
+		touch = func() { timer.Reset(c.Timeout) }
+		idle = fired.Load
+	}
+	resp, release, err = c.send(ctx, hc, base, sr, release)
+	return resp, release, touch, idle, err
+}
+
+// send posts sr to base and checks the answer's status; release ends the
+// attempt's timeout (called here on failure).
+func (c *Client) send(ctx context.Context, hc *http.Client, base string, sr *signedRequest, release func()) (resp *http.Response, _ func(), err error) {
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, base+sr.path, bytes.NewReader(sr.body))
 	if err != nil {
 		release()

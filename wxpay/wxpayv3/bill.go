@@ -94,8 +94,11 @@ func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadClose
 		return nil, fmt.Errorf("download bill: download_url is on %s://%s, not on the endpoint %s://%s (or its failover twin): refused", u.Scheme, u.Host, ep.Scheme, ep.Host)
 	}
 	op := "GET " + u.Path
-	resp, release, err := c.send(ctx, op, http.MethodGet, u.String(), nil)
+	resp, release, touch, idle, err := c.sendStream(ctx, op, http.MethodGet, u.String())
 	if err != nil {
+		if idle != nil && idle() {
+			err = &TransportError{Op: op, Err: fmt.Errorf("no answer within %v: %w", c.Timeout, context.DeadlineExceeded)}
+		}
 		return nil, fmt.Errorf("download bill: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -113,7 +116,8 @@ func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadClose
 		}
 		return nil, fmt.Errorf("download bill: %w", err)
 	}
-	r := &billReader{op: op, body: resp.Body, release: release, h: sha1.New(), hashType: info.HashType, want: info.HashValue}
+	r := &billReader{op: op, body: resp.Body, release: release, touch: touch, idle: idle, timeout: c.Timeout,
+		h: sha1.New(), hashType: info.HashType, want: info.HashValue}
 	r.sink = r.h
 	if strings.EqualFold(info.TarType, "GZIP") {
 		r.gz = newGunzipHasher(r.h)
@@ -128,6 +132,9 @@ type billReader struct {
 	body     io.ReadCloser
 	release  func()
 	h        hash.Hash
+	touch    func()        // renews the Timeout (bytes came)
+	idle     func() bool   // the Timeout ran out
+	timeout  time.Duration // the Timeout, for the error
 	sink     io.Writer     // where the bytes read go: h, or gz for a GZIP bill
 	gz       *gunzipHasher // a GZIP bill's decompression into h; nil otherwise
 	hashType string
@@ -141,6 +148,9 @@ func (r *billReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.body.Read(p)
+	if n > 0 {
+		r.touch()
+	}
 	if _, werr := r.sink.Write(p[:n]); werr != nil {
 		r.err = fmt.Errorf("%w: the GZIP bill does not decompress: %v", ErrBillHash, werr)
 		return n, r.err
@@ -148,6 +158,9 @@ func (r *billReader) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		r.err = r.check()
+		return n, r.err
+	case err != nil && r.idle():
+		r.err = &TransportError{Op: r.op, Err: fmt.Errorf("the download stalled, no byte for %v: %w", r.timeout, context.DeadlineExceeded)}
 		return n, r.err
 	case err != nil:
 		r.err = &TransportError{Op: r.op, Err: fmt.Errorf("reading the bill: %w", err)}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
@@ -232,6 +233,33 @@ func (c *Client) send(ctx context.Context, op, method, target string, body []byt
 	if c.Timeout > 0 {
 		ctx, release = context.WithTimeout(ctx, c.Timeout)
 	}
+	return c.sendWith(ctx, release, op, method, target, body)
+}
+
+// sendStream is send for an answer read as a stream: Timeout bounds the
+// wait for the answer, then each stretch without progress (every call of
+// touch gives it Timeout again); idle reports whether it ran out.
+func (c *Client) sendStream(ctx context.Context, op, method, target string) (resp *http.Response, release, touch func(), idle func() bool, err error) {
+	if c.Signer == nil {
+		return nil, nil, nil, nil, fmt.Errorf("wxpayv3 %s: the client has no Signer", op)
+	}
+	release, touch, idle = func() {}, func() {}, func() bool { return false }
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		var fired atomic.Bool
+		timer := time.AfterFunc(c.Timeout, func() { fired.Store(true); cancel() })
+		release = func() { timer.Stop(); cancel() }
+		touch = func() { timer.Reset(c.Timeout) }
+		idle = fired.Load
+	}
+	resp, release, err = c.sendWith(ctx, release, op, method, target, nil)
+	return resp, release, touch, idle, err
+}
+
+// sendWith signs and sends a request under ctx; release ends its timeout
+// (called here on failure).
+func (c *Client) sendWith(ctx context.Context, release func(), op, method, target string, body []byte) (resp *http.Response, _ func(), err error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)

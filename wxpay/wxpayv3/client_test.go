@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -708,6 +709,38 @@ func TestDownloadBillTimeout(t *testing.T) {
 	_, err = io.ReadAll(rc)
 	if !IsTimeout(err) || errors.Is(err, ErrBillHash) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A bill that keeps coming takes as long as it takes: Timeout bounds each
+// stall of the download, not the whole of it.
+func TestDownloadBillSlowStream(t *testing.T) {
+	w := newFakeWeChat(t)
+	var bill []byte
+	for i := range 10 {
+		bill = append(bill, fmt.Sprintf("part %d\n", i)...)
+	}
+	w.handle(func(*seenRequest) *reply {
+		return &reply{stream: func(rw http.ResponseWriter, r *http.Request) {
+			for i := range 10 { // 40 ms apart: 400 ms in all
+				if i > 0 {
+					time.Sleep(40 * time.Millisecond)
+				}
+				fmt.Fprintf(rw, "part %d\n", i)
+				rw.(http.Flusher).Flush()
+			}
+		}}
+	})
+	sum := sha1.Sum(bill)
+	c := w.client()
+	c.Timeout = 200 * time.Millisecond
+	rc, err := c.DownloadBill(context.Background(), &BillInfo{HashType: "SHA1", HashValue: hex.EncodeToString(sum[:]), DownloadURL: w.srv.URL + "/v3/billdownload/file"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, bill) {
+		t.Fatalf("a bill arriving for twice Timeout: %d bytes, %v", len(got), err)
 	}
 }
 
