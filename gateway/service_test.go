@@ -158,6 +158,53 @@ func (e *env) place(no string, fee int64) *gateway.OrderResponse {
 	return resp
 }
 
+// placePaid places a JSAPI order of fee and pays it, its notification
+// taken.
+func (e *env) placePaid(no string, fee int64) *gateway.OrderResponse {
+	e.t.Helper()
+	resp := e.place(no, fee)
+	if _, err := e.sim.Pay(context.Background(), wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitAcked(no, 1)
+	return resp
+}
+
+// notifiedElsewhere is a notify_url whose server acknowledges WeChat's
+// notifications and drops them: the gateway never sees them.
+func notifiedElsewhere(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/refund"
+}
+
+// waitRefundsSettled waits until WeChat (the simulator) has settled its n
+// refunds (SUCCESS).
+func (e *env) waitRefundsSettled(n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rfs := e.sim.Refunds()
+		settled := 0
+		for _, rf := range rfs {
+			if rf.Status == wxpaysim.RefundStatusSuccess {
+				settled++
+			}
+		}
+		if len(rfs) == n && settled == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatal("WeChat never settled the refunds")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // waitAcked waits until the simulator's notifications of an order were
 // all acknowledged.
 func (e *env) waitAcked(no string, want int) {
@@ -455,11 +502,7 @@ func TestQueryAndClose(t *testing.T) {
 func TestRefundAndItsNotification(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
-	resp := e.place("f1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("f1", 1)
+	e.placePaid("f1", 1000)
 	rr, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "f1", OutRefundNo: "rf1", TotalFee: 1000, RefundFee: 300})
 	if err != nil || rr.RefundID == "" || rr.Status != gateway.RefundStatusProcessing || rr.RefundFee != 300 {
 		t.Fatalf("refund: %+v, %v", rr, err)
@@ -839,11 +882,7 @@ func TestOrderChecked(t *testing.T) {
 				e.svc = gateway.New(gateway.Config{Ledger: unpredicting{e.store, records}, Now: e.clock.Now})
 			}
 			ctx := context.Background()
-			resp := e.place("k1", 100)
-			if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-				t.Fatal(err)
-			}
-			e.waitAcked("k1", 1)
+			e.placePaid("k1", 100)
 			// An order placed outside the gateway.
 			body := signedPayment(t, "outside1", 100, "4200000000000000000000000777")
 			if reply := e.svc.AcceptPaymentNotification(ctx, e.merchant, gateway.Notification{Body: body}); reply.Status != http.StatusOK {
@@ -975,11 +1014,7 @@ func TestRefundNotificationConfirmedByQuery(t *testing.T) {
 func TestRefundWithUnknownOutcome(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
-	resp := e.place("ru1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("ru1", 1)
+	e.placePaid("ru1", 1000)
 	e.sim.DelayNext(wxpaysim.APIRefund, 1, 10*time.Second)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -1020,11 +1055,7 @@ func TestRefundWithUnknownOutcome(t *testing.T) {
 func TestRefundRefusedIsForgotten(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
-	resp := e.place("rr1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("rr1", 1)
+	e.placePaid("rr1", 1000)
 	e.sim.FailNext(wxpaysim.APIRefund, 1, "NOTENOUGH")
 	_, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rr1", OutRefundNo: "rfr-1", TotalFee: 1000, RefundFee: 300})
 	if ge := gateway.ErrorFor(err); ge.Status != http.StatusConflict || ge.Code != "NOTENOUGH" {
@@ -1077,20 +1108,12 @@ func TestReconcilerSettlesUnknownRefunds(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
 	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
-	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
-	}))
-	defer elsewhere.Close()
-	resp := e.place("us1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("us1", 1)
+	elsewhere := notifiedElsewhere(t)
+	e.placePaid("us1", 1000)
 	blind := *e.merchant
 	blind.API = blindRefunds{e.merchant.API}
 	_, err := e.svc.Refund(ctx, &blind, &gateway.RefundRequest{OutTradeNo: "us1", OutRefundNo: "usr-made", TotalFee: 1000, RefundFee: 300,
-		NotifyURL: elsewhere.URL + "/refund"})
+		NotifyURL: elsewhere})
 	if ge := gateway.ErrorFor(err); ge.Status != http.StatusBadGateway || ge.Code != "WECHAT_BAD_SIGNATURE" {
 		t.Fatalf("a refund whose answer failed verification: %v", err)
 	}
@@ -1107,16 +1130,7 @@ func TestReconcilerSettlesUnknownRefunds(t *testing.T) {
 	}
 	// Let WeChat settle the refund it made (its notification went
 	// elsewhere), then reconcile once the notification is overdue.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if rfs := e.sim.Refunds(); len(rfs) == 1 && rfs[0].Status == wxpaysim.RefundStatusSuccess {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("WeChat never settled the refund")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitRefundsSettled(1)
 	rc := gateway.NewReconciler(e.store, e.clock.Now)
 	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}
 	rc.Round(ctx, setup, time.Minute)
@@ -1161,11 +1175,7 @@ func (s staleFirstRefundRead) GetRefund(ctx context.Context, mch, no string) (*l
 func TestConcurrentRefundOtherAmounts(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
-	resp := e.place("rc1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("rc1", 1)
+	e.placePaid("rc1", 1000)
 	// The first request: recorded (UNKNOWN, 200), its call to WeChat not
 	// made yet.
 	if err := e.store.PutRefund(ctx, &ledger.Refund{MchID: mchID, OutRefundNo: "rc-1", OutTradeNo: "rc1", TotalFee: 1000, RefundFee: 200,
@@ -1193,34 +1203,16 @@ func TestReconcilerFindsFinishedProcessingRefunds(t *testing.T) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
 	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
-	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
-	}))
-	defer elsewhere.Close()
-	resp := e.place("pr1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("pr1", 1)
+	e.placePaid("pr1", 1000)
 	rr, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "pr1", OutRefundNo: "pr-1", TotalFee: 1000, RefundFee: 400,
-		NotifyURL: elsewhere.URL + "/refund"})
+		NotifyURL: notifiedElsewhere(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r, err := e.store.GetRefund(ctx, mchID, "pr-1"); err != nil || r.State != ledger.RefundProcessing {
 		t.Fatalf("the refund WeChat accepted: %+v, %v", r, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if rfs := e.sim.Refunds(); len(rfs) == 1 && rfs[0].Status == wxpaysim.RefundStatusSuccess {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("WeChat never settled the refund")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitRefundsSettled(1)
 	rc := gateway.NewReconciler(e.store, e.clock.Now)
 	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}
 	e.clock.Add(10 * time.Minute)
@@ -1306,11 +1298,7 @@ func TestRefundEndingOtherwise(t *testing.T) {
 		t.Run(tc.end, func(t *testing.T) {
 			e := newEnv(t, true, nil)
 			ctx := context.Background()
-			resp := e.place("ro1", 1000)
-			if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-				t.Fatal(err)
-			}
-			e.waitAcked("ro1", 1)
+			e.placePaid("ro1", 1000)
 			if err := e.sim.EndNextRefunds(1, tc.end); err != nil {
 				t.Fatal(err)
 			}

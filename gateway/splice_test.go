@@ -8,9 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -18,7 +16,6 @@ import (
 	"github.com/caddy-wxpay/caddy-wxpay/gateway"
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
-	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
 )
 
 // A refund notification's req_info is AES-256-ECB: each 16-byte block is
@@ -40,77 +37,19 @@ func TestSplicedRefundNotification(t *testing.T) {
 
 func testSplicedRefundNotification(t *testing.T, placedHere bool) {
 	e := newEnv(t, true, nil)
-	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
 	ctx := context.Background()
-	// Where the genuine notifications go: the attacker sees them, the
-	// gateway does not.
-	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
-	}))
-	defer elsewhere.Close()
-
-	resp := e.place("sp1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("sp1", 1)
 	placer := e.svc
 	if !placedHere {
 		placer = gateway.New(gateway.Config{Now: e.clock.Now}) // no ledger
 	}
-	refund := func(no string, fee int64) *gateway.RefundResponse {
-		r, err := placer.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "sp1", OutRefundNo: no, TotalFee: 1000,
-			RefundFee: fee, NotifyURL: elsewhere.URL + "/refund"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	a, _ := refund("sp-a", 200), refund("sp-b", 700)
-	observed := func(no string) []byte {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, n := range e.sim.Notifications() {
-				if n.OutRefundNo == no && n.Acknowledged {
-					return n.Body
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Fatalf("refund %s was never notified", no)
-		return nil
-	}
-	bodyA, bodyB := observed("sp-a"), observed("sp-b")
-	stateBefore, err := e.store.GetRefund(ctx, mchID, "sp-a")
+	a, bodyA, bodyB := refundsNotifiedElsewhere(t, e, placer, "sp1")
+	stateBefore, err := e.store.GetRefund(ctx, mchID, "sp1-a")
 	if placedHere != (err == nil) {
 		t.Fatalf("the ledger's record of the refund: %+v, %v", stateBefore, err)
 	}
-
-	// The test decrypts (the attacker need not: the layout is public and
-	// the amounts have the same length) to find the blocks holding the
-	// amount, and splices them from B into A.
-	cipherA, cipherB := reqInfo(t, bodyA), reqInfo(t, bodyB)
-	plainA := ecbDecrypt(t, cipherA)
-	prefix := []byte("<refund_fee><![CDATA[")
-	at := bytes.Index(plainA, prefix)
-	if at < 0 || len(cipherA) != len(cipherB) {
-		t.Fatalf("unexpected layouts: %q (%d and %d bytes)", plainA, len(cipherA), len(cipherB))
-	}
-	from, to := (at+len(prefix))/aes.BlockSize, (at+len(prefix)+len("200")-1)/aes.BlockSize
-	spliced := bytes.Clone(cipherA)
-	copy(spliced[from*aes.BlockSize:(to+1)*aes.BlockSize], cipherB[from*aes.BlockSize:(to+1)*aes.BlockSize])
-	p, err := wxpay.DecodeXML(bodyA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Set("req_info", base64.StdEncoding.EncodeToString(spliced))
-	forged, err := wxpay.EncodeXML(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	forged := spliceRefundFee(t, bodyA, bodyB)
 	n, err := wxpay.DecryptRefundNotification(forged, apiKey)
-	if err != nil || n.Info.Get("out_refund_no") != "sp-a" || n.Info.Get("refund_id") != a.RefundID || n.Info.Get("refund_fee") != "700" {
+	if err != nil || n.Info.Get("out_refund_no") != "sp1-a" || n.Info.Get("refund_id") != a.RefundID || n.Info.Get("refund_fee") != "700" {
 		t.Fatalf("the splice does not make the forgery it should: %v, %v", n, err)
 	}
 
@@ -145,7 +84,7 @@ func testSplicedRefundNotification(t *testing.T, placedHere bool) {
 			t.Fatalf("a refund.succeeded was stored: %+v", ev)
 		}
 	}
-	after, err := e.store.GetRefund(ctx, mchID, "sp-a")
+	after, err := e.store.GetRefund(ctx, mchID, "sp1-a")
 	if placedHere && (err != nil || after.State != stateBefore.State || after.RefundFee != 200) {
 		t.Fatalf("the refund changed: %+v, before %+v", after, stateBefore)
 	}
@@ -193,59 +132,8 @@ func TestSplicedRefundNotificationBeforeTheGenuineOne(t *testing.T) {
 	e := newEnv(t, true, nil)
 	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
 	ctx := context.Background()
-	// The refunds' notifications go elsewhere, where the forger reads them.
-	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte(wxpay.NotifyReplySuccess))
-	}))
-	defer elsewhere.Close()
-	resp := e.place("sq1", 1000)
-	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitAcked("sq1", 1)
-	refund := func(no string, fee int64) *gateway.RefundResponse {
-		r, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "sq1", OutRefundNo: no, TotalFee: 1000,
-			RefundFee: fee, NotifyURL: elsewhere.URL + "/refund"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	a, _ := refund("sq-a", 200), refund("sq-b", 700)
-	observed := func(no string) []byte {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, n := range e.sim.Notifications() {
-				if n.OutRefundNo == no && n.Acknowledged {
-					return n.Body
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Fatalf("refund %s was never notified", no)
-		return nil
-	}
-	bodyA, bodyB := observed("sq-a"), observed("sq-b")
-	cipherA, cipherB := reqInfo(t, bodyA), reqInfo(t, bodyB)
-	plainA := ecbDecrypt(t, cipherA)
-	prefix := []byte("<refund_fee><![CDATA[")
-	at := bytes.Index(plainA, prefix)
-	if at < 0 {
-		t.Fatalf("no refund_fee in %s", plainA)
-	}
-	from, to := (at+len(prefix))/aes.BlockSize, (at+len(prefix)+len("200")-1)/aes.BlockSize
-	spliced := bytes.Clone(cipherA)
-	copy(spliced[from*aes.BlockSize:(to+1)*aes.BlockSize], cipherB[from*aes.BlockSize:(to+1)*aes.BlockSize])
-	p, err := wxpay.DecodeXML(bodyA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Set("req_info", base64.StdEncoding.EncodeToString(spliced))
-	forged, err := wxpay.EncodeXML(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bodyA, bodyB := refundsNotifiedElsewhere(t, e, e.svc, "sq1")
+	forged := spliceRefundFee(t, bodyA, bodyB)
 
 	for range 2 { // the forgery, twice
 		if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: forged}); reply.Status != http.StatusOK {
@@ -259,7 +147,7 @@ func TestSplicedRefundNotificationBeforeTheGenuineOne(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the genuine notification's event: %v", err)
 	}
-	r, err := e.store.GetRefund(ctx, mchID, "sq-a")
+	r, err := e.store.GetRefund(ctx, mchID, "sq1-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,4 +166,69 @@ func TestSplicedRefundNotificationBeforeTheGenuineOne(t *testing.T) {
 	if mismatches != 1 {
 		t.Fatalf("%d refund.mismatch events for one forgery sent twice, want 1", mismatches)
 	}
+}
+
+// refundsNotifiedElsewhere pays order no (1000 fen) and has placer refund
+// it twice, 200 fen ("<no>-a") and 700 ("<no>-b"), their notifications
+// going to a server that acknowledges them: the gateway does not see
+// them, whoever reads them there (a forger) does. It returns the first
+// refund and both notifications as WeChat sent them.
+func refundsNotifiedElsewhere(t *testing.T, e *env, placer *gateway.Service, no string) (a *gateway.RefundResponse, bodyA, bodyB []byte) {
+	t.Helper()
+	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
+	e.placePaid(no, 1000)
+	elsewhere := notifiedElsewhere(t)
+	refund := func(rno string, fee int64) *gateway.RefundResponse {
+		t.Helper()
+		r, err := placer.Refund(context.Background(), e.merchant, &gateway.RefundRequest{OutTradeNo: no, OutRefundNo: rno, TotalFee: 1000,
+			RefundFee: fee, NotifyURL: elsewhere})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, _ = refund(no+"-a", 200), refund(no+"-b", 700)
+	observed := func(rno string) []byte {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, n := range e.sim.Notifications() {
+				if n.OutRefundNo == rno && n.Acknowledged {
+					return n.Body
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("refund %s was never notified", rno)
+		return nil
+	}
+	return a, observed(no + "-a"), observed(no + "-b")
+}
+
+// spliceRefundFee is the refund notification bodyA with the req_info
+// blocks that hold its refund_fee taken from bodyB's (same layout, amounts
+// of the same length). The test decrypts to find the blocks; a forger need
+// not: the layout is public.
+func spliceRefundFee(t *testing.T, bodyA, bodyB []byte) []byte {
+	t.Helper()
+	cipherA, cipherB := reqInfo(t, bodyA), reqInfo(t, bodyB)
+	plainA := ecbDecrypt(t, cipherA)
+	prefix := []byte("<refund_fee><![CDATA[")
+	at := bytes.Index(plainA, prefix)
+	if at < 0 || len(cipherA) != len(cipherB) {
+		t.Fatalf("unexpected layouts: %q (%d and %d bytes)", plainA, len(cipherA), len(cipherB))
+	}
+	from, to := (at+len(prefix))/aes.BlockSize, (at+len(prefix)+len("200")-1)/aes.BlockSize
+	spliced := bytes.Clone(cipherA)
+	copy(spliced[from*aes.BlockSize:(to+1)*aes.BlockSize], cipherB[from*aes.BlockSize:(to+1)*aes.BlockSize])
+	p, err := wxpay.DecodeXML(bodyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Set("req_info", base64.StdEncoding.EncodeToString(spliced))
+	forged, err := wxpay.EncodeXML(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return forged
 }
