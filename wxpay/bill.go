@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
 )
 
 // Bill types of /pay/downloadbill.
@@ -51,16 +53,16 @@ func (c *Client) DownloadBill(ctx context.Context, appID, billDate, billType str
 	}
 	hc := c.httpClient()
 	try := func(base string) (io.ReadCloser, error) {
-		resp, release, touch, idle, err := c.postStream(ctx, hc, base, sr)
+		resp, release, idle, err := c.postStream(ctx, hc, base, sr)
 		if err != nil {
-			if idle() {
+			if idle.Expired() {
 				err = &TransportError{Op: op, Err: fmt.Errorf("no answer within %v: %w", c.Timeout, context.DeadlineExceeded)}
 			}
 			return nil, err
 		}
 		rc, err := sniffBill(op, resp, release, gzipped)
 		if bs, ok := rc.(*billStream); ok {
-			bs.op, bs.touch, bs.idle, bs.timeout = op, touch, idle, c.Timeout
+			bs.op, bs.idle, bs.timeout = op, idle, c.Timeout
 		}
 		return rc, err
 	}
@@ -192,18 +194,17 @@ type billStream struct {
 	closed  bool
 
 	op      string
-	touch   func()      // renews the Timeout
-	idle    func() bool // the Timeout ran out
+	idle    *httpclient.IdleTimeout // renewed by each read that brings bytes
 	timeout time.Duration
 }
 
 // Read reads the bill, renewing the Timeout when bytes came.
 func (b *billStream) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
-	if n > 0 && b.touch != nil {
-		b.touch()
+	if n > 0 && b.idle != nil {
+		b.idle.Touch()
 	}
-	if err != nil && err != io.EOF && b.idle != nil && b.idle() {
+	if err != nil && err != io.EOF && b.idle != nil && b.idle.Expired() {
 		err = &TransportError{Op: b.op, Err: fmt.Errorf("the download stalled, no byte for %v: %w", b.timeout, context.DeadlineExceeded)}
 	}
 	return n, err

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
@@ -146,22 +145,12 @@ func (c *Client) post(ctx context.Context, hc *http.Client, base string, sr *sig
 }
 
 // postStream is post for an answer read as a stream: its Timeout bounds
-// the wait for the answer, then each stretch without progress: every call
-// of touch gives it Timeout again from then; idle reports whether it ran
-// out.
-func (c *Client) postStream(ctx context.Context, hc *http.Client, base string, sr *signedRequest) (resp *http.Response, release, touch func(), idle func() bool, err error) {
-	release, touch, idle = func() {}, func() {}, func() bool { return false }
-	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		var fired atomic.Bool
-		timer := time.AfterFunc(c.Timeout, func() { fired.Store(true); cancel() })
-		release = func() { timer.Stop(); cancel() }
-		touch = func() { timer.Reset(c.Timeout) }
-		idle = fired.Load
-	}
-	resp, release, err = c.send(ctx, hc, base, sr, release)
-	return resp, release, touch, idle, err
+// the wait for the answer, then each stretch without progress (idle.Touch
+// renews it).
+func (c *Client) postStream(ctx context.Context, hc *http.Client, base string, sr *signedRequest) (resp *http.Response, release func(), idle *httpclient.IdleTimeout, err error) {
+	ctx, idle = httpclient.WithIdleTimeout(ctx, c.Timeout)
+	resp, release, err = c.send(ctx, hc, base, sr, idle.Release)
+	return resp, release, idle, err
 }
 
 // send posts sr to base and checks the answer's status; release ends the

@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
 )
 
 // BillInfo is the answer of a bill request: where to download the bill and
@@ -94,9 +96,9 @@ func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadClose
 		return nil, fmt.Errorf("download bill: download_url is on %s://%s, not on the endpoint %s://%s (or its failover twin): refused", u.Scheme, u.Host, ep.Scheme, ep.Host)
 	}
 	op := "GET " + u.Path
-	resp, release, touch, idle, err := c.sendStream(ctx, op, http.MethodGet, u.String())
+	resp, release, idle, err := c.sendStream(ctx, op, http.MethodGet, u.String())
 	if err != nil {
-		if idle != nil && idle() {
+		if idle != nil && idle.Expired() {
 			err = &TransportError{Op: op, Err: fmt.Errorf("no answer within %v: %w", c.Timeout, context.DeadlineExceeded)}
 		}
 		return nil, fmt.Errorf("download bill: %w", err)
@@ -116,7 +118,7 @@ func (c *Client) DownloadBill(ctx context.Context, info *BillInfo) (io.ReadClose
 		}
 		return nil, fmt.Errorf("download bill: %w", err)
 	}
-	r := &billReader{op: op, body: resp.Body, release: release, touch: touch, idle: idle, timeout: c.Timeout,
+	r := &billReader{op: op, body: resp.Body, release: release, idle: idle, timeout: c.Timeout,
 		h: sha1.New(), hashType: info.HashType, want: info.HashValue}
 	r.sink = r.h
 	if strings.EqualFold(info.TarType, "GZIP") {
@@ -132,11 +134,10 @@ type billReader struct {
 	body     io.ReadCloser
 	release  func()
 	h        hash.Hash
-	touch    func()        // renews the Timeout (bytes came)
-	idle     func() bool   // the Timeout ran out
-	timeout  time.Duration // the Timeout, for the error
-	sink     io.Writer     // where the bytes read go: h, or gz for a GZIP bill
-	gz       *gunzipHasher // a GZIP bill's decompression into h; nil otherwise
+	idle     *httpclient.IdleTimeout // renewed by each read that brings bytes
+	timeout  time.Duration           // the Timeout, for the error
+	sink     io.Writer               // where the bytes read go: h, or gz for a GZIP bill
+	gz       *gunzipHasher           // a GZIP bill's decompression into h; nil otherwise
 	hashType string
 	want     string
 	err      error // the outcome once the end was reached
@@ -149,7 +150,7 @@ func (r *billReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.body.Read(p)
 	if n > 0 {
-		r.touch()
+		r.idle.Touch()
 	}
 	if _, werr := r.sink.Write(p[:n]); werr != nil {
 		r.err = fmt.Errorf("%w: the GZIP bill does not decompress: %v", ErrBillHash, werr)
@@ -159,7 +160,7 @@ func (r *billReader) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		r.err = r.check()
 		return n, r.err
-	case err != nil && r.idle():
+	case err != nil && r.idle.Expired():
 		r.err = &TransportError{Op: r.op, Err: fmt.Errorf("the download stalled, no byte for %v: %w", r.timeout, context.DeadlineExceeded)}
 		return n, r.err
 	case err != nil:

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/internal/httpclient"
@@ -237,24 +236,15 @@ func (c *Client) send(ctx context.Context, op, method, target string, body []byt
 }
 
 // sendStream is send for an answer read as a stream: Timeout bounds the
-// wait for the answer, then each stretch without progress (every call of
-// touch gives it Timeout again); idle reports whether it ran out.
-func (c *Client) sendStream(ctx context.Context, op, method, target string) (resp *http.Response, release, touch func(), idle func() bool, err error) {
+// wait for the answer, then each stretch without progress (idle.Touch
+// renews it).
+func (c *Client) sendStream(ctx context.Context, op, method, target string) (resp *http.Response, release func(), idle *httpclient.IdleTimeout, err error) {
 	if c.Signer == nil {
-		return nil, nil, nil, nil, fmt.Errorf("wxpayv3 %s: the client has no Signer", op)
+		return nil, nil, nil, fmt.Errorf("wxpayv3 %s: the client has no Signer", op)
 	}
-	release, touch, idle = func() {}, func() {}, func() bool { return false }
-	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		var fired atomic.Bool
-		timer := time.AfterFunc(c.Timeout, func() { fired.Store(true); cancel() })
-		release = func() { timer.Stop(); cancel() }
-		touch = func() { timer.Reset(c.Timeout) }
-		idle = fired.Load
-	}
-	resp, release, err = c.sendWith(ctx, release, op, method, target, nil)
-	return resp, release, touch, idle, err
+	ctx, idle = httpclient.WithIdleTimeout(ctx, c.Timeout)
+	resp, release, err = c.sendWith(ctx, idle.Release, op, method, target, nil)
+	return resp, release, idle, err
 }
 
 // sendWith signs and sends a request under ctx; release ends its timeout

@@ -516,7 +516,7 @@ func TestTradeBillAndDownload(t *testing.T) {
 	sum := sha1.Sum(bill)
 	info := BillInfo{HashType: "SHA1", HashValue: hex.EncodeToString(sum[:]), DownloadURL: w.srv.URL + "/v3/billdownload/file?token=6XIv5TUPto7pByrTQKhd6kwvyKLG2uY2wMMR8cNXqaA_Cv_isgaUtBzp4QtiozLO"}
 	var got *seenRequest
-	w.handle(func(r *seenRequest) *reply {
+	billRoutes := func(r *seenRequest) *reply {
 		got = r
 		switch r.Path {
 		case "/v3/bill/tradebill":
@@ -525,7 +525,8 @@ func TestTradeBillAndDownload(t *testing.T) {
 			return &reply{stream: func(rw http.ResponseWriter, _ *http.Request) { rw.Write(bill) }}
 		}
 		return nil
-	})
+	}
+	w.handle(billRoutes)
 	gotInfo, err := c.TradeBill(context.Background(), "2026-01-01", "ALL", "")
 	if err != nil {
 		t.Fatal(err)
@@ -640,16 +641,7 @@ func TestTradeBillAndDownload(t *testing.T) {
 	if err := rc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	w.handle(func(r *seenRequest) *reply {
-		got = r
-		switch r.Path {
-		case "/v3/bill/tradebill":
-			return jsonReply(t, info)
-		case "/v3/billdownload/file":
-			return &reply{stream: func(rw http.ResponseWriter, _ *http.Request) { rw.Write(bill) }}
-		}
-		return nil
-	})
+	w.handle(billRoutes)
 
 	// A download URL elsewhere is refused before anything is sent.
 	n := len(w.requests())
