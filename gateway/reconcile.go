@@ -189,9 +189,10 @@ const RefundRecheck = time.Hour
 // moves the next check of it RefundRecheck later).
 func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *ledger.Refund) {
 	log := s.logger().With(zap.String("mch_id", r.MchID), zap.String("out_refund_no", r.OutRefundNo))
-	// A refund left as it was (its merchant no longer configured, or
-	// its query failed) goes to the back of the queue, so that it does
-	// not hold up the others round after round.
+	// A refund left as it was (its merchant no longer configured, its
+	// query failed, or WeChat does not find one it accepted) goes to the
+	// back of the queue (a PROCESSING one: RefundRecheck later), so that
+	// it does not hold up the others round after round.
 	later := func() {
 		if err := s.Service.ledger.SetRefundState(ctx, r.MchID, r.OutRefundNo, r.State, "", rc.now()); err != nil {
 			log.Error("reconcile: rescheduling a refund", zap.Error(err))
@@ -214,9 +215,7 @@ func (rc *Reconciler) settleRefund(ctx context.Context, s *ReconcileSetup, r *le
 		// WeChat accepted it (it is PROCESSING), yet does not find it now:
 		// nothing is forgotten; asked again RefundRecheck later.
 		log.Error("reconcile: WeChat's refund query does not find a refund it accepted; asking again later", LogError(err))
-		if err := s.Service.ledger.SetRefundState(ctx, r.MchID, r.OutRefundNo, ledger.RefundProcessing, "", rc.now()); err != nil {
-			log.Error("reconcile: recording a refund under way", zap.Error(err))
-		}
+		later()
 	case (err != nil && callErrorKind(err) == NotFound) || (err == nil && entry == nil):
 		if err := rc.ledger.ForgetRefund(ctx, r.MchID, r.OutRefundNo); err != nil {
 			log.Error("reconcile: forgetting a refund WeChat never made", zap.Error(err))
