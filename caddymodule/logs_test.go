@@ -43,6 +43,10 @@ func TestOneLogEntryPerOrderNotificationDelivery(t *testing.T) {
 			if status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "logno2", "total_fee": 1, "body": "b", "trade_type": "APP"}); status < 500 {
 				t.Fatalf("an order WeChat refused: %d %v", status, out)
 			}
+			// The notification handler logs before it answers WeChat, and the
+			// worker may deliver (and log) the event before that: the entry
+			// is there once the simulator has the answer.
+			waitFor(t, "the notification answered", 5*time.Second, func() bool { return acked(g.sim, "logok1") })
 			waitFor(t, "the delivery", 5*time.Second, func() bool { return len(g.backend.got()) == 1 })
 			waitFor(t, "the delivery logged", 5*time.Second, func() bool { return len(logEntries(t, g, "event delivered")) == 1 })
 
