@@ -188,6 +188,7 @@ func TestPausedQueue(t *testing.T) {
 	record(t, st, "evt_0", "P0", time.Now())
 	w.Notify()
 	waitFor(t, "the first delivery", func() bool { d, _ := b.snapshot(); return len(d) == 1 })
+	waitFor(t, "its outcome recorded", func() bool { return w.InFlight() == 0 })
 	w.Pause()
 	for i := 1; i <= 20; i++ {
 		record(t, st, fmt.Sprintf("evt_%d", i), fmt.Sprintf("P%d", i), time.Now())

@@ -257,7 +257,11 @@ func (w *Worker) Notify() {
 }
 
 // Pause stops new attempts; attempts in flight finish.
-func (w *Worker) Pause() { w.paused.Store(true) }
+func (w *Worker) Pause() {
+	w.mu.Lock()
+	w.paused.Store(true)
+	w.mu.Unlock()
+}
 
 // Resume lets attempts start again.
 func (w *Worker) Resume() {
@@ -464,6 +468,9 @@ func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Ev
 	}
 	w.mu.Lock()
 	n := min(box.p.Concurrency-w.sending, len(queue))
+	if w.paused.Load() { // Pause takes w.mu: nothing starts once it returned
+		n = 0
+	}
 	if n <= 0 {
 		w.mu.Unlock()
 		return queue

@@ -156,8 +156,12 @@ func TestBackendDownThenBack(t *testing.T) {
 		d, _ := b.snapshot()
 		return len(d) == n
 	})
-	// Give a duplicate a chance to show up before judging.
-	time.Sleep(50 * time.Millisecond)
+	// The backend has them all; the worker records each outcome after the
+	// backend answered: wait for the ledger, then judge.
+	waitFor(t, "every delivery recorded", func() bool {
+		c, err := st.CountEvents(context.Background())
+		return err == nil && c[ledger.EventDelivered] == n
+	})
 	d, _ := b.snapshot()
 	for id, c := range d {
 		if c != 1 {
@@ -381,10 +385,12 @@ func TestDeliveryLogLevels(t *testing.T) {
 type failingRecords struct {
 	ledger.Store
 	failing *atomic.Bool
+	failed  *atomic.Int64 // records refused
 }
 
 func (f failingRecords) RecordAttempt(ctx context.Context, a ledger.Attempt, o ledger.Outcome) error {
 	if f.failing.Load() {
+		f.failed.Add(1)
 		return errors.New("database or disk is full")
 	}
 	return f.Store.RecordAttempt(ctx, a, o)
@@ -398,15 +404,17 @@ func (f failingRecords) RecordAttempt(ctx context.Context, a ledger.Attempt, o l
 func TestUnrecordedOutcomeHeldUntilRetry(t *testing.T) {
 	st := openStore(t)
 	var failing atomic.Bool
+	var failed atomic.Int64
 	failing.Store(true)
 	record(t, st, "evt_held", "H", time.Now())
 	b := newBackend(func(string, int) Result { return Result{Status: 200} })
-	w := New(Config{Store: failingRecords{st, &failing}})
+	w := New(Config{Store: failingRecords{st, &failing, &failed}})
 	// The hold is at least FirstRetry/2 (the jitter): 1 s.
 	w.SetSender(b, Policy{Concurrency: 1, AttemptTimeout: time.Second, FirstRetry: 2 * time.Second, MaxInterval: 2 * time.Second, MaxAge: time.Hour})
 	w.Start()
 	defer stop(w)
 	waitFor(t, "the first delivery", func() bool { d, _ := b.snapshot(); return d["evt_held"] >= 1 })
+	waitFor(t, "its outcome refused by the store", func() bool { return failed.Load() >= 1 })
 	time.Sleep(150 * time.Millisecond)
 	if d, _ := b.snapshot(); d["evt_held"] != 1 {
 		t.Fatalf("the event was sent %d times within 150 ms of an attempt whose outcome could not be recorded, want once", d["evt_held"])
