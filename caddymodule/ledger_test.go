@@ -256,6 +256,9 @@ func TestDuplicateAndConcurrentNotificationsOneEvent(t *testing.T) {
 func TestAmountMismatchNotForwardedAsSuccess(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	g.placeAndPay(t, "mis1", 10000, wxpaysim.PayOptions{TotalFee: 1})
+	// The handler logs the mismatch after the commit that wakes the
+	// worker, before it answers WeChat: wait for the answer.
+	waitFor(t, "the notification answered", 5*time.Second, func() bool { return acked(g.sim, "mis1") })
 	waitFor(t, "the event", 5*time.Second, func() bool { return len(g.backend.got()) == 1 })
 	ev := checkEvent(t, g.backend.got()[0])
 	if ev["type"] != "payment.mismatch" {

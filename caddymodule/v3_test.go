@@ -358,6 +358,9 @@ func TestV3CertificateRotationAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the payment signed with the new certificate", 5*time.Second, func() bool { return len(g.backend.got()) > before })
+	// The worker may deliver before the handler has answered WeChat, who
+	// records its attempt once it has the answer.
+	waitFor(t, "the notification answered", 5*time.Second, func() bool { return acked(g.sim, "rot0002") })
 	if r := notificationFor(g.sim, "rot0002"); r.Attempts[0].Serial != wxpaysim.CertificateSerial(pc.Certificate) || r.Attempts[0].StatusCode != http.StatusNoContent {
 		t.Fatalf("first attempt %+v", r.Attempts[0])
 	}
