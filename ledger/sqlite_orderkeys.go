@@ -80,13 +80,18 @@ type orderKeys struct {
 	// checked is when (since epoch, ns) the last catch-up that read to the
 	// end of the table ended; 0 while the filter is behind the table.
 	checked atomic.Int64
+	// fresh is how long after a catch-up the filter answers (ns):
+	// keysFresh; tests set it to take the wall clock out of their checks.
+	fresh atomic.Int64
 	// answered counts the lookups the filter answered, read counts the
 	// rows catch-ups read (tests, benchmarks).
 	answered, read atomic.Int64
 }
 
 func newOrderKeys() *orderKeys {
-	return &orderKeys{seed: maphash.MakeSeed(), epoch: time.Now(), layers: []*bloomLayer{newBloomLayer(keysFirstLayer)}}
+	k := &orderKeys{seed: maphash.MakeSeed(), epoch: time.Now(), layers: []*bloomLayer{newBloomLayer(keysFirstLayer)}}
+	k.fresh.Store(int64(keysFresh))
+	return k
 }
 
 func (k *orderKeys) hash(mchID, outTradeNo string) uint64 {
@@ -133,7 +138,7 @@ func (k *orderKeys) mayHold(mchID, outTradeNo string) bool {
 // is complete, fresh, and does not hold it.
 func (k *orderKeys) absent(mchID, outTradeNo string) bool {
 	c := k.checked.Load()
-	if c == 0 || int64(time.Since(k.epoch))-c > int64(keysFresh) {
+	if c == 0 || int64(time.Since(k.epoch))-c > k.fresh.Load() {
 		return false
 	}
 	if k.mayHold(mchID, outTradeNo) {
