@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -251,12 +252,15 @@ func TestPlatformCertificatesSingleFlight(t *testing.T) {
 	for range 20 {
 		wg.Go(func() { errs <- p.Refresh(context.Background()) })
 	}
-	// Let every caller reach Refresh, then let the one download through.
+	// Let every caller reach Refresh (one downloading, held at the gate,
+	// nineteen waiting for it), then let the one download through.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(w.requests()) < 1 && time.Now().Before(deadline) {
+	for (len(w.requests()) < 1 || refreshWaiters() < 19) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond)
+	if n := refreshWaiters(); n < 19 {
+		t.Fatalf("%d callers waiting for the download, want 19", n)
+	}
 	close(gate)
 	wg.Wait()
 	close(errs)
@@ -641,4 +645,18 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return http.DefaultTransport.RoundTrip(r)
 	}
 	return c.base.RoundTrip(r)
+}
+
+// refreshWaiters counts the goroutines waiting in Refresh for another's
+// download.
+func refreshWaiters() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	count := 0
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, "(*PlatformCertificates).Refresh") && !strings.Contains(g, "(*PlatformCertificates).download") {
+			count++
+		}
+	}
+	return count
 }
