@@ -37,6 +37,10 @@
 #   order-v3        POST /v3pay/orders: the same JSAPI orders, for a merchant
 #                   on APIv3 (the demo's v3 keys, public key mode), against
 #                   the fake endpoint's signed v3 answer, with the ledger;
+#                   loaded by a wrk of V3_THREADS threads (at its rate, under
+#                   1,000 orders/s, one thread keeps the 50 connections
+#                   busy; a second only takes turns on the cores the
+#                   gateway's RSA needs);
 #   order-pg        order, with the ledger on PostgreSQL (PG_DSN) instead
 #                   of SQLite, a fresh schema each run;
 #   intake-pg       intake-durable on PostgreSQL: every notification
@@ -54,7 +58,7 @@
 # on exit; every loop is bounded.
 #
 # Settings (environment):
-#   ROUNDS=3 DURATION=10s WARMUP=2s THREADS=2 CONNECTIONS=50
+#   ROUNDS=3 DURATION=10s WARMUP=2s THREADS=2 CONNECTIONS=50 V3_THREADS=1
 #   GW_PORT=18080 FAKE_PORT=18081 BASE_PORT=18082 PEER_PORT=18083 ADMIN_PORT=18019
 #   STORAGE_LINE='storage sqlite {rundir}/ledger.db'  the wxpay global option
 #       line of the durable variant ({rundir} is emptied before each run)
@@ -88,6 +92,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-2}
+V3_THREADS=${V3_THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-50}
 GW_PORT=${GW_PORT:-18080}
 FAKE_PORT=${FAKE_PORT:-18081}
@@ -116,7 +121,9 @@ die() { echo "load.sh: $*" >&2; exit 1; }
 # ---- settings ---------------------------------------------------------------
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 50)) || die "ROUNDS must be 1..50"
 [[ $THREADS =~ ^[0-9]+$ ]] && ((THREADS >= 1 && THREADS <= 16)) || die "THREADS must be 1..16"
+[[ $V3_THREADS =~ ^[0-9]+$ ]] && ((V3_THREADS >= 1 && V3_THREADS <= 16)) || die "V3_THREADS must be 1..16"
 [[ $CONNECTIONS =~ ^[0-9]+$ ]] && ((CONNECTIONS >= THREADS && CONNECTIONS <= 10000)) || die "CONNECTIONS must be THREADS..10000"
+((V3_THREADS <= CONNECTIONS)) || die "V3_THREADS must be at most CONNECTIONS"
 seconds() { # 10s, 2m, 500ms, 0 -> whole seconds (rounded up)
 	case $1 in
 	0) echo 0 ;;
@@ -187,7 +194,7 @@ say "caddy-wxpay load test: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 say "machine: $(nproc) CPUs ($CPU_MODEL), $(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
 say "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- 2>/dev/null || echo ' + uncommitted changes'), $(go version | awk '{print $3}')"
 say "busy:    load average $(cut -d' ' -f1-3 /proc/loadavg) before the test (a shared machine: other work competes for the CPUs)"
-say "load:    wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS rounds, warm-up $WARMUP; a fresh Caddy per run"
+say "load:    wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (order-v3: -t$V3_THREADS), $ROUNDS rounds, warm-up $WARMUP; a fresh Caddy per run"
 
 # ---- build ------------------------------------------------------------------
 if ! command -v wrk >/dev/null; then
@@ -222,6 +229,8 @@ fi
 RUN_BIN=$OUT/caddy
 
 echo "writing $NOTIFY_DOCS notifications (+ warm-up and smoke sets)"
+# An earlier run's sets (with more THREADS, more parts) would be read too.
+rm -f "$OUT"/notify-*.xml "$OUT"/warmup-*.xml "$OUT"/smoke-*.xml
 "$OUT/gennotify" -n "$NOTIFY_DOCS" -parts "$THREADS" -prefix L -out "$OUT/notify" >/dev/null
 "$OUT/gennotify" -n $((THREADS * 15000 * (WARMUP_S > 0 ? WARMUP_S : 1))) -parts "$THREADS" -prefix W -out "$OUT/warmup" >/dev/null
 "$OUT/gennotify" -n 1000 -parts 1 -prefix S -out "$OUT/smoke" >/dev/null
@@ -499,7 +508,9 @@ wrk_run() {
 	shift 3
 	local script=$ROOT/bench/wrk/orders.lua
 	[[ $kind == intake ]] && script=$ROOT/bench/wrk/notify.lua
-	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency -s "$script" "$url" -- "$@" >"$OUT/wrk.tmp" 2>&1 &
+	local threads=$THREADS
+	[[ $kind == order-v3 ]] && threads=$V3_THREADS
+	wrk -t"$threads" -c"$CONNECTIONS" -d"${secs}s" --latency -s "$script" "$url" -- "$@" >"$OUT/wrk.tmp" 2>&1 &
 	WRK_PID=$!
 	wait "$WRK_PID" || { WRK_PID=; cat "$OUT/wrk.tmp"; return 1; }
 	WRK_PID=
@@ -516,7 +527,7 @@ wrk_args() { # kind run-id phase -> url and script args
 	esac
 }
 
-printf 'variant\tround\trequests\tseconds\trps\tp50_ms\tp99_ms\terrors\tcpu_us_per_req\tpeak_rss_mb\twraps\tfake_cpu_us_per_req\tlog_errors\tloadavg1\n' >"$RESULTS"
+printf 'variant\tround\trequests\tseconds\trps\tp50_ms\tp99_ms\terrors\tcpu_us_per_req\tpeak_rss_mb\twraps\tfake_cpu_us_per_req\tlog_errors\tloadavg1\twrk_cpu_us_per_req\n' >"$RESULTS"
 RUN_NO=0
 run_variant() { # name kind config round
 	local name=$1 kind=$2 cfg=$3 round=$4 log wout args line
@@ -548,11 +559,18 @@ run_variant() { # name kind config round
 	f0=$(cpu_ticks "$FAKE_PID")
 	read -r -a args <<<"$(wrk_args "$kind" "$run_id" notify)"
 	wout=$OUT/logs/$name-$round.wrk.txt
+	# wrk's own CPU: the shell's children's times (times, in this shell)
+	# before and after it ran; it is the only child that ends meanwhile.
+	times >"$OUT/times0.tmp"
 	if ((pair)); then
 		wrk_pair "$DURATION_S" "$wout" || die "wrk failed: $(tail -5 "$wout")"
 	else
 		wrk_run "$kind" "${args[0]}" "$DURATION_S" "${args[@]:1}" >"$wout" 2>&1 || die "wrk failed: $(tail -5 "$wout")"
 	fi
+	times >"$OUT/times1.tmp"
+	local w_us
+	w_us=$(awk 'function us(t, m) {split(t, m, "m"); sub(/s$/, "", m[2]); return (m[1] * 60 + m[2]) * 1e6}
+		FNR == 2 {v = us($1) + us($2); if (FILENAME ~ /times0/) a = v; else b = v} END {printf "%.0f", b - a}' "$OUT/times0.tmp" "$OUT/times1.tmp")
 	c1=$(cpu_ticks "$CADDY_PID")
 	((pair)) && c1=$((c1 + $(cpu_ticks "$CADDY2_PID")))
 	f1=$(cpu_ticks "$FAKE_PID")
@@ -568,14 +586,15 @@ run_variant() { # name kind config round
 	logerr=$(grep '"level":"error"' "$log" | grep -vc 'context canceled' || true)
 	# shellcheck disable=SC2086
 	awk -v name="$name" -v round="$round" -v c="$((c1 - c0))" -v f="$((f1 - f0))" -v tck="$CLK_TCK" \
-		-v hwm="$hwm" -v logerr="$logerr" -v load1="$load1" -v line="$line" 'BEGIN {
+		-v hwm="$hwm" -v logerr="$logerr" -v load1="$load1" -v line="$line" -v wus="$w_us" 'BEGIN {
 		n = split(line, kv, " ")
 		for (i = 2; i <= n; i++) { split(kv[i], p, "="); v[p[1]] = p[2] }
 		req = v["requests"]; secs = v["duration_us"] / 1e6
 		errs = v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"]
-		printf "%s\t%d\t%d\t%.2f\t%.1f\t%.3f\t%.3f\t%d\t%.1f\t%.1f\t%d\t%.1f\t%d\t%s\n", name, round, req, secs,
+		printf "%s\t%d\t%d\t%.2f\t%.1f\t%.3f\t%.3f\t%d\t%.1f\t%.1f\t%d\t%.1f\t%d\t%s\t%.1f\n", name, round, req, secs,
 			(secs > 0 ? req / secs : 0), v["p50_us"] / 1000, v["p99_us"] / 1000, errs,
-			(req > 0 ? c * 1e6 / tck / req : 0), hwm / 1024, v["wraps"], (req > 0 ? f * 1e6 / tck / req : 0), logerr, load1
+			(req > 0 ? c * 1e6 / tck / req : 0), hwm / 1024, v["wraps"], (req > 0 ? f * 1e6 / tck / req : 0), logerr, load1,
+			(req > 0 ? wus / req : 0)
 	}' >>"$RESULTS"
 	tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-15s round %d: %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  CPU %6.1f µs/req  RSS %6.1f MB  errors %d  load %s%s\n",
 		$1, $2, $5, $6, $7, $9, $10, $8, $14, ($11 > 0 ? "  WRAPPED " $11 "x" : "")}'
@@ -590,7 +609,7 @@ run_floor() {
 	[[ -n $ns ]] || die "no BenchmarkV3OrderFloor line: $out"
 	load1=$(cut -d' ' -f1 /proc/loadavg)
 	awk -v round="$round" -v ns="$ns" -v load1="$load1" 'BEGIN {
-		printf "v3-floor\t%d\t0\t0\t%.1f\t0\t0\t0\t%.1f\t0\t0\t0\t0\t%s\n", round, 1e9 / ns, ns / 1000 * 2, load1
+		printf "v3-floor\t%d\t0\t0\t%.1f\t0\t0\t0\t%.1f\t0\t0\t0\t0\t%s\t0\n", round, 1e9 / ns, ns / 1000 * 2, load1
 	}' >>"$RESULTS"
 	tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-15s round %d: %8.0f orders/s of crypto alone (%.0f µs of CPU each)  load %s\n", $1, $2, $5, $9, $14}'
 }
@@ -720,6 +739,7 @@ if [[ -n $COMPARE_BIN ]]; then
 fi
 say ""
 say "The fake endpoint's own CPU per request (median µs): $(for v in "${VARIANTS[@]}"; do printf '%s %.1f  ' "$v" "$(median "$v" 12)"; done)"
+say "wrk's own CPU per request (median µs):               $(for v in "${VARIANTS[@]}"; do printf '%s %.1f  ' "$v" "$(median "$v" 15)"; done)"
 
 # ---- targets --------------------------------------------------------------------
 verdict() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN {if (x !~ /^[0-9.]+$/) print "n/a"; else if ((op == ">=" && x + 0 >= t) || (op == "<=" && x + 0 <= t)) print "MET"; else print "MISSED"}'; }
@@ -744,6 +764,10 @@ if [[ " ${VARIANTS[*]} " == *" order-v3 "* && " ${VARIANTS[*]} " == *" v3-floor 
 	V3_RR=$(ratio "$(median order-v3 5)" "$(median v3-floor 5)")
 	say "  (issue #9) APIv3 orders ≥ 0.8× the floor of two RSA signatures and one verification per order,"
 	say "    measured in the same rounds ($(printf '%.0f' "$(median v3-floor 5)") orders/s): $V3_RR ($(paired order-v3 v3-floor 5))  $(verdict "$V3_RR" '>=' 0.8)"
+	# The same machine runs wrk and the fake endpoint: with every core busy,
+	# the ratio cannot exceed the floor's CPU per order over the machine's.
+	V3_MACHINE=$(awk -v a="$(median order-v3 9)" -v b="$(median order-v3 12)" -v c="$(median order-v3 15)" 'BEGIN {printf "%.0f", a + b + c}')
+	say "    (per order: Caddy $(printf '%.0f' "$(median order-v3 9)") + fake endpoint $(printf '%.0f' "$(median order-v3 12)") + wrk $(printf '%.0f' "$(median order-v3 15)") = $V3_MACHINE µs of CPU, the floor $(printf '%.0f' "$(median v3-floor 9)"): at most $(ratio "$(median v3-floor 9)" "$V3_MACHINE") on these cores; Caddy's CPU per order over the floor's: $(ratio "$(median order-v3 9)" "$(median v3-floor 9)"))"
 fi
 if [[ " ${VARIANTS[*]} " == *" intake-pg "* && " ${VARIANTS[*]} " == *" intake-durable "* ]]; then
 	P_RR=$(ratio "$(median intake-pg 5)" "$(median intake-durable 5)")
