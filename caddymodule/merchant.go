@@ -57,8 +57,9 @@ type Merchant struct {
 
 	// The serial number of the merchant's API certificate
 	// (apiclient_cert.pem), as the merchant platform shows it (证书序列号)
-	// or `openssl x509 -noout -serial` prints it. With v3, either this or
-	// merchant_cert is required; with both, they must agree.
+	// or `openssl x509 -noout -serial` prints it (its "serial=" prefix may
+	// be left on). With v3, either this or merchant_cert is required; with
+	// both, they must agree.
 	MchSerial string `json:"mch_serial,omitempty"`
 
 	// The merchant's API certificate file (apiclient_cert.pem), from

@@ -194,6 +194,11 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 // they must agree.
 func (cfg *Merchant) merchantSerial(repl *caddy.Replacer, key *rsa.PrivateKey) (string, error) {
 	serial := strings.ToUpper(strings.TrimSpace(repl.ReplaceAll(cfg.MchSerial, "")))
+	// As `openssl x509 -noout -serial` prints it: serial=5B65…
+	serial = strings.TrimPrefix(serial, "SERIAL=")
+	if strings.Trim(serial, "0123456789ABCDEF") != "" {
+		return "", fmt.Errorf("mch_serial %q is not a certificate serial (hexadecimal digits, as the merchant platform or openssl x509 -noout -serial shows it)", serial)
+	}
 	if cfg.MerchantCert == "" {
 		if serial == "" {
 			return "", errors.New("mch_serial (the serial of apiclient_cert.pem) or merchant_cert is required with api_version v3")

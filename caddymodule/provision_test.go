@@ -71,6 +71,7 @@ http://127.0.0.1:%d {
 		{"v3 private key that does not parse", all(mch, app, notify, "api_version v3", v3key, "private_key ../demo/v3/pub_key.pem", v3cert, v3pub), "private_key"},
 		{"v3 private key of 1024 bits", all(mch, app, notify, "api_version v3", v3key, "private_key ../wxpay/wxpayv3/testdata/small_key.pem", v3cert, v3pub), "2048"},
 		{"v3 without a serial", all(mch, app, notify, "api_version v3", v3key, v3priv, v3pub), "mch_serial"},
+		{"v3 serial that is not hexadecimal", all(mch, app, notify, "api_version v3", v3key, v3priv, "mch_serial 5B65-80FA", v3pub), `mch_serial "5B65-80FA" is not a certificate serial`},
 		{"v3 serial not the certificate's", all(mch, app, notify, "api_version v3", v3key, v3priv, v3cert, "mch_serial 1234ABCD", v3pub), "does not match merchant_cert"},
 		{"v3 certificate of another key", all(mch, app, notify, "api_version v3", v3key, v3priv, "merchant_cert ../demo/v3/sim_platform_cert.pem", v3pub), "not the certificate of private_key"},
 		{"v3 with nothing to verify WeChat", all(mch, app, notify, "api_version v3", v3key, v3priv, v3cert, "platform_certificates off"), "needs a way to verify WeChat"},
