@@ -184,7 +184,9 @@ func (w *Worker) log() *zap.Logger {
 // with. Nothing is delivered before the first SetSender.
 func (w *Worker) SetSender(s Sender, p Policy) {
 	p.setDefaults()
+	w.mu.Lock()
 	w.sender.Store(&senderBox{s: s, p: p})
+	w.mu.Unlock()
 	w.Notify()
 }
 
@@ -192,8 +194,10 @@ func (w *Worker) SetSender(s Sender, p Policy) {
 // with no upstream): events wait in the outbox; attempts in flight finish.
 // why says so in Sending.
 func (w *Worker) ClearSender(why string) {
-	w.sender.Store(nil)
 	w.noSender.Store(&why)
+	w.mu.Lock()
+	w.sender.Store(nil)
+	w.mu.Unlock()
 }
 
 // Sending reports whether the worker has a sender, and if not, why.
@@ -468,7 +472,7 @@ func (w *Worker) startQueued(queue []*ledger.Event, box *senderBox) []*ledger.Ev
 	}
 	w.mu.Lock()
 	n := min(box.p.Concurrency-w.sending, len(queue))
-	if w.paused.Load() { // Pause takes w.mu: nothing starts once it returned
+	if w.paused.Load() || w.sender.Load() != box { // Pause, SetSender and ClearSender take w.mu: nothing starts once they returned
 		n = 0
 	}
 	if n <= 0 {
@@ -570,7 +574,7 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 	w.mu.Unlock()
 	w.Notify()
 	now := w.cfg.Now()
-	a := ledger.Attempt{EventID: e.ID, At: start, Duration: now.Sub(start), Status: res.Status, Response: res.Response, ClaimedUntil: e.ClaimedUntil}
+	a := ledger.Attempt{EventID: e.ID, At: start, Duration: now.Sub(start), Status: res.Status, Response: res.Response, ClaimedUntil: e.ClaimedUntil, ReplayedAt: e.ReplayedAt}
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 	} else if !res.Delivered() {

@@ -133,6 +133,10 @@ type Attempt struct {
 	// (its event's ClaimedUntil): recording the attempt ends that claim
 	// only, never another gateway's that took the event over since.
 	ClaimedUntil time.Time
+	// ReplayedAt is the event's ReplayedAt as the attempt's caller read it:
+	// a replay since (even one before the attempt started) leaves the
+	// outcome to the replayed event.
+	ReplayedAt time.Time
 }
 
 // Outcome of a delivery attempt.

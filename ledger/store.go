@@ -758,7 +758,7 @@ func (s *sqlStore) writeAttempt(t *txn, r *attemptRow) error {
 	claim, start := toNs(a.ClaimedUntil), toNs(a.At)
 	var n int64
 	err := t.stmt(s.st.attemptEvent).QueryRowContext(t.ctx,
-		a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID, claim, start).Scan(&n)
+		a.Status, a.Error, a.Response, r.state, r.state, r.next, r.delivered, a.EventID, claim, min(start, toNs(a.ReplayedAt))).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = t.stmt(s.st.attemptCount).QueryRowContext(t.ctx, claim, a.EventID).Scan(&n)
 	}
