@@ -179,6 +179,11 @@ func (a *App) Start() error {
 			return fmt.Errorf("wxpay: %w", err)
 		}
 		a.ledger = h
+		// A ledger opened anew under another name (a rotated DSN, another
+		// spelling of the path) keeps the running configuration's pause.
+		if prev := active.Load(); prev != nil && prev.ledger != nil && prev.ledger != h && prev.ledger.worker.Paused() {
+			h.worker.Pause()
+		}
 		a.takeWorker()
 		h.worker.Start()
 		cfg.Ledger, cfg.Outbox = h.store, h.worker
