@@ -268,8 +268,11 @@ func (adminAPI) delivery(w http.ResponseWriter, r *http.Request) error {
 	}
 	sending, why := h.worker.Sending()
 	status["delivering"] = sending && !h.worker.Paused()
-	if !sending {
+	switch {
+	case !sending:
 		status["not_delivering"] = why
+	case h.worker.Paused():
+		status["not_delivering"] = "paused (caddy wxpay resume, or POST /wxpay/delivery/resume, resumes)"
 	}
 	return writeAdminJSON(w, status)
 }

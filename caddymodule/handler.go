@@ -25,15 +25,23 @@ func init() {
 //   - GET /wxpay/orders/{out_trade_no} asks WeChat for its state (and
 //     records a payment whose notification never came);
 //   - POST /wxpay/orders/{out_trade_no}/close closes it;
-//   - POST /wxpay/refunds refunds (over mutual TLS with client_cert);
+//   - GET /wxpay/orders/{out_trade_no}/qrcode.png draws a NATIVE order's
+//     code_url as a QR code;
+//   - POST /wxpay/refunds refunds (API v2: over mutual TLS with
+//     client_cert);
 //   - GET /wxpay/refunds/{out_refund_no} asks for a refund's state;
 //   - GET /wxpay/bills/{yyyyMMdd} streams the day's bill (CSV; gzip=1);
 //   - POST /wxpay/notify and POST /wxpay/notify/refund receive WeChat's
-//     payment and refund notifications (no token: verified instead).
+//     payment and refund notifications (no token: verified instead);
+//   - GET /wxpay/openid/miniprogram exchanges a mini program's login code
+//     for the payer's openid, and GET /wxpay/oauth/start and
+//     /wxpay/oauth/callback run an official account's web authorisation
+//     for it (no token: the payer's browser or mini program calls them).
 //
-// All but the notifications need the app's api_token. Other requests
-// under the base path are answered 404 (405 for a known route with another
-// method); requests outside it go to the next handler.
+// All but the notifications, the openid and the oauth routes need the
+// app's api_token. Other requests under the base path are answered 404
+// (405 for a known route with another method); requests outside it go to
+// the next handler.
 type Handler struct {
 	// The merchant (a name from the wxpay app's merchants) this handler
 	// serves. Default: "default".

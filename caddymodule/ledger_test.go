@@ -185,7 +185,8 @@ func TestStoredAckThenDeliveryWithRetries(t *testing.T) {
 	}
 
 	// Pause holds deliveries back; resume lets them go.
-	if status, body := g.adminDo(t, http.MethodPost, "/wxpay/delivery/pause"); status != 200 || !bytes.Contains(body, []byte(`"paused": true`)) {
+	if status, body := g.adminDo(t, http.MethodPost, "/wxpay/delivery/pause"); status != 200 || !bytes.Contains(body, []byte(`"paused": true`)) ||
+		!bytes.Contains(body, []byte(`"delivering": false`)) || !bytes.Contains(body, []byte(`"not_delivering": "paused`)) {
 		t.Fatalf("pause: %d %s", status, body)
 	}
 	g.placeAndPay(t, "stored2", 16, wxpaysim.PayOptions{})

@@ -33,7 +33,9 @@ type Merchant struct {
 
 	// The API v2 key (32 characters, set under 账户设置 → API安全).
 	// Give it as a placeholder ({env.WXPAY_API_KEY} or
-	// {file./run/secrets/wxpay_key}), never inline. Required.
+	// {file./run/secrets/wxpay_key}), never inline. Required with API v2;
+	// optional with v3, where it lets v2 notifications of orders placed
+	// before the switch still be verified.
 	APIKey string `json:"api_key,omitempty"`
 
 	// The WeChat Pay API version the merchant's calls use: v2 (XML, the

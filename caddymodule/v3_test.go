@@ -194,6 +194,10 @@ func testV3Routes(t *testing.T, mode string) {
 	if status != 200 || len(refunds) != 1 || refunds[0].(map[string]any)["refund_status"] != "SUCCESS" {
 		t.Fatalf("refund query: %d %v", status, rq)
 	}
+	// The query speaks the events' (API v2's) names.
+	if acct := refunds[0].(map[string]any)["refund_recv_accout"]; acct == nil || acct == "" || acct != data["refund_recv_accout"] {
+		t.Fatalf("refund query's refund_recv_accout %v, the event's %v", acct, data["refund_recv_accout"])
+	}
 	if status, out := g.get("/wxpay/refunds/v3nope01"); status != http.StatusNotFound {
 		t.Fatalf("unknown refund: %d %v", status, out)
 	}

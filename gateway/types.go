@@ -175,7 +175,7 @@ type RefundEntry struct {
 	RefundFee    int64  `json:"refund_fee"`
 	RefundStatus string `json:"refund_status"`
 	SuccessTime  string `json:"success_time,omitempty"`
-	RecvAccount  string `json:"refund_recv_account,omitempty"`
+	RecvAccount  string `json:"refund_recv_accout,omitempty"` // sic: API v2's name, as in refund events
 }
 
 // RefundNotice is a refund notification, verified (decrypted).
