@@ -198,6 +198,7 @@ func (w *Worker) ClearSender(why string) {
 	w.mu.Lock()
 	w.sender.Store(nil)
 	w.mu.Unlock()
+	w.Notify() // the dispatcher gives its queue's claims back
 }
 
 // Sending reports whether the worker has a sender, and if not, why.
@@ -265,6 +266,7 @@ func (w *Worker) Pause() {
 	w.mu.Lock()
 	w.paused.Store(true)
 	w.mu.Unlock()
+	w.Notify() // the dispatcher gives its queue's claims back
 }
 
 // Resume lets attempts start again.
@@ -354,6 +356,13 @@ func (w *Worker) dispatch(ctx context.Context) {
 	for {
 		sleep := w.cfg.PollInterval
 		box := w.sender.Load()
+		if (box == nil || w.paused.Load()) && len(queue) > 0 {
+			// Nothing starts here for now: give the queue's claims back,
+			// so that another gateway on the database sends them meanwhile.
+			w.release(queue)
+			clear(queue)
+			queue = queue[:0]
+		}
 		if box != nil && !w.paused.Load() {
 			queue = w.startQueued(queue, box)
 			c := box.p.Concurrency
