@@ -655,6 +655,10 @@ func Backoff(n int, first, max time.Duration, u float64) time.Duration {
 	}
 	d := first
 	for i := 1; i < n && d < max; i++ {
+		if d > max/2 { // doubling would pass max (or overflow)
+			d = max
+			break
+		}
 		d *= 2
 	}
 	if d > max {

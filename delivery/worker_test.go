@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -328,6 +329,12 @@ func TestBackoff(t *testing.T) {
 		got := Backoff(tt.n, first, max, tt.u)
 		if d := got - tt.want; d < -time.Millisecond || d > time.Millisecond {
 			t.Errorf("Backoff(%d, u=%v) = %v, want %v", tt.n, tt.u, got, tt.want)
+		}
+	}
+	// A cap near the largest duration: doubling stops at it, never wraps.
+	for _, n := range []int{33, 34, 70, 1000} {
+		if got := Backoff(n, first, math.MaxInt64, 0); got < math.MaxInt64/4 {
+			t.Errorf("Backoff(%d, 2s, MaxInt64) = %v", n, got)
 		}
 	}
 }
