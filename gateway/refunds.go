@@ -301,6 +301,31 @@ func RefundQueryDiscrepancies(q *RefundQueryResponse, entry *RefundEntry, n *Ref
 	if at, ok := n.Data["success_time"].(string); ok && at != "" && entry.SuccessTime != "" && at != entry.SuccessTime {
 		add("success_time", entry.SuccessTime, at)
 	}
+	// The settlement amounts are the amounts less non-cash coupons: API
+	// v2's query names them only when coupons were used; without them
+	// they can be no more than the amounts the query confirmed.
+	if fee, ok := n.Data["settlement_total_fee"].(int64); ok {
+		switch {
+		case q.SettlementTotalFee != nil && fee != *q.SettlementTotalFee:
+			add("settlement_total_fee", *q.SettlementTotalFee, fee)
+		case q.SettlementTotalFee == nil && q.TotalFee != 0 && (fee < 0 || fee > q.TotalFee):
+			add("settlement_total_fee", fmt.Sprintf("at most total_fee %d", q.TotalFee), fee)
+		}
+	}
+	if fee, ok := n.Data["settlement_refund_fee"].(int64); ok {
+		switch {
+		case entry.SettlementRefundFee != nil && fee != *entry.SettlementRefundFee:
+			add("settlement_refund_fee", *entry.SettlementRefundFee, fee)
+		case entry.SettlementRefundFee == nil && (fee < 0 || fee > entry.RefundFee):
+			add("settlement_refund_fee", fmt.Sprintf("at most refund_fee %d", entry.RefundFee), fee)
+		}
+	}
+	if acct, ok := n.Data["refund_recv_accout"].(string); ok && acct != "" && entry.RecvAccount != "" && acct != entry.RecvAccount {
+		add("refund_recv_accout", entry.RecvAccount, acct)
+	}
+	if acct, ok := n.Data["refund_account"].(string); ok && acct != "" && entry.RefundAccount != "" && acct != entry.RefundAccount {
+		add("refund_account", entry.RefundAccount, acct)
+	}
 	return diff
 }
 

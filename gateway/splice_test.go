@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -28,14 +29,20 @@ import (
 // before believing it, forwards it as refund.mismatch and leaves the
 // refund as it was. The gateway may hold no record of the refund (placed
 // elsewhere): WeChat's refund query is then the only check.
+//
+// The same holds for the block of any figure the event carries that the
+// query reports too: settlement_refund_fee (the refund less non-cash
+// coupons), which the query confirms as well.
 func TestSplicedRefundNotification(t *testing.T) {
-	for _, placedHere := range []bool{true, false} {
-		name := map[bool]string{true: "refunds placed through the gateway", false: "refunds placed elsewhere"}[placedHere]
-		t.Run(name, func(t *testing.T) { testSplicedRefundNotification(t, placedHere) })
+	for _, field := range []string{"refund_fee", "settlement_refund_fee"} {
+		for _, placedHere := range []bool{true, false} {
+			name := map[bool]string{true: "refunds placed through the gateway", false: "refunds placed elsewhere"}[placedHere]
+			t.Run(field+"/"+name, func(t *testing.T) { testSplicedRefundNotification(t, field, placedHere) })
+		}
 	}
 }
 
-func testSplicedRefundNotification(t *testing.T, placedHere bool) {
+func testSplicedRefundNotification(t *testing.T, field string, placedHere bool) {
 	e := newEnv(t, true, nil)
 	ctx := context.Background()
 	placer := e.svc
@@ -47,9 +54,9 @@ func testSplicedRefundNotification(t *testing.T, placedHere bool) {
 	if placedHere != (err == nil) {
 		t.Fatalf("the ledger's record of the refund: %+v, %v", stateBefore, err)
 	}
-	forged := spliceRefundFee(t, bodyA, bodyB)
+	forged := spliceRefundField(t, bodyA, bodyB, field)
 	n, err := wxpay.DecryptRefundNotification(forged, apiKey)
-	if err != nil || n.Info.Get("out_refund_no") != "sp1-a" || n.Info.Get("refund_id") != a.RefundID || n.Info.Get("refund_fee") != "700" {
+	if err != nil || n.Info.Get("out_refund_no") != "sp1-a" || n.Info.Get("refund_id") != a.RefundID || n.Info.Get(field) != "700" {
 		t.Fatalf("the splice does not make the forgery it should: %v, %v", n, err)
 	}
 
@@ -76,7 +83,7 @@ func testSplicedRefundNotification(t *testing.T, placedHere bool) {
 	if err := json.Unmarshal(ev.Payload, &payload); err != nil {
 		t.Fatal(err)
 	}
-	if d := payload.Data.Mismatch["refund_fee"]; d.Queried != float64(200) || d.Notification != float64(700) {
+	if d := payload.Data.Mismatch[field]; d.Queried != float64(200) || d.Notification != float64(700) {
 		t.Fatalf("mismatch %+v", payload.Data.Mismatch)
 	}
 	for _, ev := range e.eventsOf("sp1") {
@@ -133,7 +140,7 @@ func TestSplicedRefundNotificationBeforeTheGenuineOne(t *testing.T) {
 	e.merchant.HTTPNotify = gateway.HTTPNotifyLoopback
 	ctx := context.Background()
 	a, bodyA, bodyB := refundsNotifiedElsewhere(t, e, e.svc, "sq1")
-	forged := spliceRefundFee(t, bodyA, bodyB)
+	forged := spliceRefundField(t, bodyA, bodyB, "refund_fee")
 
 	for range 2 { // the forgery, twice
 		if reply := e.svc.AcceptRefundNotification(ctx, e.merchant, gateway.Notification{Body: forged}); reply.Status != http.StatusOK {
@@ -205,15 +212,15 @@ func refundsNotifiedElsewhere(t *testing.T, e *env, placer *gateway.Service, no 
 	return a, observed(no + "-a"), observed(no + "-b")
 }
 
-// spliceRefundFee is the refund notification bodyA with the req_info
-// blocks that hold its refund_fee taken from bodyB's (same layout, amounts
-// of the same length). The test decrypts to find the blocks; a forger need
-// not: the layout is public.
-func spliceRefundFee(t *testing.T, bodyA, bodyB []byte) []byte {
+// spliceRefundField is the refund notification bodyA with the req_info
+// blocks that hold its field (an amount: 200 in bodyA, 700 in bodyB)
+// taken from bodyB's (same layout). The test decrypts to find the blocks;
+// a forger need not: the layout is public.
+func spliceRefundField(t *testing.T, bodyA, bodyB []byte, field string) []byte {
 	t.Helper()
 	cipherA, cipherB := reqInfo(t, bodyA), reqInfo(t, bodyB)
 	plainA := ecbDecrypt(t, cipherA)
-	prefix := []byte("<refund_fee><![CDATA[")
+	prefix := []byte("<" + field + "><![CDATA[")
 	at := bytes.Index(plainA, prefix)
 	if at < 0 || len(cipherA) != len(cipherB) {
 		t.Fatalf("unexpected layouts: %q (%d and %d bytes)", plainA, len(cipherA), len(cipherB))
@@ -231,4 +238,57 @@ func spliceRefundFee(t *testing.T, bodyA, bodyB []byte) []byte {
 		t.Fatal(err)
 	}
 	return forged
+}
+
+// Every figure of a refund's event that WeChat's refund query reports is
+// compared with it; the settlement amounts, which API v2's query names
+// only when coupons were used, are otherwise bounded by the amounts it
+// confirmed (the amount less non-cash coupons is no more than the
+// amount).
+func TestRefundQueryDiscrepancies(t *testing.T) {
+	amount := func(n int64) *int64 { return &n }
+	query := func(settleTotal, settleRefund *int64) (*gateway.RefundQueryResponse, *gateway.RefundEntry) {
+		q := &gateway.RefundQueryResponse{OutTradeNo: "o1", TransactionID: "tx1", TotalFee: 1000, SettlementTotalFee: settleTotal,
+			Refunds: []gateway.RefundEntry{{OutRefundNo: "r1", RefundID: "rid1", RefundFee: 200, RefundStatus: "SUCCESS",
+				SuccessTime: "2026-12-07 10:00:00", RecvAccount: "支付用户的零钱", RefundAccount: "REFUND_SOURCE_UNSETTLED_FUNDS",
+				SettlementRefundFee: settleRefund}}}
+		return q, &q.Refunds[0]
+	}
+	notice := func(data map[string]any) *gateway.RefundNotice {
+		d := map[string]any{"total_fee": int64(1000), "settlement_total_fee": int64(1000), "settlement_refund_fee": int64(200),
+			"success_time": "2026-12-07 10:00:00", "refund_recv_accout": "支付用户的零钱", "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS"}
+		for k, v := range data {
+			d[k] = v
+		}
+		return &gateway.RefundNotice{OutRefundNo: "r1", RefundID: "rid1", OutTradeNo: "o1", TransactionID: "tx1", Status: "SUCCESS", RefundFee: 200, Data: d}
+	}
+	tests := []struct {
+		name                      string
+		settleTotal, settleRefund *int64
+		data                      map[string]any
+		want                      []string // fields that disagree
+	}{
+		{name: "all agree, the query naming the settlement amounts", settleTotal: amount(1000), settleRefund: amount(200)},
+		{name: "all agree, the query naming none"},
+		{name: "settlement_refund_fee other than the query's", settleRefund: amount(200), data: map[string]any{"settlement_refund_fee": int64(150)}, want: []string{"settlement_refund_fee"}},
+		{name: "settlement_total_fee other than the query's", settleTotal: amount(900), want: []string{"settlement_total_fee"}},
+		{name: "settlement_refund_fee above the refund", data: map[string]any{"settlement_refund_fee": int64(700)}, want: []string{"settlement_refund_fee"}},
+		{name: "settlement_refund_fee below the refund, no coupon named", data: map[string]any{"settlement_refund_fee": int64(150)}},
+		{name: "settlement_total_fee above the order", data: map[string]any{"settlement_total_fee": int64(1001)}, want: []string{"settlement_total_fee"}},
+		{name: "another refund's account", data: map[string]any{"refund_recv_accout": "招商银行信用卡0403"}, want: []string{"refund_recv_accout"}},
+		{name: "other funds", data: map[string]any{"refund_account": "REFUND_SOURCE_RECHARGE_FUNDS"}, want: []string{"refund_account"}},
+		{name: "another success time", data: map[string]any{"success_time": "2026-12-07 10:00:01"}, want: []string{"success_time"}},
+	}
+	for _, tt := range tests {
+		q, entry := query(tt.settleTotal, tt.settleRefund)
+		diff := gateway.RefundQueryDiscrepancies(q, entry, notice(tt.data))
+		var got []string
+		for k := range diff {
+			got = append(got, k)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: discrepancies %v, want %v", tt.name, diff, tt.want)
+		}
+	}
 }

@@ -152,10 +152,12 @@ type RefundResponse struct {
 
 // RefundQueryResponse is the answer of GET /wxpay/refunds/{out_refund_no}.
 type RefundQueryResponse struct {
-	OutTradeNo    string        `json:"out_trade_no,omitempty"`
-	TransactionID string        `json:"transaction_id,omitempty"`
-	TotalFee      int64         `json:"total_fee,omitempty"`
-	Refunds       []RefundEntry `json:"refunds"`
+	OutTradeNo    string `json:"out_trade_no,omitempty"`
+	TransactionID string `json:"transaction_id,omitempty"`
+	TotalFee      int64  `json:"total_fee,omitempty"`
+	// The order's amount less non-cash coupons (APIv3: amount.payer_total).
+	SettlementTotalFee *int64        `json:"settlement_total_fee,omitempty"`
+	Refunds            []RefundEntry `json:"refunds"`
 }
 
 // Entry is the refund of q numbered outRefundNo, nil when q has none.
@@ -176,6 +178,10 @@ type RefundEntry struct {
 	RefundStatus string `json:"refund_status"`
 	SuccessTime  string `json:"success_time,omitempty"`
 	RecvAccount  string `json:"refund_recv_accout,omitempty"` // sic: API v2's name, as in refund events
+	// The funds the refund was paid from (API v2 only).
+	RefundAccount string `json:"refund_account,omitempty"`
+	// The refund less non-cash coupons (APIv3: amount.payer_refund).
+	SettlementRefundFee *int64 `json:"settlement_refund_fee,omitempty"`
 }
 
 // RefundNotice is a refund notification, verified (decrypted).

@@ -142,6 +142,18 @@ func optionalAmount(p Params, name string) (int64, error) {
 	return n, nil
 }
 
+// presentAmount parses the amount field name of an answer: nil when absent.
+func presentAmount(p Params, name string) (*int64, error) {
+	if _, ok := p.Lookup(name); !ok {
+		return nil, nil
+	}
+	n, err := parseAmount(p.Get(name))
+	if err != nil {
+		return nil, fieldErrorf(name, "%v", err)
+	}
+	return &n, nil
+}
+
 // requiredAmount parses the amount field name of an answer, which must be
 // present.
 func requiredAmount(p Params, name string) (int64, error) {

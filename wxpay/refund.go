@@ -215,9 +215,12 @@ func (c *Client) Refund(ctx context.Context, r *RefundRequest) (*RefundResponse,
 type RefundQueryResponse struct {
 	OutTradeNo    string
 	TransactionID string
-	TotalFee      int64          // the order's amount, fen
-	Refunds       []RefundStatus // the refunds of the answer, in WeChat's order
-	Raw           Params         // the whole verified answer
+	TotalFee      int64 // the order's amount, fen
+	// SettlementTotalFee is settlement_total_fee (fen): the order's amount
+	// less non-cash coupons; nil when the answer has none.
+	SettlementTotalFee *int64
+	Refunds            []RefundStatus // the refunds of the answer, in WeChat's order
+	Raw                Params         // the whole verified answer
 }
 
 // RefundStatus is one refund of a refundquery answer: the fields indexed
@@ -229,6 +232,12 @@ type RefundStatus struct {
 	SuccessTime  string // refund_success_time_$n, "yyyy-MM-dd HH:mm:ss" Beijing time, once refunded
 	RecvAccount  string // refund_recv_accout_$n (WeChat's spelling): where the money went
 	RefundFee    int64  // fen
+	// RefundAccount is refund_account_$n: the funds the refund was paid
+	// from (REFUND_SOURCE_UNSETTLED_FUNDS, REFUND_SOURCE_RECHARGE_FUNDS).
+	RefundAccount string
+	// SettlementRefundFee is settlement_refund_fee_$n (fen): the refund
+	// less non-cash coupons; nil when the answer has none.
+	SettlementRefundFee *int64
 }
 
 // QueryRefund asks WeChat for the state of the refund outRefundNo
@@ -273,6 +282,9 @@ func parseRefundQuery(p Params) (*RefundQueryResponse, error) {
 	if resp.TotalFee, err = optionalAmount(p, "total_fee"); err != nil {
 		return nil, err
 	}
+	if resp.SettlementTotalFee, err = presentAmount(p, "settlement_total_fee"); err != nil {
+		return nil, err
+	}
 	count, err := parseAmount(p.Get("refund_count"))
 	if err != nil {
 		return nil, fieldErrorf("refund_count", "%v", err)
@@ -287,7 +299,7 @@ func parseRefundQuery(p Params) (*RefundQueryResponse, error) {
 		rs := RefundStatus{
 			OutRefundNo: p.Get("out_refund_no" + n), RefundID: p.Get("refund_id" + n),
 			RefundStatus: p.Get("refund_status" + n), SuccessTime: p.Get("refund_success_time" + n),
-			RecvAccount: p.Get("refund_recv_accout" + n),
+			RecvAccount: p.Get("refund_recv_accout" + n), RefundAccount: p.Get("refund_account" + n),
 		}
 		for _, f := range []struct{ name, value string }{
 			{"out_refund_no", rs.OutRefundNo}, {"refund_id", rs.RefundID}, {"refund_status", rs.RefundStatus},
@@ -297,6 +309,9 @@ func parseRefundQuery(p Params) (*RefundQueryResponse, error) {
 			}
 		}
 		if rs.RefundFee, err = requiredAmount(p, "refund_fee"+n); err != nil {
+			return nil, err
+		}
+		if rs.SettlementRefundFee, err = presentAmount(p, "settlement_refund_fee"+n); err != nil {
 			return nil, err
 		}
 		resp.Refunds[i] = rs

@@ -365,13 +365,17 @@ func wantAPIError(code string) func(t *testing.T, err error) {
 
 // refundQueryAnswer is WeChat's answer to a refundquery, shaped like the
 // example of the refundquery page: two refunds of one order, the second the
-// one asked for, with coupon fields this package does not read.
+// one asked for, with coupon fields this package does not read. The order
+// used a 5 fen non-cash coupon (settlement_total_fee) and the second
+// refund gives it back (settlement_refund_fee_1); the first names its
+// funds (refund_account_0) and no settlement amount.
 func refundQueryAnswer(req Params) Params {
 	return okAnswer(req,
 		Param{"transaction_id", testTxID},
 		Param{"out_trade_no", testOutTradeNo},
 		Param{"total_fee", "88"},
-		Param{"cash_fee", "88"},
+		Param{"settlement_total_fee", "83"},
+		Param{"cash_fee", "83"},
 		Param{"refund_count", "2"},
 		Param{"out_refund_no_0", "R20150806125345"},
 		Param{"refund_id_0", "50000408942018111907145868881"},
@@ -380,9 +384,11 @@ func refundQueryAnswer(req Params) Params {
 		Param{"refund_status_0", "SUCCESS"},
 		Param{"refund_success_time_0", "2018-11-19 16:24:13"},
 		Param{"refund_recv_accout_0", "支付用户的零钱"},
+		Param{"refund_account_0", "REFUND_SOURCE_UNSETTLED_FUNDS"},
 		Param{"out_refund_no_1", req.Get("out_refund_no")},
 		Param{"refund_id_1", testRefundID},
 		Param{"refund_fee_1", "30"},
+		Param{"settlement_refund_fee_1", "25"},
 		Param{"coupon_refund_count_1", "1"},
 		Param{"coupon_refund_fee_1_0", "5"},
 		Param{"refund_status_1", "PROCESSING"},
@@ -396,11 +402,14 @@ func TestQueryRefund(t *testing.T) {
 	if err != nil {
 		t.Fatalf("QueryRefund: %v", err)
 	}
+	amount := func(n int64) *int64 { return &n }
 	want := RefundQueryResponse{
-		OutTradeNo: testOutTradeNo, TransactionID: testTxID, TotalFee: 88,
+		OutTradeNo: testOutTradeNo, TransactionID: testTxID, TotalFee: 88, SettlementTotalFee: amount(83),
 		Refunds: []RefundStatus{
-			{OutRefundNo: "R20150806125345", RefundID: "50000408942018111907145868881", RefundStatus: RefundStatusSuccess, SuccessTime: "2018-11-19 16:24:13", RecvAccount: "支付用户的零钱", RefundFee: 10},
-			{OutRefundNo: testOutRefundNo, RefundID: testRefundID, RefundStatus: RefundStatusProcessing, RecvAccount: "招商银行信用卡0403", RefundFee: 30},
+			{OutRefundNo: "R20150806125345", RefundID: "50000408942018111907145868881", RefundStatus: RefundStatusSuccess, SuccessTime: "2018-11-19 16:24:13", RecvAccount: "支付用户的零钱", RefundFee: 10,
+				RefundAccount: "REFUND_SOURCE_UNSETTLED_FUNDS"},
+			{OutRefundNo: testOutRefundNo, RefundID: testRefundID, RefundStatus: RefundStatusProcessing, RecvAccount: "招商银行信用卡0403", RefundFee: 30,
+				SettlementRefundFee: amount(25)},
 		},
 	}
 	if got.Raw.Get("coupon_refund_fee_1_0") != "5" {

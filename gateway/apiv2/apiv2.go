@@ -186,10 +186,11 @@ func (p *Protocol) QueryRefund(ctx context.Context, appID, outRefundNo string) (
 		return nil, callError(err)
 	}
 	out := &gateway.RefundQueryResponse{OutTradeNo: resp.OutTradeNo, TransactionID: resp.TransactionID, TotalFee: resp.TotalFee,
-		Refunds: make([]gateway.RefundEntry, 0, len(resp.Refunds))}
+		SettlementTotalFee: resp.SettlementTotalFee, Refunds: make([]gateway.RefundEntry, 0, len(resp.Refunds))}
 	for _, s := range resp.Refunds {
 		out.Refunds = append(out.Refunds, gateway.RefundEntry{OutRefundNo: s.OutRefundNo, RefundID: s.RefundID, RefundFee: s.RefundFee,
-			RefundStatus: s.RefundStatus, SuccessTime: s.SuccessTime, RecvAccount: s.RecvAccount})
+			RefundStatus: s.RefundStatus, SuccessTime: s.SuccessTime, RecvAccount: s.RecvAccount,
+			RefundAccount: s.RefundAccount, SettlementRefundFee: s.SettlementRefundFee})
 	}
 	return out, nil
 }

@@ -216,10 +216,12 @@ func (p *Protocol) QueryRefund(ctx context.Context, _ string, outRefundNo string
 	if err != nil {
 		return nil, &gateway.CallError{Kind: gateway.BadReply, Err: fmt.Errorf("apiv3: refund query of %s: %w", outRefundNo, err)}
 	}
+	// As refundData maps a refund notification's amounts.
+	payerTotal, payerRefund := r.Amount.PayerTotal, r.Amount.PayerRefund
 	return &gateway.RefundQueryResponse{
-		OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID, TotalFee: r.Amount.Total,
+		OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID, TotalFee: r.Amount.Total, SettlementTotalFee: &payerTotal,
 		Refunds: []gateway.RefundEntry{{OutRefundNo: r.OutRefundNo, RefundID: r.RefundID, RefundFee: r.Amount.Refund,
-			RefundStatus: v2RefundStatus(r.Status), SuccessTime: st, RecvAccount: r.UserReceivedAccount}},
+			RefundStatus: v2RefundStatus(r.Status), SuccessTime: st, RecvAccount: r.UserReceivedAccount, SettlementRefundFee: &payerRefund}},
 	}, nil
 }
 
