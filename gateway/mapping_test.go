@@ -405,3 +405,38 @@ func TestRefusedOrUnknown(t *testing.T) {
 		}
 	}
 }
+
+// countingObserver counts the notifications refused.
+type countingObserver struct {
+	nopObserver
+	refused int
+}
+
+func (o *countingObserver) NotificationTaken(_, _, result, _ string) {
+	if result == "refused" {
+		o.refused++
+	}
+}
+
+// Anyone can post to the notify routes: a flood of forgeries is logged in
+// full RefusalLogFirst times a second, then one in RefusalLogThereafter,
+// and counted whole by the metrics.
+func TestRefusalLogIsSampled(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	obs := &countingObserver{}
+	s := New(Config{Logger: zap.New(core), Observer: obs})
+	m := &Merchant{Name: "default", MchID: "10000100", AppIDs: []string{"wx1"}, API: refusingProtocol{}}
+	const n = 2000
+	start := time.Now()
+	for range n {
+		s.AcceptPaymentNotification(context.Background(), m, Notification{Body: []byte("<xml>forged</xml>")})
+	}
+	seconds := int(time.Since(start)/time.Second) + 1 // the sampler's windows the flood spanned
+	logged := logs.FilterMessage("notification refused; WeChat will retry").Len()
+	if most := seconds * (RefusalLogFirst + n/RefusalLogThereafter); logged < RefusalLogFirst || logged > most {
+		t.Fatalf("%d forgeries in %d s: %d log entries, want %d to %d", n, seconds, logged, RefusalLogFirst, most)
+	}
+	if obs.refused != n {
+		t.Fatalf("the metrics counted %d refusals of %d", obs.refused, n)
+	}
+}

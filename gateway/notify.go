@@ -104,9 +104,9 @@ func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, re
 		fields = append(fields, LogError(err))
 	}
 	if errors.Is(err, ErrSignatureProbe) {
-		s.logger.Info("WeChat's signature probe (WECHATPAY/SIGNTEST) refused, as it must be", fields...)
+		s.refusals.Info("WeChat's signature probe (WECHATPAY/SIGNTEST) refused, as it must be", fields...)
 	} else {
-		s.logger.Warn("notification refused; WeChat will retry", fields...)
+		s.refusals.Warn("notification refused; WeChat will retry", fields...)
 	}
 	kind := n.Kind
 	if kind != KindRefund {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
 )
@@ -69,6 +70,13 @@ type Config struct {
 	Observer Observer
 }
 
+// How refused notifications are logged: in full RefusalLogFirst times a
+// second (per message), then one in RefusalLogThereafter.
+const (
+	RefusalLogFirst      = 10
+	RefusalLogThereafter = 100
+)
+
 // Service is the gateway's service; see the package documentation. It is
 // safe for concurrent use.
 type Service struct {
@@ -77,6 +85,7 @@ type Service struct {
 	direct         Deliverer
 	reconcileDelay time.Duration
 	logger         *zap.Logger
+	refusals       *zap.Logger // logger, sampled: refused notifications
 	now            func() time.Time
 	obs            Observer
 	openIDKey      []byte
@@ -94,6 +103,13 @@ func New(c Config) *Service {
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
+	// Anyone can post to the notify routes: refusals are logged in full
+	// RefusalLogFirst times a second, then one in RefusalLogThereafter
+	// (the metrics count them all), so that a flood of forgeries does not
+	// drown the log.
+	s.refusals = s.logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, RefusalLogFirst, RefusalLogThereafter)
+	}))
 	if s.now == nil {
 		s.now = time.Now
 	}
