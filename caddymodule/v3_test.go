@@ -510,3 +510,35 @@ func TestV3NotificationChecks(t *testing.T) {
 		}
 	})
 }
+
+// The same payment and refund, made under v2 and under v3, reach the
+// backend with the same fields in data: every v2 field but the few APIv3
+// has nothing for (README), the refund's appid included.
+func TestV3EventsKeepTheV2Fields(t *testing.T) {
+	noV3 := map[string]bool{"nonce_str": true, "is_subscribe": true, "refund_account": true, "refund_request_source": true}
+	fields := map[string]map[string]map[string]any{} // version → event type → data
+	for _, v3 := range []string{"", "public_key"} {
+		g := startGateway(t, gatewayOptions{v3: v3})
+		g.placeAndPay(t, "fields01", 88, wxpaysim.PayOptions{})
+		waitFor(t, "the payment's event", 5*time.Second, func() bool { return len(eventsOfType(g, t, "payment.succeeded")) == 1 })
+		if status, out := g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "fields01", "out_refund_no": "fields01r", "total_fee": 88, "refund_fee": 40}); status != 200 {
+			t.Fatalf("refund: %d %v", status, out)
+		}
+		waitFor(t, "the refund's event", 10*time.Second, func() bool { return len(eventsOfType(g, t, "refund.succeeded")) == 1 })
+		fields[v3] = map[string]map[string]any{}
+		for _, typ := range []string{"payment.succeeded", "refund.succeeded"} {
+			fields[v3][typ] = eventsOfType(g, t, typ)[0]["data"].(map[string]any)
+		}
+	}
+	for typ, v2 := range fields[""] {
+		v3 := fields["public_key"][typ]
+		for k, v := range v2 {
+			if _, ok := v3[k]; !ok && !noV3[k] {
+				t.Errorf("%s: the v2 event has %s (%v), the v3 one has not", typ, k, v)
+			}
+		}
+		if v3["appid"] != testAppID || v3["mch_id"] != testMchID || v3["wechat"] == nil {
+			t.Errorf("%s on v3: appid %v, mch_id %v, wechat %v", typ, v3["appid"], v3["mch_id"], v3["wechat"] != nil)
+		}
+	}
+}

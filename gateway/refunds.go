@@ -150,6 +150,11 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "mch_id or appid mismatch",
 			fmt.Errorf("refund notification for mch_id %q appid %q reached merchant %s", rn.MchID, rn.AppID, m.Name))
 	}
+	if _, ok := rn.Data["appid"]; !ok { // APIv3's: events carry it all the same
+		if id := s.eventAppID(ctx, m, rn.OutTradeNo); id != "" {
+			rn.Data["appid"] = id
+		}
+	}
 	now := s.now()
 	ev, err := event.NewRefund(m.MchID, rn.RefundID, rn.Status, rn.Data, now)
 	if err != nil {
@@ -360,6 +365,21 @@ func (s *Service) DownloadBill(ctx context.Context, m *Merchant, date, billType 
 	return m.API.DownloadBill(ctx, BillRequest{AppID: appID, Date: date, Type: billType, Gzip: gzipped})
 }
 
+// eventAppID is the app id a refund's event names when WeChat's message
+// names none (APIv3's refund notifications, refund queries): the recorded
+// order's, or the merchant's only one; "" when neither says.
+func (s *Service) eventAppID(ctx context.Context, m *Merchant, outTradeNo string) string {
+	if s.ledger != nil && outTradeNo != "" {
+		if o, err := s.ledger.GetOrder(ctx, m.MchID, outTradeNo); err == nil && o.AppID != "" {
+			return o.AppID
+		}
+	}
+	if len(m.AppIDs) == 1 {
+		return m.AppIDs[0]
+	}
+	return ""
+}
+
 // recordQueriedRefund records a refund in a final state that a query found
 // (its notification never came, or its answer said nothing), as its
 // notification would have: the event under the same id, the refund's
@@ -375,6 +395,18 @@ func (s *Service) recordQueriedRefund(ctx context.Context, m *Merchant, q *Refun
 	}
 	if e.RecvAccount != "" {
 		data["refund_recv_accout"] = e.RecvAccount // sic: API v2's name
+	}
+	if e.RefundAccount != "" {
+		data["refund_account"] = e.RefundAccount
+	}
+	if q.SettlementTotalFee != nil {
+		data["settlement_total_fee"] = *q.SettlementTotalFee
+	}
+	if e.SettlementRefundFee != nil {
+		data["settlement_refund_fee"] = *e.SettlementRefundFee
+	}
+	if id := s.eventAppID(ctx, m, q.OutTradeNo); id != "" {
+		data["appid"] = id
 	}
 	ev, err := event.NewRefund(m.MchID, e.RefundID, e.RefundStatus, data, now)
 	if err != nil {
