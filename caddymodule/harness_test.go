@@ -145,7 +145,11 @@ type gatewayOptions struct {
 	// v3 switches the default merchant to APIv3: "public_key",
 	// "certificates" or "migration" (both); the simulator signs in that
 	// mode. "" keeps API v2.
-	v3       string
+	v3 string
+	// simV3 is the simulator's signing mode when it is not v3's (a
+	// gateway configured for the migration, WeChat already in public key
+	// mode).
+	simV3    string
 	upstream string // more options in the upstream block
 	global   string // more options in the wxpay block
 }
@@ -193,7 +197,11 @@ func startGateway(t *testing.T, opts gatewayOptions) *gateway {
 		}
 	}
 	if opts.v3 != "" {
-		if err := g.sim.SetV3Signing(testMchID, opts.v3 != "certificates", opts.v3 != "public_key"); err != nil {
+		mode := opts.v3
+		if opts.simV3 != "" {
+			mode = opts.simV3
+		}
+		if err := g.sim.SetV3Signing(testMchID, mode != "certificates", mode != "public_key"); err != nil {
 			t.Fatal(err)
 		}
 		t.Setenv("WXPAY_TEST_API_V3_KEY", testV3Key)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -147,6 +146,7 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 	if certsMode == "auto" {
 		certs := &wxpayv3.PlatformCertificates{
 			Client: client, Key: v3Key, Store: &certificateStore{storage: ctx.Storage(), key: "wxpay/platform_certificates/" + mchID + ".pem"},
+			Optional: pubID != "", // the public key verifies WeChat when it has no certificates
 			Logf: func(format string, args ...any) {
 				logger.Info(fmt.Sprintf(format, args...), zap.String("merchant", name))
 			},
@@ -167,13 +167,7 @@ func (cfg *Merchant) provisionV3(ctx caddy.Context, name, mchID string, repl *ca
 				sctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
 				defer cancel()
 				if err := certs.Start(sctx); err != nil {
-					var (
-						ae *wxpayv3.APIError
-						ve *wxpayv3.VerifyError
-					)
-					notExist := (errors.As(err, &ae) && ae.Code == "RESOURCE_NOT_EXISTS") ||
-						(errors.As(err, &ve) && ve.Status == http.StatusNotFound && ve.Code == "RESOURCE_NOT_EXISTS")
-					if notExist && pubID != "" {
+					if certs.Optional && wxpayv3.IsNoPlatformCertificates(err) {
 						logger.Info("WeChat has no platform certificates for this merchant (public key mode): the public key verifies it",
 							zap.String("merchant", name))
 						return

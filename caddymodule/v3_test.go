@@ -542,3 +542,34 @@ func TestV3EventsKeepTheV2Fields(t *testing.T) {
 		}
 	}
 }
+
+// A gateway configured for the migration (public key and platform
+// certificates) whose merchant WeChat has already moved to public key
+// mode: WeChat answers /v3/certificates 404 RESOURCE_NOT_EXISTS. Start-up
+// goes on, says so once at info level, and asks no more before the
+// refresh period; orders and notifications are verified with the public
+// key.
+func TestV3MigrationConfigInPublicKeyMode(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "migration", simV3: "public_key"})
+	g.placeAndPay(t, "pkmode01", 30, wxpaysim.PayOptions{})
+	waitFor(t, "the payment's event", 5*time.Second, func() bool { return len(eventsOfType(g, t, "payment.succeeded")) == 1 })
+	const msg = "WeChat has no platform certificates for this merchant (public key mode): the public key verifies it"
+	waitFor(t, "the start-up's download answered", 5*time.Second, func() bool { return len(logEntries(t, g, msg)) > 0 })
+	time.Sleep(200 * time.Millisecond) // anything logged after it
+	said := logEntries(t, g, msg)
+	if len(said) != 1 || said[0]["level"] != "info" {
+		t.Fatalf("the 404 logged %d times: %v", len(said), said)
+	}
+	for _, msg := range []string{"platform certificates not loaded yet; they are fetched again when WeChat names an unknown serial"} {
+		if n := len(logEntries(t, g, msg)); n != 0 {
+			t.Fatalf("%q logged %d times", msg, n)
+		}
+	}
+	b, err := os.ReadFile(g.logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "RESOURCE_NOT_EXISTS"); n > 1 {
+		t.Fatalf("RESOURCE_NOT_EXISTS in %d log entries", n)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -79,6 +80,13 @@ type PlatformCertificates struct {
 	// their failures, a store that fails. It must be safe for concurrent
 	// use.
 	Logf func(format string, args ...any)
+	// Optional: the merchant verifies WeChat with a WeChat Pay public key
+	// too. WeChat answering that it has no platform certificates for the
+	// merchant (IsNoPlatformCertificates: the merchant is in public key
+	// mode) is then normal: not passed to Logf, and the next periodic
+	// download waits a whole RefreshEvery instead of retrying sooner.
+	// (Start still returns that answer, for the caller to log once.)
+	Optional bool
 
 	set atomic.Pointer[certSet]
 
@@ -257,7 +265,9 @@ func (p *PlatformCertificates) loop(ctx context.Context, done chan struct{}, las
 	retry := gap
 	for {
 		wait := every
-		if lastErr != nil || p.set.Load() == nil {
+		if p.normalAbsence(lastErr) {
+			retry = gap
+		} else if lastErr != nil || p.set.Load() == nil {
 			wait = retry
 			retry = min(2*retry, every)
 		} else {
@@ -275,10 +285,28 @@ func (p *PlatformCertificates) loop(ctx context.Context, done chan struct{}, las
 		} else {
 			lastErr = p.Refresh(ctx)
 		}
-		if lastErr != nil {
+		if lastErr != nil && !p.normalAbsence(lastErr) {
 			p.logf("%v", lastErr)
 		}
 	}
+}
+
+// normalAbsence reports whether err is WeChat saying it has no platform
+// certificates for a merchant that has another key (Optional).
+func (p *PlatformCertificates) normalAbsence(err error) bool {
+	return p.Optional && IsNoPlatformCertificates(err)
+}
+
+// IsNoPlatformCertificates reports whether err is WeChat's answer that it
+// has no platform certificates for the merchant (404 RESOURCE_NOT_EXISTS,
+// "无可用的平台证书"): a merchant in WeChat Pay public key mode.
+func IsNoPlatformCertificates(err error) bool {
+	var (
+		ae *APIError
+		ve *VerifyError
+	)
+	return (errors.As(err, &ae) && ae.Code == "RESOURCE_NOT_EXISTS") ||
+		(errors.As(err, &ve) && ve.Status == http.StatusNotFound && ve.Code == "RESOURCE_NOT_EXISTS")
 }
 
 // Stop ends the background refresh and waits for it, and for the
@@ -420,7 +448,7 @@ func (p *PlatformCertificates) triggerRefresh(now time.Time) <-chan struct{} {
 	go func() {
 		defer p.async.Done()
 		err := p.download(ctx)
-		if err != nil {
+		if err != nil && !p.normalAbsence(err) {
 			p.logf("%v", err)
 		}
 		p.land(f, err)

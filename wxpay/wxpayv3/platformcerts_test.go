@@ -660,3 +660,60 @@ func refreshWaiters() int {
 	}
 	return count
 }
+
+// WeChat answers a merchant in public key mode that it has no platform
+// certificates (404 RESOURCE_NOT_EXISTS). With the public key configured
+// too (Optional), that is normal: Start returns it (the caller logs it
+// once), and the background neither logs it again nor asks again before a
+// whole RefreshEvery. Without another key it is a failure: retried sooner,
+// and logged each time.
+func TestPlatformCertificatesAbsentInPublicKeyMode(t *testing.T) {
+	for _, optional := range []bool{true, false} {
+		t.Run(map[bool]string{true: "with a public key", false: "certificates only"}[optional], func(t *testing.T) {
+			w := newFakeWeChat(t)
+			body := []byte(`{"code":"RESOURCE_NOT_EXISTS","message":"无可用的平台证书"}`)
+			w.handle(func(*seenRequest) *reply { return &reply{status: http.StatusNotFound, body: body} })
+			c := w.client()
+			var mu sync.Mutex
+			var logged []string
+			p := &PlatformCertificates{Client: c, Key: w.f.key, Now: w.clock.Now, Optional: optional,
+				MinRefreshGap: 10 * time.Millisecond, RefreshEvery: time.Hour,
+				Logf: func(format string, args ...any) {
+					mu.Lock()
+					logged = append(logged, fmt.Sprintf(format, args...))
+					mu.Unlock()
+				}}
+			c.Verifier = &Verifier{Keys: KeySources{c.Verifier.Keys, p}, Now: w.clock.Now}
+			if err := p.Start(context.Background()); !IsNoPlatformCertificates(err) {
+				t.Fatalf("Start: %v, want WeChat's 404 RESOURCE_NOT_EXISTS", err)
+			}
+			// Retries after a failure: 10 ms, 20, 40, 80, 160: in public key
+			// mode none in 300 ms; otherwise the first two (given 5 s).
+			deadline := time.Now().Add(map[bool]time.Duration{true: 300 * time.Millisecond, false: 5 * time.Second}[optional])
+			loggedAgain := func() int {
+				mu.Lock()
+				defer mu.Unlock()
+				n := 0
+				for _, l := range logged {
+					if strings.Contains(l, "RESOURCE_NOT_EXISTS") {
+						n++
+					}
+				}
+				return n
+			}
+			for time.Now().Before(deadline) && (optional || loggedAgain() < 2) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			p.Stop()
+			again, downloads := loggedAgain(), w.count("/v3/certificates")
+			mu.Lock()
+			defer mu.Unlock()
+			if optional && (downloads != 1 || again != 0) {
+				t.Fatalf("public key mode: %d downloads, the 404 logged %d times in the background:\n%s", downloads, again, strings.Join(logged, "\n"))
+			}
+			if !optional && (downloads < 3 || again < 2) {
+				t.Fatalf("certificates only: %d downloads, %d logged, want retries, each logged", downloads, again)
+			}
+		})
+	}
+}
