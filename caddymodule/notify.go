@@ -28,7 +28,7 @@ func (h *Handler) takeNotification(w http.ResponseWriter, r *http.Request, accep
 	n := gateway.Notification{Header: r.Header, RemoteIP: clientIP(r)}
 	svc, err := h.app.serviceFor(r.Context())
 	if err != nil {
-		writeReply(w, h.merchant.NotifyReply(r.Header, http.StatusServiceUnavailable, "starting"))
+		writeReply(w, h.merchant.NotifyReply(r.Header, nil, http.StatusServiceUnavailable, "starting"))
 		return
 	}
 	body, err := readLimited(w, r, maxNotificationSize)

@@ -1,6 +1,7 @@
 package caddymodule_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-wxpay/caddy-wxpay/event"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpayv3"
 )
@@ -320,12 +323,9 @@ func TestV3BadNotifications(t *testing.T) {
 			}
 		})
 	}
-	logs, err := os.ReadFile(g.logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(logs), "signature probe (WECHATPAY/SIGNTEST) refused, as it must be") {
-		t.Error("the SIGNTEST probe was not logged as such")
+	probe := logEntries(t, g, "WeChat's signature probe (WECHATPAY/SIGNTEST) refused, as it must be")
+	if len(probe) == 0 || probe[0]["level"] != "info" {
+		t.Errorf("the SIGNTEST probe was not logged as such, at info level: %v", probe)
 	}
 }
 
@@ -571,5 +571,110 @@ func TestV3MigrationConfigInPublicKeyMode(t *testing.T) {
 	}
 	if n := strings.Count(string(b), "RESOURCE_NOT_EXISTS"); n > 1 {
 		t.Fatalf("RESOURCE_NOT_EXISTS in %d log entries", n)
+	}
+}
+
+// Each notification is taken only by an API version the merchant has the
+// credentials for: an APIv3 notification (its headers, or only its JSON:
+// a proxy that strips Wechatpay-* headers) at a merchant on API v2, and an
+// API v2 notification, correctly signed, at a merchant on APIv3 without
+// api_key, are refused as such; nothing is stored or forwarded.
+func TestNotificationOfAnotherAPIVersionRefused(t *testing.T) {
+	const reason = "no API version of the merchant takes this notification"
+	v3Body := []byte(`{"id":"EV-2018022511223320873","create_time":"2015-05-20T13:29:35+08:00","resource_type":"encrypt-resource","event_type":"TRANSACTION.SUCCESS","resource":{"algorithm":"AEAD_AES_256_GCM","ciphertext":"AAAA","nonce":"abcdefghijkl","associated_data":"transaction"}}`)
+	refused := func(g *gateway, n int) {
+		t.Helper()
+		waitFor(t, "the refusal logged", 5*time.Second, func() bool {
+			count := 0
+			for _, e := range logEntries(t, g, "notification refused; WeChat will retry") {
+				if e["reason"] == reason {
+					count++
+				}
+			}
+			return count == n
+		})
+		if got := g.backend.got(); len(got) != 0 {
+			t.Fatalf("forwarded: %v", got)
+		}
+	}
+
+	t.Run("APIv3's at a merchant on API v2", func(t *testing.T) {
+		g := startGateway(t, gatewayOptions{})
+		for i, headers := range []map[string]string{
+			{"Wechatpay-Signature": "c2lnbmF0dXJl", "Wechatpay-Serial": testPubKeyID, "Wechatpay-Timestamp": strconv.FormatInt(time.Now().Unix(), 10), "Wechatpay-Nonce": "n"},
+			{}, // stripped on the way
+		} {
+			req, _ := http.NewRequest(http.MethodPost, g.base+"/wxpay/notify", bytes.NewReader(v3Body))
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("answered %d", resp.StatusCode)
+			}
+			refused(g, i+1)
+		}
+	})
+
+	t.Run("API v2's at a merchant on APIv3 without api_key", func(t *testing.T) {
+		g := startGateway(t, gatewayOptions{v3: "public_key"})
+		cfg := strings.Replace(g.cfg, "api_key     {env.WXPAY_TEST_API_KEY}\n", "", 1)
+		if cfg == g.cfg {
+			t.Fatal("no api_key line to remove")
+		}
+		loadCaddyfile(t, cfg)
+		p := wxpay.Params{{Name: "appid", Value: testAppID}, {Name: "bank_type", Value: "CFT"}, {Name: "cash_fee", Value: "1"},
+			{Name: "mch_id", Value: testMchID}, {Name: "nonce_str", Value: "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"},
+			{Name: "openid", Value: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}, {Name: "out_trade_no", Value: "v2only01"},
+			{Name: "result_code", Value: "SUCCESS"}, {Name: "return_code", Value: "SUCCESS"}, {Name: "time_end", Value: "20261207101010"},
+			{Name: "total_fee", Value: "1"}, {Name: "trade_type", Value: "JSAPI"}, {Name: "transaction_id", Value: "4200000000202612070000000001"}}
+		sign, err := wxpay.Sign(p, wxpay.APIKey(testKey), wxpay.SignTypeMD5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := wxpay.EncodeXML(append(p, wxpay.Param{Name: "sign", Value: sign}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, reply := g.postRaw("/wxpay/notify", "text/xml", body); status != http.StatusBadRequest {
+			t.Fatalf("answered %d %s", status, reply)
+		}
+		refused(g, 1)
+	})
+}
+
+// During the migration WeChat signs each notification with either key:
+// the gateway verifies each with the key its serial names, the public key
+// or the platform certificate (each forced in turn, not left to chance).
+func TestV3MigrationVerifiesEitherKey(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "migration"})
+	b, err := os.ReadFile("../demo/v3/sim_platform_cert.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := wxpayv3.ParseCertificate(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range []struct{ signer, serial string }{
+		{wxpaysim.SignerPublicKey, testPubKeyID},
+		{wxpaysim.SignerCertificate, wxpaysim.CertificateSerial(cert)},
+	} {
+		if err := g.sim.SetV3NotificationSigner(testMchID, tt.signer); err != nil {
+			t.Fatal(err)
+		}
+		no := fmt.Sprintf("mix%05d", i)
+		g.placeAndPay(t, no, 20+i, wxpaysim.PayOptions{})
+		waitFor(t, "the notification answered", 5*time.Second, func() bool { return acked(g.sim, no) })
+		r := notificationFor(g.sim, no)
+		if len(r.Attempts) != 1 || r.Attempts[0].Serial != tt.serial || r.Attempts[0].StatusCode != http.StatusNoContent {
+			t.Fatalf("%s: attempts %+v, want one signed %s and taken", tt.signer, r.Attempts, tt.serial)
+		}
+		waitFor(t, "the event", 5*time.Second, func() bool { return len(eventsOfType(g, t, "payment.succeeded")) == i+1 })
 	}
 }

@@ -371,7 +371,7 @@ func (refusingProtocol) ParsePaymentNotification(_ http.Header, body []byte) (*P
 	return nil, fmt.Errorf("malformed: %q", body)
 }
 
-func (refusingProtocol) TakesNotification(http.Header) bool { return true }
+func (refusingProtocol) TakesNotification(http.Header, []byte) bool { return true }
 
 func (refusingProtocol) NotifyReply(status int, reason string) Reply {
 	return Reply{Status: status, Body: []byte(reason)}

@@ -37,13 +37,13 @@ type Merchant struct {
 }
 
 // notificationAPI is the merchant's API version that takes a notification
-// with these headers; false when none does.
-func (m *Merchant) notificationAPI(h http.Header) (Protocol, bool) {
-	if m.API.TakesNotification(h) {
+// with these headers and body; false when none does.
+func (m *Merchant) notificationAPI(h http.Header, body []byte) (Protocol, bool) {
+	if m.API.TakesNotification(h, body) {
 		return m.API, true
 	}
 	for _, p := range m.AlsoNotifiedBy {
-		if p.TakesNotification(h) {
+		if p.TakesNotification(h, body) {
 			return p, true
 		}
 	}
@@ -67,12 +67,12 @@ func (m *Merchant) appID(asked string) (string, error) {
 	return asked, nil
 }
 
-// NotifyReply is the reply to a notification with headers h in the format
-// of its API version (the merchant's primary one when none of its versions
-// takes it): received when status is 200, otherwise refused with status
-// and reason.
-func (m *Merchant) NotifyReply(h http.Header, status int, reason string) Reply {
-	if p, ok := m.notificationAPI(h); ok {
+// NotifyReply is the reply to a notification with headers h and body in
+// the format of its API version (the merchant's primary one when none of
+// its versions takes it): received when status is 200, otherwise refused
+// with status and reason.
+func (m *Merchant) NotifyReply(h http.Header, body []byte, status int, reason string) Reply {
+	if p, ok := m.notificationAPI(h, body); ok {
 		return p.NotifyReply(status, reason)
 	}
 	return m.API.NotifyReply(status, reason)

@@ -39,7 +39,7 @@ const (
 // refusal, so that WeChat sends the notification again.
 func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n Notification) Reply {
 	n.Kind = KindPayment
-	api, ok := m.notificationAPI(n.Header)
+	api, ok := m.notificationAPI(n.Header, n.Body)
 	if !ok {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "no API version of the merchant takes this notification", errNoNotificationAPI)
 	}
@@ -113,7 +113,7 @@ func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, re
 		kind = KindPayment
 	}
 	s.obs.NotificationTaken(m.Name, kind, "refused", notificationReason(status, reason, err))
-	return m.NotifyReply(n.Header, status, reason)
+	return m.NotifyReply(n.Header, n.Body, status, reason)
 }
 
 // deliverBeforeReply delivers an event while WeChat waits (no ledger): ok

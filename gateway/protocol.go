@@ -46,10 +46,13 @@ type Protocol interface {
 	// DownloadBill streams a day's bill (CSV, or gzip when asked).
 	DownloadBill(ctx context.Context, r BillRequest) (io.ReadCloser, error)
 
-	// TakesNotification reports whether a notification, by its headers,
-	// is of this API version (APIv3's carry Wechatpay-Signature; API v2's
-	// do not), so that a merchant switching versions takes both.
-	TakesNotification(h http.Header) bool
+	// TakesNotification reports whether a notification, by its headers
+	// and body, is of this API version (APIv3's carry Wechatpay-Signature
+	// and a JSON body; API v2's neither), so that a merchant switching
+	// versions takes both. A JSON body without the header is APIv3's, its
+	// headers lost on the way (a proxy that strips Wechatpay-*): refused
+	// as such, not read as XML.
+	TakesNotification(h http.Header, body []byte) bool
 	// ParsePaymentNotification verifies a payment notification, as its
 	// exact bytes arrived, and parses it. It does not check the merchant
 	// or the order: the gateway does.
@@ -60,4 +63,17 @@ type Protocol interface {
 	// when status is 200, otherwise refused with status and reason, which
 	// makes WeChat send it again.
 	NotifyReply(status int, reason string) Reply
+}
+
+// LooksLikeJSON reports whether a notification's body is a JSON object
+// (APIv3's), not XML (API v2's): its first byte past white space is "{".
+func LooksLikeJSON(body []byte) bool {
+	for _, c := range body {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c == '{'
+	}
+	return false
 }

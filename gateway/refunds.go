@@ -137,7 +137,7 @@ func (s *Service) QueryRefund(ctx context.Context, m *Merchant, outRefundNo, app
 // WeChat notifies again; nothing is stored.
 func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n Notification) Reply {
 	n.Kind = KindRefund
-	api, ok := m.notificationAPI(n.Header)
+	api, ok := m.notificationAPI(n.Header, n.Body)
 	if !ok {
 		return s.RefuseNotification(m, n, http.StatusBadRequest, "no API version of the merchant takes this notification", errNoNotificationAPI)
 	}

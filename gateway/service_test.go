@@ -387,7 +387,8 @@ func TestNotificationRefused(t *testing.T) {
 		{"another app", doc(mchID, "wx0000000000000000", apiKey), "appid mismatch"},
 		{"another key", doc(mchID, appID, "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"), "invalid notification"},
 		{"tampered", bytes.Replace(doc(mchID, appID, apiKey), []byte("[1]"), []byte("[2]"), 1), "invalid notification"},
-		{"not XML", []byte("{}"), "invalid notification"},
+		{"not XML", []byte("xml"), "invalid notification"},
+		{"APIv3's JSON to a merchant without APIv3", []byte(`{"id":"EV-1"}`), "no API version of the merchant takes this notification"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -205,9 +205,9 @@ func (p *Protocol) DownloadBill(ctx context.Context, r gateway.BillRequest) (io.
 }
 
 // TakesNotification reports whether a notification is API v2's: one
-// without APIv3's Wechatpay-Signature header.
-func (p *Protocol) TakesNotification(h http.Header) bool {
-	return h.Get("Wechatpay-Signature") == ""
+// without APIv3's Wechatpay-Signature header and JSON body.
+func (p *Protocol) TakesNotification(h http.Header, body []byte) bool {
+	return h.Get("Wechatpay-Signature") == "" && !gateway.LooksLikeJSON(body)
 }
 
 // ParsePaymentNotification verifies a pay notification's sign over every

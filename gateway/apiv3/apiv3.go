@@ -54,9 +54,11 @@ func New(cfg Config) *Protocol {
 }
 
 // TakesNotification reports whether a notification is APIv3's: it carries
-// the Wechatpay-Signature header (API v2's are XML with a sign field).
-func (p *Protocol) TakesNotification(h http.Header) bool {
-	return wxpayv3.IsV3Request(h)
+// the Wechatpay-Signature header, or a JSON body (whose headers were lost
+// on the way: it is refused for their lack). API v2's are XML with a sign
+// field.
+func (p *Protocol) TakesNotification(h http.Header, body []byte) bool {
+	return wxpayv3.IsV3Request(h) || gateway.LooksLikeJSON(body)
 }
 
 // ValidateOrder checks what APIv3 needs of the order that the gateway's

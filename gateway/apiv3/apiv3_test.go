@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/caddy-wxpay/caddy-wxpay/gateway"
+	"github.com/caddy-wxpay/caddy-wxpay/gateway/apiv2"
+	"github.com/caddy-wxpay/caddy-wxpay/wxpay"
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpayv3"
 )
 
@@ -224,17 +226,32 @@ func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 
-// APIv3 takes notifications with its headers, API v2 the rest; replies are
-// 204 without a body, or the JSON failure.
+// APIv3 takes notifications with its headers or a JSON body (its headers
+// lost on the way: refused for their lack, not read as XML), API v2 the
+// rest; replies are 204 without a body, or the JSON failure.
 func TestNotificationsAndReplies(t *testing.T) {
 	p := New(Config{Client: &wxpayv3.Client{MchID: "1"}})
-	h := http.Header{}
-	if p.TakesNotification(h) {
-		t.Fatal("a notification without Wechatpay-Signature taken as APIv3's")
-	}
-	h.Set("Wechatpay-Signature", "x")
-	if !p.TakesNotification(h) {
-		t.Fatal("an APIv3 notification not taken")
+	v2 := apiv2.New(&wxpay.Client{MchID: "1"})
+	signed := http.Header{"Wechatpay-Signature": {"x"}}
+	for _, tt := range []struct {
+		name string
+		h    http.Header
+		body string
+		v3   bool
+	}{
+		{"API v2's XML", http.Header{}, "<xml><return_code>SUCCESS</return_code></xml>", false},
+		{"XML after white space", http.Header{}, "\n <xml></xml>", false},
+		{"an empty body", http.Header{}, "", false},
+		{"APIv3's, signed", signed, `{"id":"EV-1"}`, true},
+		{"Wechatpay-Signature on anything", signed, "<xml></xml>", true},
+		{"APIv3's JSON, its headers stripped", http.Header{}, ` {"id":"EV-1","resource":{}}`, true},
+	} {
+		if got := p.TakesNotification(tt.h, []byte(tt.body)); got != tt.v3 {
+			t.Errorf("%s: APIv3 takes it: %v", tt.name, got)
+		}
+		if got := v2.TakesNotification(tt.h, []byte(tt.body)); got == tt.v3 {
+			t.Errorf("%s: API v2 takes it: %v", tt.name, got)
+		}
 	}
 	if r := p.NotifyReply(http.StatusOK, ""); r.Status != http.StatusNoContent || len(r.Body) != 0 {
 		t.Fatalf("received: %+v", r)
