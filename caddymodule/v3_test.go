@@ -678,3 +678,25 @@ func TestV3MigrationVerifiesEitherKey(t *testing.T) {
 		waitFor(t, "the event", 5*time.Second, func() bool { return len(eventsOfType(g, t, "payment.succeeded")) == i+1 })
 	}
 }
+
+// APIv3's close answers "202 USER_PAYING" while the payer enters the
+// password: the order is not closed (409 USERPAYING to the caller), stays
+// payable, and its payment reaches the backend.
+func TestV3CloseWhileUserPaying(t *testing.T) {
+	g := startGateway(t, gatewayOptions{v3: "public_key"})
+	status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": "upay0001", "total_fee": 5, "body": "b", "trade_type": "APP"})
+	if status != 200 {
+		t.Fatalf("place: %d %v", status, out)
+	}
+	g.sim.FailNext(wxpaysim.APIV3Close, 1, "USER_PAYING")
+	if status, answer := g.post("/wxpay/orders/upay0001/close", testToken, ""); status != http.StatusConflict || answer["error"].(map[string]any)["code"] != "USERPAYING" {
+		t.Fatalf("close while the payer pays: %d %v", status, answer)
+	}
+	if _, err := g.sim.Pay(context.Background(), wxpaysim.PayOptions{PrepayID: out["prepay_id"].(string)}); err != nil {
+		t.Fatalf("the order is no longer payable: %v", err)
+	}
+	waitFor(t, "the payment's event", 5*time.Second, func() bool { return len(eventsOfType(g, t, "payment.succeeded")) == 1 })
+	if status, st := g.get("/wxpay/orders/upay0001"); status != 200 || st["trade_state"] != "SUCCESS" {
+		t.Fatalf("after the payment: %d %v", status, st)
+	}
+}

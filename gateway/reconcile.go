@@ -179,6 +179,11 @@ func (rc *Reconciler) Round(ctx context.Context, s *ReconcileSetup, leaseTTL tim
 // is found this way.
 const RefundRecheck = time.Hour
 
+// userPayingRecheck is how soon an order WeChat says is being paid
+// (USERPAYING: the payer is entering the password) is asked about again;
+// WeChat advises 5 s, the reconciliation's rounds make it a little more.
+const userPayingRecheck = 10 * time.Second
+
 // settleRefund asks WeChat about a refund whose outcome the gateway does
 // not know (no answer came, or it failed verification) once its
 // notification is overdue, or about one still under way once RefundRecheck
@@ -281,6 +286,12 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 		return
 	}
 	// Unpaid.
+	if err == nil && q.TradeState == TradeStateUserPaying {
+		// The payer is entering the password: neither paid nor to be
+		// closed yet; WeChat advises asking again shortly.
+		rc.schedule(ctx, log, o, now.Add(userPayingRecheck))
+		return
+	}
 	if err != nil && o.PrepayID == "" && !now.Before(o.ExpiresAt) {
 		// Recorded before a placement whose answer never came, and WeChat
 		// does not know it: nobody was given anything to pay it with, and
@@ -295,9 +306,14 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 	if !now.Before(o.ExpiresAt) {
 		if s.CloseExpired {
 			if err := m.API.CloseOrder(cctx, o.AppID, o.OutTradeNo); err != nil && callErrorCode(err) != CodeOrderClosed {
-				if callErrorCode(err) == CodeOrderPaid {
+				switch callErrorCode(err) {
+				case CodeOrderPaid:
 					// Paid at the last moment: the next check finds it.
 					rc.schedule(ctx, log, o, now)
+					return
+				case CodeUserPaying:
+					// Being paid: not closed; ask again shortly.
+					rc.schedule(ctx, log, o, now.Add(userPayingRecheck))
 					return
 				}
 				log.Warn("reconcile: closing an expired order failed; will retry", zap.Error(err))
@@ -322,6 +338,9 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 const (
 	CodeOrderPaid   = "ORDERPAID"
 	CodeOrderClosed = "ORDERCLOSED"
+	// CodeUserPaying: the payer is paying (entering the password); the
+	// order was not closed and may still be paid.
+	CodeUserPaying = "USERPAYING"
 	// CodeSystemError: WeChat failed itself; the call's effect is unknown
 	// and the same call may be made again.
 	CodeSystemError = "SYSTEMERROR"

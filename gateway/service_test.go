@@ -1407,3 +1407,30 @@ func TestReconcilerRoundStopsWithItsLease(t *testing.T) {
 		t.Fatalf("%d orders checked by a round that held its lease for one, want 1", checked)
 	}
 }
+
+// An expired order whose close WeChat answers "the payer is paying"
+// (USERPAYING; APIv3: 202 USER_PAYING) is not closed: it may still be
+// paid. It is asked about again shortly, and closed then.
+func TestReconcilerLeavesAnOrderBeingPaid(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	e.place("up1", 100)
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	setup := &gateway.ReconcileSetup{Service: e.svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant},
+		Delay: 5 * time.Minute, CloseExpired: true}
+	e.clock.Add(2*time.Hour + time.Minute)
+	e.sim.FailNext(wxpaysim.APICloseOrder, 1, "USERPAYING")
+	rc.Round(ctx, setup, time.Minute)
+	o, _ := e.store.GetOrder(ctx, mchID, "up1")
+	if o.State == ledger.OrderClosed || o.NextCheckAt.After(e.clock.Now().Add(30*time.Second)) || o.NextCheckAt.IsZero() {
+		t.Fatalf("an order being paid, after the round: %+v", o)
+	}
+	if so, _ := e.sim.Order(mchID, "up1"); so.State == wxpaysim.StateClosed {
+		t.Fatal("WeChat's order was closed")
+	}
+	e.clock.Add(30 * time.Second)
+	rc.Round(ctx, setup, time.Minute)
+	if o, _ := e.store.GetOrder(ctx, mchID, "up1"); o.State != ledger.OrderClosed {
+		t.Fatalf("after the payer gave up: %+v", o)
+	}
+}

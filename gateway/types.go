@@ -22,6 +22,8 @@ const (
 	TradeStateNotPay  = "NOTPAY"
 	TradeStateClosed  = "CLOSED"
 	TradeStateRevoked = "REVOKED"
+	// TradeStateUserPaying: the payer is paying (entering the password).
+	TradeStateUserPaying = "USERPAYING"
 )
 
 // Refund states (refund_status).

@@ -16,12 +16,14 @@ var v2Codes = map[string]struct {
 	code string
 	kind gateway.CallErrorKind
 }{
-	"ORDERPAID":           {"ORDERPAID", gateway.Conflict},
-	"ORDER_CLOSED":        {gateway.CodeOrderClosed, gateway.Conflict},
-	"OUT_TRADE_NO_USED":   {"OUT_TRADE_NO_USED", gateway.Conflict},
-	"NOT_ENOUGH":          {"NOTENOUGH", gateway.Conflict},
-	"ORDER_NOT_EXIST":     {"ORDERNOTEXIST", gateway.NotFound},
-	"RESOURCE_NOT_EXISTS": {"RESOURCE_NOT_EXISTS", gateway.NotFound},
+	"ORDERPAID": {"ORDERPAID", gateway.Conflict},
+	// A close while the payer enters the password: not closed.
+	wxpayv3.CodeUserPaying: {gateway.CodeUserPaying, gateway.Conflict},
+	"ORDER_CLOSED":         {gateway.CodeOrderClosed, gateway.Conflict},
+	"OUT_TRADE_NO_USED":    {"OUT_TRADE_NO_USED", gateway.Conflict},
+	"NOT_ENOUGH":           {"NOTENOUGH", gateway.Conflict},
+	"ORDER_NOT_EXIST":      {"ORDERNOTEXIST", gateway.NotFound},
+	"RESOURCE_NOT_EXISTS":  {"RESOURCE_NOT_EXISTS", gateway.NotFound},
 	// A day without a bill (HTTP 400 from WeChat): 404, as API v2's
 	// "No Bill Exist".
 	"NO_STATEMENT_EXIST": {"NO_STATEMENT_EXIST", gateway.NotFound},

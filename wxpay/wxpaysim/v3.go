@@ -460,7 +460,8 @@ func v3Status(code string) int {
 		return http.StatusTooManyRequests
 	case "SYSTEM_ERROR", "SYSTEMERROR", "BANK_ERROR", "BANKERROR", "OPENID_MISMATCH", "INVALID_TRANSACTIONID":
 		return http.StatusInternalServerError
-	case "USERPAYING":
+	case "USERPAYING", "USER_PAYING":
+		// 关闭订单's "202 USER_PAYING 用户支付中，需要输入密码".
 		return http.StatusAccepted
 	}
 	return http.StatusBadRequest
@@ -483,6 +484,8 @@ func v3ErrorMessage(code string) string {
 		return "业务规则限制"
 	case "TRADE_ERROR":
 		return "交易错误"
+	case "USER_PAYING":
+		return "用户支付中，需要输入密码"
 	}
 	return errCodeDes(code)
 }

@@ -785,3 +785,18 @@ func TestRedirectNotFollowed(t *testing.T) {
 		t.Fatal("redirect followed")
 	}
 }
+
+// 关闭订单 (pay.weixin.qq.com/doc/v3/merchant/4012556398) documents
+// "202 USER_PAYING 用户支付中，需要输入密码": the order is not closed and
+// may still be paid. Close reports it as WeChat's refusal, not as closed.
+func TestCloseWhileUserPaying(t *testing.T) {
+	for _, body := range []string{`{"code":"USER_PAYING","message":"用户支付中，需要输入密码"}`, ""} {
+		w := newFakeWeChat(t)
+		w.handle(func(*seenRequest) *reply { return &reply{status: http.StatusAccepted, body: []byte(body)} })
+		err := w.client().Close(context.Background(), "1217752501201407033233368018")
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Code != CodeUserPaying || ae.Status != http.StatusAccepted {
+			t.Errorf("202 %q: Close = %v, want an *APIError %s", body, err, CodeUserPaying)
+		}
+	}
+}

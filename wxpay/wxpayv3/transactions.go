@@ -243,7 +243,10 @@ func (c *Client) queryTransaction(ctx context.Context, path string) (*Transactio
 
 // Close closes an unpaid order so that it can no longer be paid:
 // POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close with
-// {"mchid":…}. WeChat answers 204 with no body.
+// {"mchid":…}. WeChat answers 204 with no body. Its other success status,
+// "202 USER_PAYING" (the payer is entering the password: the order is not
+// closed and may still be paid; WeChat advises querying it after 5 s), is
+// an *APIError with Code USER_PAYING.
 func (c *Client) Close(ctx context.Context, outTradeNo string) error {
 	if outTradeNo == "" {
 		return fmt.Errorf("close order: %w", fieldErrorf("out_trade_no", "is missing"))
@@ -252,8 +255,17 @@ func (c *Client) Close(ctx context.Context, outTradeNo string) error {
 	body := struct {
 		MchID string `json:"mchid"`
 	}{c.mchID()}
-	if _, err := c.do(ctx, http.MethodPost, path, nil, &body, nil, true); err != nil {
+	status, err := c.do(ctx, http.MethodPost, path, nil, &body, nil, true)
+	if err != nil {
 		return fmt.Errorf("close order %s: %w", outTradeNo, err)
+	}
+	if status == http.StatusAccepted {
+		return fmt.Errorf("close order %s: %w", outTradeNo,
+			&APIError{Op: http.MethodPost + " " + path, Status: status, Code: CodeUserPaying, Message: "用户支付中，需要输入密码 (the payer is paying: not closed)"})
 	}
 	return nil
 }
+
+// CodeUserPaying is the code of WeChat's "202 USER_PAYING" answer to a
+// close: the payer is paying; the order is not closed.
+const CodeUserPaying = "USER_PAYING"
