@@ -1434,3 +1434,27 @@ func TestReconcilerLeavesAnOrderBeingPaid(t *testing.T) {
 		t.Fatalf("after the payer gave up: %+v", o)
 	}
 }
+
+// A refund WeChat answered SYSTEMERROR (it may have made it), asked again
+// with the same parameters as WeChat says, and refused the second time
+// (a rate limit on the request under way): the outcome is unknown, so the
+// refund stays recorded (UNKNOWN, to be settled by a query) and its
+// number is not free for other amounts.
+func TestRefundRefusedAfterSystemErrorIsKept(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	e.placePaid("rs1", 1000)
+	e.sim.FailNext(wxpaysim.APIRefund, 1, "SYSTEMERROR")
+	e.sim.FailNext(wxpaysim.APIRefund, 1, "FREQUENCY_LIMITED")
+	_, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rs1", OutRefundNo: "rfs-1", TotalFee: 1000, RefundFee: 300})
+	if ge := gateway.ErrorFor(err); ge.Status != http.StatusBadGateway {
+		t.Fatalf("refund of unknown outcome: %v (%d %s)", err, ge.Status, ge.Code)
+	}
+	r, err := e.store.GetRefund(ctx, mchID, "rfs-1")
+	if err != nil || r.State != ledger.RefundUnknown || r.RefundFee != 300 {
+		t.Fatalf("the refund's record: %+v, %v", r, err)
+	}
+	if _, err := e.svc.Refund(ctx, e.merchant, &gateway.RefundRequest{OutTradeNo: "rs1", OutRefundNo: "rfs-1", TotalFee: 1000, RefundFee: 200}); gateway.ErrorFor(err).Status != http.StatusConflict {
+		t.Fatalf("the number with other amounts: %v", err)
+	}
+}

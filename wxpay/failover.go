@@ -3,6 +3,7 @@ package wxpay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -54,6 +55,9 @@ const (
 	// callRepeatable is a call that is safe to repeat with the same
 	// request: it fails over once on a network error or an HTTP 5xx.
 	callRepeatable
+	// callClose is repeatable and has an effect (closeorder): a refusal of
+	// the repeat does not tell whether the first attempt took effect.
+	callClose
 	// callRefund is repeatable, and an answer with err_code SYSTEMERROR is
 	// also retried once with the same request, as WeChat documents for
 	// refunds (the same out_refund_no never refunds twice).
@@ -74,12 +78,48 @@ func (c *Client) exchange(ctx context.Context, hc *http.Client, sr *signedReques
 		}
 		return c.checkReply(sr.op, reply, sr.st)
 	}
-	p, base, err := withFailover(ctx, c, sr.op, mode != callOnce, try)
+	var first error // the first try's failure
+	p, base, err := withFailover(ctx, c, sr.op, mode != callOnce, func(base string) (Params, error) {
+		p, err := try(base)
+		if first == nil {
+			first = err
+		}
+		return p, err
+	})
 	if mode == callRefund && isSystemError(err) && ctx.Err() == nil {
 		// Once more, where SYSTEMERROR came from: that host answers.
-		return try(base)
+		p, err = try(base)
+	}
+	if err != nil && err != first && (mode == callRefund || mode == callClose) && unknownOutcome(first) && !unknownOutcome(err) {
+		// The first attempt may have done it; the repeat's refusal (a rate
+		// limit on a request already under way, say) does not say.
+		return nil, &RepeatError{Op: sr.op, First: first, Then: err}
 	}
 	return p, err
+}
+
+// RepeatError is a call with an effect (a refund, a close) that was sent
+// again after its first attempt got no answer, an HTTP 5xx or SYSTEMERROR,
+// and whose repeat was refused: First may have taken effect at WeChat,
+// and the refusal Then says nothing of it. It unwraps to First, whose
+// outcome is unknown: query before deciding.
+type RepeatError struct {
+	Op    string
+	First error
+	Then  error
+}
+
+func (e *RepeatError) Error() string {
+	return fmt.Sprintf("wxpay %s: outcome unknown: %v; sent again: %v", e.Op, e.First, e.Then)
+}
+
+func (e *RepeatError) Unwrap() error { return e.First }
+
+// unknownOutcome reports whether a failed try leaves open whether WeChat
+// did what it was asked: no answer, an HTTP 5xx, or SYSTEMERROR.
+func unknownOutcome(err error) bool {
+	var te *TransportError
+	return errors.As(err, &te) || isSystemError(err)
 }
 
 // withFailover runs try against the endpoint and, when retry allows and the

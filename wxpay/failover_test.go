@@ -430,3 +430,27 @@ func TestWeChatHosts(t *testing.T) {
 		}
 	}
 }
+
+// A close (which has an effect) whose first attempt got no answer, sent
+// again on the twin, which refuses it: the outcome is the first attempt's,
+// unknown, not the twin's refusal. A query, which changes nothing, takes
+// the twin's refusal as it is.
+func TestFailoverRefusalAfterAnUnknownOutcome(t *testing.T) {
+	_, srv1 := newAPIFake(t, closeConnection)
+	_, srv2 := newAPIFake(t, func(_ http.ResponseWriter, _ *http.Request, req Params) Params {
+		return failAnswer(req, "ORDERNOTEXIST", "订单不存在")
+	})
+	c := apiClient(srv1, SignTypeMD5)
+	c.FailoverEndpoint = srv2.URL
+	err := c.CloseOrder(context.Background(), testAppID, testOutTradeNo)
+	var re *RepeatError
+	var te *TransportError
+	if !errors.As(err, &re) || !errors.As(err, &te) {
+		t.Fatalf("close, no answer then the twin's refusal: %v, want a *RepeatError of the first attempt's *TransportError", err)
+	}
+	_, err = c.QueryOrder(context.Background(), testAppID, testOutTradeNo)
+	var ae *APIError
+	if errors.As(err, &re) || !errors.As(err, &ae) || ae.Code() != "ORDERNOTEXIST" {
+		t.Fatalf("query, no answer then the twin's refusal: %v, want the twin's ORDERNOTEXIST", err)
+	}
+}

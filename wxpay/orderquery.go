@@ -102,7 +102,7 @@ func (c *Client) CloseOrder(ctx context.Context, appID, outTradeNo string) error
 	if err != nil {
 		return err
 	}
-	p, err := c.exchange(ctx, c.httpClient(), sr, callRepeatable)
+	p, err := c.exchange(ctx, c.httpClient(), sr, callClose)
 	if err != nil {
 		return err
 	}

@@ -272,6 +272,25 @@ func TestRefundAnswers(t *testing.T) {
 			check:    wantAPIError("SYSTEMERROR"),
 		},
 		{
+			// The repeat's refusal says nothing of the first attempt, which
+			// WeChat may have carried out: the outcome stays unknown, as
+			// the first attempt's SYSTEMERROR says.
+			name: "SYSTEMERROR, then refused",
+			answers: []func(Params) Params{
+				func(req Params) Params { return failAnswer(req, "SYSTEMERROR", "系统超时") },
+				func(req Params) Params { return failAnswer(req, "FREQUENCY_LIMITED", "频率限制") },
+			},
+			requests: 2,
+			check: func(t *testing.T, err error) {
+				t.Helper()
+				var re *RepeatError
+				wantAPIError("SYSTEMERROR")(t, err)
+				if !errors.As(err, &re) || !strings.Contains(err.Error(), "FREQUENCY_LIMITED") {
+					t.Fatalf("err = %v, want a *RepeatError naming both answers", err)
+				}
+			},
+		},
+		{
 			name:     "NOTENOUGH is not retried",
 			answers:  []func(Params) Params{func(req Params) Params { return failAnswer(req, "NOTENOUGH", "基本账户余额不足") }},
 			requests: 1,

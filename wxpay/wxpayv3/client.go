@@ -173,7 +173,13 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if err != nil {
 		return 0, err
 	}
-	return ans.status, finish(op, ans, c.Verifier.Verify, out)
+	err = finish(op, ans, c.Verifier.Verify, out)
+	if err != nil && ans.first != nil && method != http.MethodGet && !OutcomeUnknown(err) {
+		// The first attempt may have done it; the twin's refusal (a rate
+		// limit on a request already under way, say) does not say.
+		return ans.status, &FailoverError{Op: op, First: ans.first, Twin: err}
+	}
+	return ans.status, err
 }
 
 // exchangeFailover is exchange of target (a path and query) on the
@@ -191,14 +197,19 @@ func (c *Client) exchangeFailover(ctx context.Context, op, method, target string
 	case err != nil && errors.As(err, &te):
 		cause = err
 	case err == nil && ans.status >= 500:
-		cause = fmt.Errorf("%s: HTTP %d", op, ans.status)
+		cause = finish(op, ans, c.Verifier.Verify, nil) // a 5xx *APIError, or the answer's *VerifyError
 	default:
 		return ans, err
 	}
 	if c.OnFailover != nil {
 		c.OnFailover(op, cause)
 	}
-	return c.exchange(ctx, op, method, strings.TrimSuffix(c.FailoverEndpoint, "/")+target, body)
+	twin, err := c.exchange(ctx, op, method, strings.TrimSuffix(c.FailoverEndpoint, "/")+target, body)
+	if err != nil {
+		return nil, &FailoverError{Op: op, First: cause, Twin: err}
+	}
+	twin.first = cause
+	return twin, nil
 }
 
 // encodeJSON encodes v without HTML escaping (the body is signed as
@@ -219,6 +230,9 @@ type answer struct {
 	status int
 	header http.Header
 	body   []byte
+	// first is, for an answer of the failover endpoint, why the endpoint's
+	// own attempt failed (no answer, or a 5xx).
+	first error
 }
 
 // send signs and sends one request and returns the answer with its body

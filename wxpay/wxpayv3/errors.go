@@ -202,6 +202,24 @@ func IsTimeout(err error) bool {
 	return errors.As(err, &te) && te.Timeout()
 }
 
+// FailoverError is a call sent again on the failover endpoint after its
+// first attempt got no answer or a 5xx, whose second attempt failed too:
+// First may have taken effect at WeChat, and Twin's failure (a refusal of
+// a request already under way, say) says nothing of it. It unwraps to
+// First, so that OutcomeUnknown (and errors.As) see the first attempt's
+// failure.
+type FailoverError struct {
+	Op    string
+	First error // the endpoint's: a *TransportError, or a 5xx *APIError or its *VerifyError
+	Twin  error // the failover endpoint's
+}
+
+func (e *FailoverError) Error() string {
+	return fmt.Sprintf("wxpayv3 %s: outcome unknown: %v; sent again on the failover endpoint: %v", e.Op, e.First, e.Twin)
+}
+
+func (e *FailoverError) Unwrap() error { return e.First }
+
 // OutcomeUnknown reports whether err leaves open whether the call took
 // effect at WeChat: no answer (*TransportError), an answer that did not
 // verify (*VerifyError) or could not be used (*ResponseError), or a 5xx.

@@ -100,3 +100,36 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("no failover endpoint: %v, the twin saw %v", err, saw())
 	}
 }
+
+// A call that may have taken effect (the endpoint answered 500
+// SYSTEM_ERROR, or nothing) sent again on the failover endpoint, which
+// refuses it (a rate limit on a request already under way, say): the
+// refusal says nothing of the first attempt, so the outcome stays unknown
+// (a refund must then be queried, not forgotten). A query, which changes
+// nothing, takes the twin's answer as it is.
+func TestFailoverRefusalAfterAnUnknownOutcome(t *testing.T) {
+	primary := newFakeWeChat(t)
+	primary.handle(func(*seenRequest) *reply {
+		return &reply{status: http.StatusInternalServerError, body: []byte(`{"code":"SYSTEM_ERROR","message":"系统超时"}`)}
+	})
+	twin := newFakeWeChat(t)
+	twin.handle(func(r *seenRequest) *reply {
+		if r.Method == http.MethodGet {
+			return &reply{status: http.StatusNotFound, body: []byte(`{"code":"RESOURCE_NOT_EXISTS","message":"退款单不存在"}`)}
+		}
+		return &reply{status: http.StatusTooManyRequests, body: []byte(`{"code":"FREQUENCY_LIMITED","message":"频率超限"}`)}
+	})
+	c := primary.client()
+	c.FailoverEndpoint = twin.srv.URL
+	c.HTTPClient = http.DefaultClient
+	_, err := c.Refund(context.Background(), &RefundRequest{OutTradeNo: "O1", OutRefundNo: "R1", Amount: RefundAmount{Refund: 100, Total: 100, Currency: "CNY"}})
+	var fe *FailoverError
+	var ae *APIError
+	if !OutcomeUnknown(err) || !errors.As(err, &fe) || !errors.As(err, &ae) || ae.Status != http.StatusInternalServerError {
+		t.Fatalf("refund, 500 then the twin's 429: %v, want an unknown outcome (the first attempt's 500)", err)
+	}
+	_, err = c.QueryRefund(context.Background(), "R1")
+	if OutcomeUnknown(err) || !errors.As(err, &ae) || ae.Code != "RESOURCE_NOT_EXISTS" {
+		t.Fatalf("refund query, 500 then the twin's 404: %v, want the twin's 404", err)
+	}
+}
