@@ -178,7 +178,14 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 			fmt.Errorf("refund %s notified %s, WeChat's query says PROCESSING", rn.OutRefundNo, rn.Status))
 	}
 	confirmed := true
-	if diff := RefundQueryDiscrepancies(q, entry, rn); diff != nil {
+	diff := RefundQueryDiscrepancies(q, entry, rn)
+	if diff == nil && completeFromQuery(rn.Data, q, entry) {
+		// The event as the query completed it (its id does not change).
+		if ev, err = event.NewRefund(m.MchID, rn.RefundID, rn.Status, rn.Data, now); err != nil {
+			return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
+		}
+	}
+	if diff != nil {
 		confirmed = false
 		if err := markRefundMismatch(ev, rn, diff); err != nil {
 			return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
@@ -363,6 +370,22 @@ func (s *Service) DownloadBill(ctx context.Context, m *Merchant, date, billType 
 		return nil, err
 	}
 	return m.API.DownloadBill(ctx, BillRequest{AppID: appID, Date: date, Type: billType, Gzip: gzipped})
+}
+
+// completeFromQuery adds to a refund notification's data what WeChat's
+// refund query confirmed and the notification did not carry (APIv3's has
+// no settlement amounts), and reports whether it added anything.
+func completeFromQuery(data map[string]any, q *RefundQueryResponse, e *RefundEntry) bool {
+	added := false
+	add := func(k string, v *int64) {
+		if _, ok := data[k]; !ok && v != nil {
+			data[k] = *v
+			added = true
+		}
+	}
+	add("settlement_total_fee", q.SettlementTotalFee)
+	add("settlement_refund_fee", e.SettlementRefundFee)
+	return added
 }
 
 // eventAppID is the app id a refund's event names when WeChat's message

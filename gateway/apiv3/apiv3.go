@@ -214,16 +214,23 @@ func (p *Protocol) QueryRefund(ctx context.Context, _ string, outRefundNo string
 	if err != nil {
 		return nil, notFoundAs(callError(err), "REFUNDNOTEXIST")
 	}
+	return refundQueryResponse(r)
+}
+
+// refundQueryResponse is WeChat's answer to a refund query under API v2's
+// names.
+func refundQueryResponse(r *wxpayv3.Refund) (*gateway.RefundQueryResponse, error) {
 	st, err := v2RefundTime(r.SuccessTime)
 	if err != nil {
-		return nil, &gateway.CallError{Kind: gateway.BadReply, Err: fmt.Errorf("apiv3: refund query of %s: %w", outRefundNo, err)}
+		return nil, &gateway.CallError{Kind: gateway.BadReply, Err: fmt.Errorf("apiv3: refund query of %s: %w", r.OutRefundNo, err)}
 	}
-	// As refundData maps a refund notification's amounts.
-	payerTotal, payerRefund := r.Amount.PayerTotal, r.Amount.PayerRefund
+	// API v2's settlement amounts (the amounts less non-cash coupons) are
+	// APIv3's settlement_total and settlement_refund.
+	settleTotal, settleRefund := r.Amount.SettlementTotal, r.Amount.SettlementRefund
 	return &gateway.RefundQueryResponse{
-		OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID, TotalFee: r.Amount.Total, SettlementTotalFee: &payerTotal,
+		OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID, TotalFee: r.Amount.Total, SettlementTotalFee: &settleTotal,
 		Refunds: []gateway.RefundEntry{{OutRefundNo: r.OutRefundNo, RefundID: r.RefundID, RefundFee: r.Amount.Refund,
-			RefundStatus: v2RefundStatus(r.Status), SuccessTime: st, RecvAccount: r.UserReceivedAccount, SettlementRefundFee: &payerRefund}},
+			RefundStatus: v2RefundStatus(r.Status), SuccessTime: st, RecvAccount: r.UserReceivedAccount, SettlementRefundFee: &settleRefund}},
 	}, nil
 }
 

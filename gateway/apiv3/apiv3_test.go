@@ -146,7 +146,7 @@ func TestRefundData(t *testing.T) {
 			"mch_id": "1900000100", "transaction_id": "1008450740201411110005820873", "out_trade_no": "20150806125346",
 			"refund_id": "50200207182018070300011301001", "out_refund_no": "7752501201407033233368018", "refund_status": tt.v2,
 			"success_time": "2018-06-08 10:34:56", "refund_recv_accout": "招商银行信用卡0403", "total_fee": int64(999),
-			"refund_fee": int64(999), "settlement_total_fee": int64(999), "settlement_refund_fee": int64(999), "wechat": json.RawMessage(raw),
+			"refund_fee": int64(999), "wechat": json.RawMessage(raw), // no settlement amounts: the notification has none (the gateway takes them from the query)
 		}
 		if !reflect.DeepEqual(data, want) {
 			t.Fatalf("%s: data %v\nwant %v", tt.v3, data, want)
@@ -176,6 +176,18 @@ func TestRefundResponse(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("refund answer %+v\nwant %+v", got, want)
+	}
+	// Queried: v2's settlement amounts (less non-cash coupons) are
+	// settlement_total and settlement_refund, not the payer's amounts
+	// (which leave out every coupon).
+	q, err := refundQueryResponse(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := q.Entry("1217752501201407033233368018")
+	if q.SettlementTotalFee == nil || *q.SettlementTotalFee != 100 || e == nil || e.SettlementRefundFee == nil || *e.SettlementRefundFee != 30 ||
+		e.RefundFee != 30 || e.RefundStatus != "PROCESSING" || q.TotalFee != 100 {
+		t.Fatalf("refund query %+v, entry %+v", q, e)
 	}
 }
 

@@ -285,7 +285,11 @@ func refundData(n *wxpayv3.RefundNotice, raw []byte) (map[string]any, error) {
 		"mch_id": n.MchID, "out_trade_no": n.OutTradeNo, "transaction_id": n.TransactionID,
 		"out_refund_no": n.OutRefundNo, "refund_id": n.RefundID, "refund_status": v2RefundStatus(n.RefundStatus),
 		"total_fee": n.Amount.Total, "refund_fee": n.Amount.Refund,
-		"settlement_total_fee": n.Amount.PayerTotal, "settlement_refund_fee": n.Amount.PayerRefund,
+		// (No settlement_total_fee, settlement_refund_fee: the amounts less
+		// non-cash coupons are amount.settlement_total/settlement_refund,
+		// which APIv3's refund notification does not carry; the gateway
+		// adds them from WeChat's refund query. payer_total and payer_refund
+		// leave out every coupon, recharge ones too.)
 	}
 	if n.UserReceivedAccount != "" {
 		data["refund_recv_accout"] = n.UserReceivedAccount // sic: API v2's name
