@@ -186,6 +186,10 @@ func testV3Routes(t *testing.T, mode string) {
 	if status != http.StatusConflict {
 		t.Fatalf("refunding more than is left: %d %v", status, more)
 	}
+	status, more = g.post("/wxpay/refunds", testToken, map[string]any{"out_trade_no": "v3nope01", "out_refund_no": "v3rfnope", "total_fee": 88, "refund_fee": 1})
+	if code, _ := more["error"].(map[string]any)["code"].(string); status != http.StatusNotFound || code != "ORDERNOTEXIST" {
+		t.Fatalf("refunding an order WeChat does not know: %d %v", status, more)
+	}
 	waitFor(t, "the refund event", 10*time.Second, func() bool { return len(eventsOfType(g, t, "refund.succeeded")) == 1 })
 	data := eventsOfType(g, t, "refund.succeeded")[0]["data"].(map[string]any)
 	if data["out_refund_no"] != "v3rf01" || data["refund_id"] != out["refund_id"] || data["refund_fee"] != json.Number("40") ||

@@ -191,7 +191,8 @@ func (p *Protocol) Refund(ctx context.Context, r *gateway.RefundRequest) (*gatew
 			// As on v2: more than is left of the order.
 			ce.Kind = gateway.Conflict
 		}
-		return nil, err
+		// An order WeChat does not know: v2's ORDERNOTEXIST.
+		return nil, notFoundAs(err, "ORDERNOTEXIST")
 	}
 	return refundResponse(resp), nil
 }
