@@ -119,6 +119,16 @@ func openSQLite(ctx context.Context, opts SQLiteOptions) (*sqlStore, error) {
 	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("ledger: open sqlite: %w", err)
 	}
+	// A new ledger is the gateway's alone (it holds every notification's
+	// payload): created 0600 before SQLite opens it, which gives its -wal
+	// and -shm files the same mode. An existing file keeps its own.
+	f, err := os.OpenFile(opts.Path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open sqlite: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("ledger: open sqlite: %w", err)
+	}
 
 	d := sqliteDialect()
 	durable, err := openSQLitePool(ctx, opts.Path, syncFull, 1)

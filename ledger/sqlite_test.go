@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -1093,4 +1094,30 @@ func TestReplayDuringAttempt(t *testing.T) {
 			t.Fatalf("replayed at 5, then an attempt started at 2 recorded dead: %+v, %d attempts recorded, %v; want pending, due at 5, the attempt in the history", e, len(atts), err)
 		}
 	})
+}
+
+// A new ledger, even in a directory others may read, is readable by the
+// gateway's user only, and so are its -wal and -shm files: it holds every
+// notification's payload.
+func TestNewLedgerIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ledger.db")
+	s, err := OpenSQLite(context.Background(), SQLiteOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	putOrders(t, s.(*sqlStore), []string{"private1"}) // the WAL has something
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s: mode %v, want no access for group and others", filepath.Base(f), perm)
+		}
+	}
 }
