@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -358,5 +359,52 @@ func TestWriteWaitBoundedByQueryTimeout(t *testing.T) {
 		if w > 4*time.Second {
 			t.Fatalf("a write's caller waited %v with query_timeout 1s", w)
 		}
+	}
+}
+
+// A ledger already up to date opens for a role that may read and write
+// its tables but not create any (a least-privilege runtime role; public on
+// PostgreSQL 15 and later): PostgreSQL checks the right to create even
+// for CREATE TABLE IF NOT EXISTS, so nothing is created when nothing is
+// needed.
+func TestPostgresUpToDateLedgerWithoutCreate(t *testing.T) {
+	dsn := requirePostgres(t)
+	ctx := context.Background()
+	path := testPath(t)
+	owner := openPostgresAt(t, path) // created and migrated by the owner
+	putOrders(t, owner, []string{"noddl1"})
+	v, _ := testSchemas.Load(path)
+	schema := v.(string)
+	admin := postgresAdmin(t, dsn)
+	role := "wxpay_noddl_" + strings.TrimPrefix(schema, "wxpay_test_")
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + role,
+	} {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range []string{`DROP OWNED BY ` + role, `DROP ROLE IF EXISTS ` + role} {
+			if _, err := admin.ExecContext(context.Background(), q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+		_ = admin.Close()
+	})
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		t.Skipf("%s is not a URL (%v): the test swaps its user", postgresDSNVar, err)
+	}
+	u.User = url.User(role)
+	s, err := openPostgres(ctx, PostgresOptions{DSN: u.String(), schema: schema})
+	if err != nil {
+		t.Fatalf("opening an up-to-date ledger without the right to create: %v", err)
+	}
+	defer s.Close()
+	if o, err := s.GetOrder(ctx, "10000100", "noddl1"); err != nil || o.OutTradeNo != "noddl1" {
+		t.Fatalf("reading it: %+v, %v", o, err)
 	}
 }
