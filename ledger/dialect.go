@@ -25,6 +25,14 @@ type dialect struct {
 	// rows instead of waiting for them: PostgreSQL's FOR NO KEY UPDATE … SKIP
 	// LOCKED. Empty where one process writes at a time (SQLite).
 	skipLocked string
+	// migrationTx is run first in each migration's transaction: on
+	// PostgreSQL a lock_timeout, so that a schema change waiting for a
+	// table's lock (behind a long reader) gives up, instead of making
+	// every other gateway's writes queue behind it; the migration is then
+	// tried again (lockTimedOut says when).
+	migrationTx string
+	// lockTimedOut reports whether err is migrationTx's timeout.
+	lockTimedOut func(error) bool
 }
 
 // rebind turns the "?" placeholders of q into the dialect's. The queries of

@@ -201,7 +201,25 @@ func migrate(ctx context.Context, db sqlConn, d dialect, migs []migration, now f
 		return cur, fmt.Errorf("ledger: database schema version %d, this build knows up to %d (opened by a newer version of the gateway?): %w", cur, latest, ErrSchemaTooNew)
 	}
 	for _, m := range migs[cur:] {
+		if err := migrateTo(ctx, db, d, m, now); err != nil {
+			return 0, fmt.Errorf("ledger: migrate to version %d (%s): %w", m.version, m.name, err)
+		}
+	}
+	return schemaVersion(ctx, db)
+}
+
+// migrateTo applies one migration in a transaction of its own; one that
+// timed out waiting for a lock (d.lockTimedOut) is tried again, after a
+// pause that lets the writes queued behind it through, until ctx ends.
+func migrateTo(ctx context.Context, db sqlConn, d dialect, m migration, now func() time.Time) error {
+	wait := 500 * time.Millisecond
+	for {
 		err := withTx(ctx, db, func(tx *sql.Tx) error {
+			if d.migrationTx != "" {
+				if _, err := tx.ExecContext(ctx, d.migrationTx); err != nil {
+					return err
+				}
+			}
 			// Another process may have migrated since we looked.
 			v, err := schemaVersion(ctx, tx)
 			if err != nil {
@@ -222,11 +240,18 @@ func migrate(ctx context.Context, db sqlConn, d dialect, migs []migration, now f
 				m.version, m.name, toNs(now()))
 			return err
 		})
-		if err != nil {
-			return 0, fmt.Errorf("ledger: migrate to version %d (%s): %w", m.version, m.name, err)
+		if err == nil || d.lockTimedOut == nil || !d.lockTimedOut(err) {
+			return err
 		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("the tables it changes stayed locked by other transactions (a long report, a backup?): %w", err)
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
-	return schemaVersion(ctx, db)
 }
 
 // sqlConn is a pool (*sql.DB) or one of its connections (*sql.Conn).

@@ -83,7 +83,12 @@ const migrationLock int64 = 0x7778706179_6c6564
 // postgresDialect is PostgreSQL (≥ 12) through pgx.
 func postgresDialect() dialect {
 	return dialect{name: "postgres", numbered: true, blobType: "BYTEA", materialized: "MATERIALIZED",
-		skipLocked: " FOR NO KEY UPDATE OF e SKIP LOCKED"}
+		skipLocked:  " FOR NO KEY UPDATE OF e SKIP LOCKED",
+		migrationTx: `SET LOCAL lock_timeout = '1s'`,
+		lockTimedOut: func(err error) bool {
+			var pe *pgconn.PgError
+			return errors.As(err, &pe) && pe.Code == "55P03" // lock_not_available
+		}}
 }
 
 // OpenPostgres opens (migrating if needed) the ledger in a PostgreSQL

@@ -408,3 +408,77 @@ func TestPostgresUpToDateLedgerWithoutCreate(t *testing.T) {
 		t.Fatalf("reading it: %+v, %v", o, err)
 	}
 }
+
+// Upgrading one gateway while others run on the database: a migration
+// that waits for a table's lock behind a long reader (a report, a backup)
+// gives up after its lock_timeout and tries again, so that the running
+// gateways' writes, queued behind it, go through meanwhile; once the
+// reader is done, the migration applies.
+func TestPostgresMigrationWaitsBehindALongReader(t *testing.T) {
+	dsn := requirePostgres(t)
+	ctx := context.Background()
+	path := testPath(t)
+	openPostgresAt(t, path).Close()
+	v, _ := testSchemas.Load(path)
+	schema := v.(string)
+	admin := postgresAdmin(t, dsn)
+	defer admin.Close()
+	// Back to version 6, as the running gateways know it.
+	for _, q := range []string{
+		`ALTER TABLE ` + schema + `.events DROP COLUMN replayed_at, DROP COLUMN replay_attempts`,
+		`DELETE FROM ` + schema + `.schema_migrations WHERE version = 7`,
+	} {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	reader, err := admin.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reader.Rollback() }()
+	var n int
+	if err := reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+schema+`.events`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		s, err := openPostgres(ctx, PostgresOptions{DSN: dsn, schema: schema})
+		if err == nil {
+			_ = s.Close()
+		}
+		opened <- err
+	}()
+	// The upgrade waits for its lock; a running gateway records a
+	// notification meanwhile.
+	waitUntil(t, "the upgrade waiting for its lock", func() bool {
+		var waiting bool
+		err := admin.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE events%')`).Scan(&waiting)
+		return err == nil && waiting
+	})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := admin.ExecContext(wctx, `INSERT INTO `+schema+`.events (id, mch_id, type, out_trade_no, payload, created_at, state, next_attempt_at) VALUES ('evt_w', 'm', 't', 'o', '\x00', 0, 'pending', 0)`); err != nil {
+		t.Fatalf("a running gateway's write while the upgrade waits: %v after %v", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a running gateway's write waited %v behind the upgrade", took)
+	}
+	_ = reader.Rollback()
+	if err := <-opened; err != nil {
+		t.Fatalf("the upgrade, once the reader was done: %v", err)
+	}
+}
+
+// waitUntil polls cond for up to 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
