@@ -81,6 +81,10 @@ type App struct {
 	// for the first), until this one stops; stopped is set by Stop.
 	replaced       *App
 	stopped        atomic.Bool
+	// calls counts the requests this configuration's handlers are
+	// serving: Stop lets them finish (up to stopWait) before it closes the
+	// ledger, whatever order Caddy stops its apps in.
+	calls atomic.Int64
 	reconcileSetup *gateway.ReconcileSetup // set by Start when reconciling
 }
 
@@ -250,6 +254,11 @@ func (a *App) takeWorker() {
 // and the admin API.
 func (a *App) Stop() error {
 	a.stopped.Store(true)
+	if a.ledger != nil && a.ledger.last() {
+		// The ledger closes with this release (Caddy stops, rather than
+		// reloads): let the requests in flight finish with it first.
+		a.waitForCalls(stopWait)
+	}
 	prev := a.replaced
 	a.replaced = nil // the chain of replaced configurations is not kept
 	if a.ledger != nil {
@@ -259,6 +268,23 @@ func (a *App) Stop() error {
 		prev.resume()
 	}
 	return a.releaseLedger()
+}
+
+// stopWait bounds how long Stop waits for the requests in flight: a call
+// to WeChat ends within its timeout (6 s by default) and the ledger's
+// writes within theirs.
+const stopWait = 15 * time.Second
+
+// waitForCalls waits until no handler of a is serving a request, or d has
+// passed.
+func (a *App) waitForCalls(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for a.calls.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := a.calls.Load(); n > 0 {
+		a.logger.Warn("stopping with requests still in flight; they may fail", zap.Int64("requests", n))
+	}
 }
 
 // resume makes a the running configuration again, after the one that

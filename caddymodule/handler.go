@@ -171,6 +171,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || (rest != "" && rest[0] != '/') {
 		return next.ServeHTTP(w, r)
 	}
+	h.app.calls.Add(1) // the app's Stop lets it finish
+	defer h.app.calls.Add(-1)
 	h.routes.ServeHTTP(w, r)
 	return nil
 }

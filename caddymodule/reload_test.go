@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/goleak"
 
 	"github.com/caddy-wxpay/caddy-wxpay/wxpay/wxpaysim"
@@ -168,4 +169,32 @@ func TestDeliveryLogsFollowTheRunningConfig(t *testing.T) {
 		return bytes.Contains(b, []byte("event delivery failed")) && bytes.Contains(b, []byte("reload-log-1"))
 	})
 	checkNoSecretsIn(t, newLog)
+}
+
+// Caddy stops its apps in no fixed order: an order in flight when Caddy
+// stops (its answer from WeChat still on the way) is completed with the
+// ledger still open, whether the wxpay app or the http app stops first.
+func TestStopLetsOrdersInFlightFinish(t *testing.T) {
+	for i := range 4 { // either stop order, likely
+		g := startGateway(t, gatewayOptions{})
+		no := fmt.Sprintf("stopwait%d", i)
+		g.sim.DelayNext(wxpaysim.APIUnifiedOrder, 1, 500*time.Millisecond)
+		type answer struct {
+			status int
+			out    map[string]any
+		}
+		done := make(chan answer, 1)
+		go func() {
+			status, out := g.post("/wxpay/orders", testToken, map[string]any{"out_trade_no": no, "total_fee": 1, "body": "b", "trade_type": "APP"})
+			done <- answer{status, out}
+		}()
+		waitFor(t, "WeChat to have the order", 5*time.Second, func() bool { _, ok := g.sim.Order(testMchID, no); return ok })
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		a := <-done
+		if a.status != 200 || a.out["prepay_id"] == nil {
+			t.Fatalf("stop %d: the order in flight answered %d %v", i, a.status, a.out)
+		}
+	}
 }

@@ -181,6 +181,13 @@ func openLedger(loc *storageLocation, logger *zap.Logger) (*ledgerHandle, error)
 }
 
 // release gives the handle back; the last user closes it.
+// last reports whether one holder alone is left, whose release closes the
+// ledger.
+func (h *ledgerHandle) last() bool {
+	n, ok := ledgers.References(h.key)
+	return !ok || n <= 1
+}
+
 func (h *ledgerHandle) release() error {
 	_, err := ledgers.Delete(h.key)
 	return err
