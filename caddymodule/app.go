@@ -79,12 +79,12 @@ type App struct {
 
 	// replaced is the configuration running when this one started (nil
 	// for the first), until this one stops; stopped is set by Stop.
-	replaced       *App
-	stopped        atomic.Bool
+	replaced *App
+	stopped  atomic.Bool
 	// calls counts the requests this configuration's handlers are
 	// serving: Stop lets them finish (up to stopWait) before it closes the
 	// ledger, whatever order Caddy stops its apps in.
-	calls atomic.Int64
+	calls          atomic.Int64
 	reconcileSetup *gateway.ReconcileSetup // set by Start when reconciling
 }
 
