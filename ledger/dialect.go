@@ -33,6 +33,11 @@ type dialect struct {
 	migrationTx string
 	// lockTimedOut reports whether err is migrationTx's timeout.
 	lockTimedOut func(error) bool
+	// hasMigrations tells whether the ledger's own schema_migrations
+	// table exists: on PostgreSQL in the schema the ledger's tables go to
+	// (current_schema()), not further down the search_path, where another
+	// tool's table of that name may be.
+	hasMigrations string
 }
 
 // rebind turns the "?" placeholders of q into the dialect's. The queries of

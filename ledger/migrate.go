@@ -181,11 +181,14 @@ func migrate(ctx context.Context, db sqlConn, d dialect, migs []migration, now f
 	}
 	latest := len(migs)
 
-	// An existing ledger is read first: a role without the right to
-	// create tables (PostgreSQL checks it even for CREATE TABLE IF NOT
-	// EXISTS) can open one that is up to date.
-	cur, err := schemaVersion(ctx, db)
-	if err != nil {
+	// An existing ledger is only read: a role without the right to create
+	// tables (PostgreSQL checks it even for CREATE TABLE IF NOT EXISTS)
+	// can open one that is up to date.
+	var exists bool
+	if err := db.QueryRowContext(ctx, d.hasMigrations).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("ledger: migrate: look for schema_migrations: %w", err)
+	}
+	if !exists {
 		if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER NOT NULL PRIMARY KEY,
 		name       TEXT    NOT NULL,
@@ -193,9 +196,10 @@ func migrate(ctx context.Context, db sqlConn, d dialect, migs []migration, now f
 	)`); err != nil {
 			return 0, fmt.Errorf("ledger: migrate: create schema_migrations: %w", err)
 		}
-		if cur, err = schemaVersion(ctx, db); err != nil {
-			return 0, fmt.Errorf("ledger: migrate: %w", err)
-		}
+	}
+	cur, err := schemaVersion(ctx, db)
+	if err != nil {
+		return 0, fmt.Errorf("ledger: migrate: %w", err)
 	}
 	if cur > latest {
 		return cur, fmt.Errorf("ledger: database schema version %d, this build knows up to %d (opened by a newer version of the gateway?): %w", cur, latest, ErrSchemaTooNew)

@@ -83,8 +83,9 @@ const migrationLock int64 = 0x7778706179_6c6564
 // postgresDialect is PostgreSQL (≥ 12) through pgx.
 func postgresDialect() dialect {
 	return dialect{name: "postgres", numbered: true, blobType: "BYTEA", materialized: "MATERIALIZED",
-		skipLocked:  " FOR NO KEY UPDATE OF e SKIP LOCKED",
-		migrationTx: `SET LOCAL lock_timeout = '1s'`,
+		skipLocked:    " FOR NO KEY UPDATE OF e SKIP LOCKED",
+		migrationTx:   `SET LOCAL lock_timeout = '1s'`,
+		hasMigrations: `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations')`,
 		lockTimedOut: func(err error) bool {
 			var pe *pgconn.PgError
 			return errors.As(err, &pe) && pe.Code == "55P03" // lock_not_available

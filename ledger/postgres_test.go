@@ -482,3 +482,42 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A new ledger in its own schema, first on the search_path, in a database
+// where a later schema of the path (often public) holds another tool's
+// schema_migrations (golang-migrate's, Rails'): the ledger creates and
+// reads its own, never the other tool's version.
+func TestPostgresLedgerBesideAnotherSchemaMigrations(t *testing.T) {
+	dsn := requirePostgres(t)
+	ctx := context.Background()
+	path := testPath(t)
+	openPostgresAt(t, path).Close() // makes a schema, dropped at the end
+	v, _ := testSchemas.Load(path)
+	ours := v.(string)
+	other := ours + "_other"
+	admin := postgresAdmin(t, dsn)
+	for _, q := range []string{
+		`DROP SCHEMA ` + ours + ` CASCADE`, `CREATE SCHEMA ` + ours, `CREATE SCHEMA ` + other,
+		`CREATE TABLE ` + other + `.schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL)`,
+		`INSERT INTO ` + other + `.schema_migrations VALUES (20240101120000, false)`,
+	} {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		if _, err := admin.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+other+` CASCADE`); err != nil {
+			t.Errorf("drop %s: %v", other, err)
+		}
+		_ = admin.Close()
+	})
+	s, err := openPostgres(ctx, PostgresOptions{DSN: dsn, schema: ours + "," + other})
+	if err != nil {
+		t.Fatalf("a new ledger beside another tool's schema_migrations: %v", err)
+	}
+	defer s.Close()
+	var n int
+	if err := admin.QueryRowContext(ctx, `SELECT MAX(version) FROM `+ours+`.schema_migrations`).Scan(&n); err != nil || n != len(migrations()) {
+		t.Fatalf("the ledger's own schema_migrations: version %d, %v", n, err)
+	}
+}

@@ -72,7 +72,8 @@ const fastConns = 8
 
 // sqliteDialect is SQLite through modernc.org/sqlite.
 func sqliteDialect() dialect {
-	return dialect{name: "sqlite", blobType: "BLOB", materialized: "MATERIALIZED"}
+	return dialect{name: "sqlite", blobType: "BLOB", materialized: "MATERIALIZED",
+		hasMigrations: `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')`}
 }
 
 // Open opens the ledger of a storage driver at source, with the engine's
@@ -115,6 +116,9 @@ func openSQLite(ctx context.Context, opts SQLiteOptions) (*sqlStore, error) {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultMaxBatch
+	}
+	if _, err := sqliteDSN(opts.Path, syncFull); err != nil { // before anything is created
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("ledger: open sqlite: %w", err)

@@ -1042,11 +1042,16 @@ func TestRecordEventContext(t *testing.T) {
 
 func TestOpenErrors(t *testing.T) {
 	ctx := context.Background()
-	for _, p := range []string{"", ":memory:", "file:x.db", t.TempDir() + "/a?b.db"} {
+	dir := t.TempDir()
+	for _, p := range []string{"", ":memory:", "file:x.db", dir + "/a?b.db", dir + "/new/a#b.db"} {
 		if s, err := OpenSQLite(ctx, SQLiteOptions{Path: p}); err == nil {
 			s.Close()
 			t.Errorf("OpenSQLite(%q) accepted", p)
 		}
+	}
+	// A refused path leaves nothing behind.
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("refused paths left %v", left)
 	}
 	// The directory is created 0700.
 	path := testPath(t)
