@@ -90,9 +90,11 @@ func (c *Client) exchange(ctx context.Context, hc *http.Client, sr *signedReques
 		// Once more, where SYSTEMERROR came from: that host answers.
 		p, err = try(base)
 	}
-	if err != nil && err != first && (mode == callRefund || mode == callClose) && unknownOutcome(first) && !unknownOutcome(err) {
+	if err != nil && err != first && (mode == callRefund || mode == callClose) && unknownOutcome(first) && !unknownOutcome(err) && !orderStateAnswer(err) {
 		// The first attempt may have done it; the repeat's refusal (a rate
-		// limit on a request already under way, say) does not say.
+		// limit on a request already under way, say) does not say. (An
+		// answer about the order's state — closed, paid — holds whatever
+		// the first attempt did.)
 		return nil, &RepeatError{Op: sr.op, First: first, Then: err}
 	}
 	return p, err
@@ -114,6 +116,13 @@ func (e *RepeatError) Error() string {
 }
 
 func (e *RepeatError) Unwrap() error { return e.First }
+
+// orderStateAnswer reports whether err is WeChat's answer about the order's
+// state (closed, paid), true whatever an earlier attempt did.
+func orderStateAnswer(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.ErrCode == "ORDERCLOSED" || ae.ErrCode == "ORDERPAID")
+}
 
 // unknownOutcome reports whether a failed try leaves open whether WeChat
 // did what it was asked: no answer, an HTTP 5xx, or SYSTEMERROR.

@@ -433,12 +433,28 @@ func TestWeChatHosts(t *testing.T) {
 
 // A close (which has an effect) whose first attempt got no answer, sent
 // again on the twin, which refuses it: the outcome is the first attempt's,
-// unknown, not the twin's refusal. A query, which changes nothing, takes
-// the twin's refusal as it is.
+// unknown, not the twin's refusal. An answer about the order's state
+// (closed: what a repeat of a close that took effect gets; paid) holds
+// whatever the first attempt did, and is passed on. A query, which changes
+// nothing, takes the twin's refusal as it is.
 func TestFailoverRefusalAfterAnUnknownOutcome(t *testing.T) {
+	for _, code := range []string{"ORDERCLOSED", "ORDERPAID"} {
+		_, srv1 := newAPIFake(t, closeConnection)
+		_, srv2 := newAPIFake(t, func(_ http.ResponseWriter, _ *http.Request, req Params) Params {
+			return failAnswer(req, code, "订单状态")
+		})
+		c := apiClient(srv1, SignTypeMD5)
+		c.FailoverEndpoint = srv2.URL
+		err := c.CloseOrder(context.Background(), testAppID, testOutTradeNo)
+		var ae *APIError
+		var re *RepeatError
+		if errors.As(err, &re) || !errors.As(err, &ae) || ae.Code() != code {
+			t.Fatalf("close, no answer then the twin's %s: %v", code, err)
+		}
+	}
 	_, srv1 := newAPIFake(t, closeConnection)
 	_, srv2 := newAPIFake(t, func(_ http.ResponseWriter, _ *http.Request, req Params) Params {
-		return failAnswer(req, "ORDERNOTEXIST", "订单不存在")
+		return failAnswer(req, "FREQUENCY_LIMITED", "频率限制")
 	})
 	c := apiClient(srv1, SignTypeMD5)
 	c.FailoverEndpoint = srv2.URL
@@ -450,7 +466,7 @@ func TestFailoverRefusalAfterAnUnknownOutcome(t *testing.T) {
 	}
 	_, err = c.QueryOrder(context.Background(), testAppID, testOutTradeNo)
 	var ae *APIError
-	if errors.As(err, &re) || !errors.As(err, &ae) || ae.Code() != "ORDERNOTEXIST" {
-		t.Fatalf("query, no answer then the twin's refusal: %v, want the twin's ORDERNOTEXIST", err)
+	if errors.As(err, &re) || !errors.As(err, &ae) || ae.Code() != "FREQUENCY_LIMITED" {
+		t.Fatalf("query, no answer then the twin's refusal: %v, want the twin's FREQUENCY_LIMITED", err)
 	}
 }

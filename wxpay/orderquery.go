@@ -142,9 +142,10 @@ func optionalAmount(p Params, name string) (int64, error) {
 	return n, nil
 }
 
-// presentAmount parses the amount field name of an answer: nil when absent.
+// presentAmount parses the amount field name of an answer: nil when absent
+// or empty.
 func presentAmount(p Params, name string) (*int64, error) {
-	if _, ok := p.Lookup(name); !ok {
+	if p.Get(name) == "" {
 		return nil, nil
 	}
 	n, err := parseAmount(p.Get(name))

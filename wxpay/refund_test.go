@@ -415,6 +415,21 @@ func refundQueryAnswer(req Params) Params {
 	)
 }
 
+// An amount WeChat sends empty is taken as absent, not as an answer that
+// does not parse.
+func TestQueryRefundEmptySettlementAmount(t *testing.T) {
+	_, srv := newAPIFake(t, func(_ http.ResponseWriter, _ *http.Request, req Params) Params {
+		p := refundQueryAnswer(req)
+		p.Set("settlement_total_fee", "")
+		p.Set("settlement_refund_fee_1", "")
+		return p
+	})
+	got, err := apiClient(srv, SignTypeMD5).QueryRefund(context.Background(), testAppID, testOutRefundNo)
+	if err != nil || got.SettlementTotalFee != nil || got.Refunds[1].SettlementRefundFee != nil {
+		t.Fatalf("refund query with empty settlement amounts: %+v, %v", got, err)
+	}
+}
+
 func TestQueryRefund(t *testing.T) {
 	fake, srv := newAPIFake(t, func(_ http.ResponseWriter, _ *http.Request, req Params) Params { return refundQueryAnswer(req) })
 	got, err := apiClient(srv, SignTypeMD5).QueryRefund(context.Background(), testAppID, testOutRefundNo)

@@ -174,9 +174,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return 0, err
 	}
 	err = finish(op, ans, c.Verifier.Verify, out)
-	if err != nil && ans.first != nil && method != http.MethodGet && !OutcomeUnknown(err) {
+	if err != nil && ans.first != nil && method != http.MethodGet && !OutcomeUnknown(err) && !orderStateAnswer(err) {
 		// The first attempt may have done it; the twin's refusal (a rate
-		// limit on a request already under way, say) does not say.
+		// limit on a request already under way, say) does not say. (An
+		// answer about the order's state — closed, paid — holds whatever
+		// the first attempt did.)
 		return ans.status, &FailoverError{Op: op, First: ans.first, Twin: err}
 	}
 	return ans.status, err

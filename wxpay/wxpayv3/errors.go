@@ -220,6 +220,14 @@ func (e *FailoverError) Error() string {
 
 func (e *FailoverError) Unwrap() error { return e.First }
 
+// orderStateAnswer reports whether err is WeChat's answer about the order's
+// state (closed, paid), which is true whatever an earlier attempt of the
+// same call did.
+func orderStateAnswer(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Code == "ORDER_CLOSED" || ae.Code == "ORDERPAID")
+}
+
 // OutcomeUnknown reports whether err leaves open whether the call took
 // effect at WeChat: no answer (*TransportError), an answer that did not
 // verify (*VerifyError) or could not be used (*ResponseError), or a 5xx.

@@ -132,4 +132,16 @@ func TestFailoverRefusalAfterAnUnknownOutcome(t *testing.T) {
 	if OutcomeUnknown(err) || !errors.As(err, &ae) || ae.Code != "RESOURCE_NOT_EXISTS" {
 		t.Fatalf("refund query, 500 then the twin's 404: %v, want the twin's 404", err)
 	}
+	// A close the twin answers ORDER_CLOSED (what a repeat of a close that
+	// took effect gets): an answer about the order, whatever the first
+	// attempt did.
+	closed := newFakeWeChat(t)
+	closed.handle(func(*seenRequest) *reply {
+		return &reply{status: http.StatusBadRequest, body: []byte(`{"code":"ORDER_CLOSED","message":"订单已关闭"}`)}
+	})
+	c.FailoverEndpoint = closed.srv.URL
+	err = c.Close(context.Background(), "O1")
+	if errors.As(err, &fe) || !errors.As(err, &ae) || ae.Code != "ORDER_CLOSED" {
+		t.Fatalf("close, 500 then the twin's ORDER_CLOSED: %v, want ORDER_CLOSED", err)
+	}
 }
