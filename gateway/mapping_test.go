@@ -439,4 +439,15 @@ func TestRefusalLogIsSampled(t *testing.T) {
 	if obs.refused != n {
 		t.Fatalf("the metrics counted %d refusals of %d", obs.refused, n)
 	}
+	// The gateway's own failures are logged every time, flood or not.
+	s.RefuseNotification(m, Notification{}, http.StatusServiceUnavailable, "storage failure", errors.New("database is locked"))
+	failures := 0
+	for _, e := range logs.FilterMessage("notification refused; WeChat will retry").All() {
+		if e.ContextMap()["reason"] == "storage failure" {
+			failures++
+		}
+	}
+	if failures != 1 {
+		t.Fatalf("a storage failure during the flood logged %d times", failures)
+	}
 }

@@ -103,10 +103,16 @@ func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, re
 	if err != nil {
 		fields = append(fields, LogError(err))
 	}
+	// What anyone may send is logged sampled; the gateway's own failures
+	// (5xx: storage, the backend, WeChat's confirmation) every time.
+	log := s.refusals
+	if status >= http.StatusInternalServerError {
+		log = s.logger
+	}
 	if errors.Is(err, ErrSignatureProbe) {
-		s.refusals.Info("WeChat's signature probe (WECHATPAY/SIGNTEST) refused, as it must be", fields...)
+		log.Info("WeChat's signature probe (WECHATPAY/SIGNTEST) refused, as it must be", fields...)
 	} else {
-		s.refusals.Warn("notification refused; WeChat will retry", fields...)
+		log.Warn("notification refused; WeChat will retry", fields...)
 	}
 	kind := n.Kind
 	if kind != KindRefund {
