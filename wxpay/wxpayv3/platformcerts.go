@@ -292,9 +292,10 @@ func (p *PlatformCertificates) loop(ctx context.Context, done chan struct{}, las
 }
 
 // normalAbsence reports whether err is WeChat saying it has no platform
-// certificates for a merchant that has another key (Optional).
+// certificates for a merchant that has another key (Optional), or, where
+// another process downloads (RefreshTurn), that it stored none.
 func (p *PlatformCertificates) normalAbsence(err error) bool {
-	return p.Optional && IsNoPlatformCertificates(err)
+	return p.Optional && (IsNoPlatformCertificates(err) || errors.Is(err, fs.ErrNotExist))
 }
 
 // IsNoPlatformCertificates reports whether err is WeChat's answer that it

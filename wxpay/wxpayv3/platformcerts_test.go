@@ -717,3 +717,50 @@ func TestPlatformCertificatesAbsentInPublicKeyMode(t *testing.T) {
 		})
 	}
 }
+
+// In a cluster, the gateways whose turn it is not to download read the
+// certificates back from the store; in public key mode nothing is there
+// (WeChat has none): with the public key configured (Optional), that is
+// the normal absence too, not logged at each refresh.
+func TestPlatformCertificatesAbsentOnAFollower(t *testing.T) {
+	w := newFakeWeChat(t)
+	body := []byte(`{"code":"RESOURCE_NOT_EXISTS","message":"无可用的平台证书"}`)
+	w.handle(func(*seenRequest) *reply { return &reply{status: http.StatusNotFound, body: body} })
+	c := w.client()
+	var mu sync.Mutex
+	var logged []string
+	store := &memStore{}
+	p := &PlatformCertificates{Client: c, Key: w.f.key, Now: w.clock.Now, Optional: true, Store: store,
+		RefreshTurn:   func(context.Context) bool { return false },
+		MinRefreshGap: 10 * time.Millisecond, RefreshEvery: 50 * time.Millisecond,
+		Logf: func(format string, args ...any) {
+			mu.Lock()
+			logged = append(logged, fmt.Sprintf(format, args...))
+			mu.Unlock()
+		}}
+	c.Verifier = &Verifier{Keys: KeySources{c.Verifier.Keys, p}, Now: w.clock.Now}
+	if err := p.Start(context.Background()); !IsNoPlatformCertificates(err) {
+		t.Fatalf("Start: %v", err)
+	}
+	waitUntil(t, "the store read back at least twice", func() bool { store.mu.Lock(); defer store.mu.Unlock(); return store.loads >= 3 })
+	p.Stop()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range logged {
+		if strings.Contains(l, "reading back") {
+			t.Fatalf("public key mode, not this gateway's turn, logged:\n%s", strings.Join(logged, "\n"))
+		}
+	}
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
