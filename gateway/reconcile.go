@@ -184,6 +184,11 @@ const RefundRecheck = time.Hour
 // WeChat advises 5 s, the reconciliation's rounds make it a little more.
 const userPayingRecheck = 10 * time.Second
 
+// userPayingGrace is how long after an order's expiry WeChat's USERPAYING
+// is still asked about every userPayingRecheck; after that the order is
+// checked (and closed) as any other.
+const userPayingGrace = 10 * time.Minute
+
 // settleRefund asks WeChat about a refund whose outcome the gateway does
 // not know (no answer came, or it failed verification) once its
 // notification is overdue, or about one still under way once RefundRecheck
@@ -286,7 +291,8 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 		return
 	}
 	// Unpaid.
-	if err == nil && q.TradeState == TradeStateUserPaying {
+	beingPaid := now.Before(o.ExpiresAt.Add(userPayingGrace)) // when USERPAYING is worth asking again soon
+	if err == nil && q.TradeState == TradeStateUserPaying && beingPaid {
 		// The payer is entering the password: neither paid nor to be
 		// closed yet; WeChat advises asking again shortly.
 		rc.schedule(ctx, log, o, now.Add(userPayingRecheck))
@@ -312,8 +318,13 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 					rc.schedule(ctx, log, o, now)
 					return
 				case CodeUserPaying:
-					// Being paid: not closed; ask again shortly.
-					rc.schedule(ctx, log, o, now.Add(userPayingRecheck))
+					// Being paid: not closed; ask again shortly (later
+					// and later once the grace is over).
+					next := now.Add(userPayingRecheck)
+					if !beingPaid {
+						next = nextCheck(s.Delay, o, now)
+					}
+					rc.schedule(ctx, log, o, next)
 					return
 				}
 				log.Warn("reconcile: closing an expired order failed; will retry", zap.Error(err))

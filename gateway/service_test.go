@@ -1433,6 +1433,16 @@ func TestReconcilerLeavesAnOrderBeingPaid(t *testing.T) {
 	if o, _ := e.store.GetOrder(ctx, mchID, "up1"); o.State != ledger.OrderClosed {
 		t.Fatalf("after the payer gave up: %+v", o)
 	}
+
+	// Long past its expiry, "being paid" is asked about as any check:
+	// not every 10 s without end.
+	e.place("up2", 100)
+	e.clock.Add(2*time.Hour + 15*time.Minute)
+	e.sim.FailNext(wxpaysim.APICloseOrder, 1, "USERPAYING")
+	rc.Round(ctx, setup, time.Minute)
+	if o, _ := e.store.GetOrder(ctx, mchID, "up2"); o.State == ledger.OrderClosed || !o.NextCheckAt.After(e.clock.Now().Add(time.Minute)) {
+		t.Fatalf("an order long expired, still said to be paid: %+v", o)
+	}
 }
 
 // A refund WeChat answered SYSTEMERROR (it may have made it), asked again
