@@ -157,7 +157,8 @@ type RefundQueryResponse struct {
 	OutTradeNo    string `json:"out_trade_no,omitempty"`
 	TransactionID string `json:"transaction_id,omitempty"`
 	TotalFee      int64  `json:"total_fee,omitempty"`
-	// The order's amount less non-cash coupons (APIv3: amount.payer_total).
+	// The order's amount less non-cash coupons (APIv3:
+	// amount.settlement_total); nil when WeChat's answer has none.
 	SettlementTotalFee *int64        `json:"settlement_total_fee,omitempty"`
 	Refunds            []RefundEntry `json:"refunds"`
 }
@@ -182,7 +183,8 @@ type RefundEntry struct {
 	RecvAccount  string `json:"refund_recv_accout,omitempty"` // sic: API v2's name, as in refund events
 	// The funds the refund was paid from (API v2 only).
 	RefundAccount string `json:"refund_account,omitempty"`
-	// The refund less non-cash coupons (APIv3: amount.payer_refund).
+	// The refund less non-cash coupons (APIv3: amount.settlement_refund);
+	// nil when WeChat's answer has none.
 	SettlementRefundFee *int64 `json:"settlement_refund_fee,omitempty"`
 }
 

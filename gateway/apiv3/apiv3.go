@@ -227,11 +227,11 @@ func refundQueryResponse(r *wxpayv3.Refund) (*gateway.RefundQueryResponse, error
 	}
 	// API v2's settlement amounts (the amounts less non-cash coupons) are
 	// APIv3's settlement_total and settlement_refund.
-	settleTotal, settleRefund := r.Amount.SettlementTotal, r.Amount.SettlementRefund
+	// (nil when WeChat's answer has none: nothing then to compare or add).
 	return &gateway.RefundQueryResponse{
-		OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID, TotalFee: r.Amount.Total, SettlementTotalFee: &settleTotal,
+		OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID, TotalFee: r.Amount.Total, SettlementTotalFee: r.Amount.SettlementTotal,
 		Refunds: []gateway.RefundEntry{{OutRefundNo: r.OutRefundNo, RefundID: r.RefundID, RefundFee: r.Amount.Refund,
-			RefundStatus: v2RefundStatus(r.Status), SuccessTime: st, RecvAccount: r.UserReceivedAccount, SettlementRefundFee: &settleRefund}},
+			RefundStatus: v2RefundStatus(r.Status), SuccessTime: st, RecvAccount: r.UserReceivedAccount, SettlementRefundFee: r.Amount.SettlementRefund}},
 	}, nil
 }
 

@@ -189,6 +189,15 @@ func TestRefundResponse(t *testing.T) {
 		e.RefundFee != 30 || e.RefundStatus != "PROCESSING" || q.TotalFee != 100 {
 		t.Fatalf("refund query %+v, entry %+v", q, e)
 	}
+	// An answer without them: none, rather than zeros that would be
+	// compared and forwarded.
+	var bare wxpayv3.Refund
+	if err := json.Unmarshal([]byte(`{"refund_id":"1","out_refund_no":"R","status":"SUCCESS","amount":{"total":100,"refund":30,"currency":"CNY"}}`), &bare); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := refundQueryResponse(&bare); err != nil || q.SettlementTotalFee != nil || q.Refunds[0].SettlementRefundFee != nil {
+		t.Fatalf("refund query without settlement amounts: %+v, %v", q, err)
+	}
 }
 
 // WeChat's APIv3 errors reach the caller with the statuses and (API v2)

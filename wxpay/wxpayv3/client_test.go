@@ -269,7 +269,7 @@ func TestRefund(t *testing.T) {
 	}
 	want := Refund{RefundID: "50000000382019052709732678859", OutRefundNo: "R1", TransactionID: "4200", OutTradeNo: "O1", Channel: "ORIGINAL",
 		UserReceivedAccount: "招商银行信用卡0403", CreateTime: "2026-01-01T09:00:00+08:00", Status: RefundStatusProcessing, FundsAccount: "AVAILABLE",
-		Amount: RefundAmount{Refund: 40, Total: 100, Currency: "CNY", PayerTotal: 100, PayerRefund: 40, SettlementRefund: 40, SettlementTotal: 100},
+		Amount: RefundAmount{Refund: 40, Total: 100, Currency: "CNY", PayerTotal: 100, PayerRefund: 40, SettlementRefund: amount(40), SettlementTotal: amount(100)},
 		Raw:    json.RawMessage(answer)}
 	if !reflect.DeepEqual(*r, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", *r, want)
@@ -800,3 +800,6 @@ func TestCloseWhileUserPaying(t *testing.T) {
 		}
 	}
 }
+
+// amount is a pointer to n, for optional amounts.
+func amount(n int64) *int64 { return &n }

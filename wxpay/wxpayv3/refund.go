@@ -19,13 +19,14 @@ const (
 
 // RefundAmount is the amount of a refund, in fen.
 type RefundAmount struct {
-	Refund           int64  `json:"refund"`   // the refund
-	Total            int64  `json:"total"`    // the original order's total
-	Currency         string `json:"currency"` // "CNY"
-	PayerTotal       int64  `json:"payer_total,omitempty"`
-	PayerRefund      int64  `json:"payer_refund,omitempty"`
-	SettlementRefund int64  `json:"settlement_refund,omitempty"`
-	SettlementTotal  int64  `json:"settlement_total,omitempty"`
+	Refund      int64  `json:"refund"`   // the refund
+	Total       int64  `json:"total"`    // the original order's total
+	Currency    string `json:"currency"` // "CNY"
+	PayerTotal  int64  `json:"payer_total,omitempty"`
+	PayerRefund int64  `json:"payer_refund,omitempty"`
+	// The amounts less non-cash coupons; nil when the answer has none.
+	SettlementRefund *int64 `json:"settlement_refund,omitempty"`
+	SettlementTotal  *int64 `json:"settlement_total,omitempty"`
 	DiscountRefund   int64  `json:"discount_refund,omitempty"`
 }
 
