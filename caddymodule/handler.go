@@ -220,21 +220,23 @@ func (h *Handler) fail(w http.ResponseWriter, err error) {
 // answers it without a second entry.
 type alreadyLogged struct{ error }
 
-// logError logs a refused or failed request: at error level when it is the
-// gateway's or WeChat's failure (5xx), at info level when the caller's.
-func logError(logger *zap.Logger, merchant string, e *gateway.Error) {
-	fields := []zap.Field{
+// logError logs a refused or failed request (with what names it, ids):
+// at error level when it is the gateway's or WeChat's failure (5xx), at
+// warn level when WeChat refused what it was asked (502), at info level
+// when the caller's.
+func logError(logger *zap.Logger, merchant string, e *gateway.Error, ids ...zap.Field) {
+	fields := append([]zap.Field{
 		zap.String("merchant", merchant), zap.Int("status", e.Status),
 		zap.String("code", e.Code), zap.String("message", gateway.LogText(e.Message)),
-	}
+	}, ids...)
 	if e.Err != nil {
 		fields = append(fields, gateway.LogError(e.Err))
 	}
-	if e.Status >= 500 {
-		logger.Error("request failed", fields...)
-	} else {
-		logger.Info("request refused", fields...)
+	msg := "request failed"
+	if e.Status < 500 || e.Status == gateway.StatusClientClosed {
+		msg = "request refused"
 	}
+	logger.Log(gateway.LogLevel(e), msg, fields...)
 }
 
 // Interface guards

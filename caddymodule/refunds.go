@@ -24,7 +24,14 @@ func (h *Handler) refund(svc *gateway.Service, w http.ResponseWriter, r *http.Re
 	if req.AppID == "" {
 		req.AppID = r.URL.Query().Get("app_id")
 	}
-	return svc.Refund(r.Context(), h.merchant, req)
+	resp, err := svc.Refund(r.Context(), h.merchant, req)
+	if err != nil {
+		logError(h.logger, h.Merchant, gateway.ErrorFor(err),
+			zap.String("out_refund_no", gateway.LogText(req.OutRefundNo)), zap.String("out_trade_no", gateway.LogText(req.OutTradeNo)),
+			zap.String("transaction_id", gateway.LogText(req.TransactionID)))
+		return nil, alreadyLogged{err}
+	}
+	return resp, nil
 }
 
 // GET /wxpay/refunds/{out_refund_no}[?app_id=]

@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Error is the gateway's answer to a caller that it could not serve: an
@@ -108,6 +111,8 @@ func ErrorFor(err error) *Error {
 	switch {
 	case errors.As(err, &ge):
 		return ge
+	case errors.Is(err, context.Canceled):
+		return &Error{Status: StatusClientClosed, Code: "CLIENT_CLOSED", Message: "the caller went away before the call ended", Err: err}
 	case !errors.As(err, &ce):
 		return internalError("the request could not be served", err)
 	}
@@ -134,6 +139,10 @@ func ErrorFor(err error) *Error {
 	return &Error{Status: http.StatusBadGateway, Code: ce.Code, Message: ce.Message, Err: err}
 }
 
+// StatusClientClosed is the status of a request whose caller went away
+// before it ended (nginx's 499): nobody reads it; it labels logs.
+const StatusClientClosed = 499
+
 // maxLogged bounds what of a text that may come from a request (an error
 // quoting it, a message) goes into one log field.
 const maxLogged = 512
@@ -158,7 +167,29 @@ func LogError(err error) zap.Field {
 	if err == nil {
 		return zap.Skip()
 	}
-	return zap.String("error", LogText(err.Error()))
+	text := err.Error()
+	// WeChat's Request-ID, which its support asks for, whatever the
+	// error's own text says.
+	var ce *CallError
+	if errors.As(err, &ce) && ce.RequestID != "" && !strings.Contains(text, ce.RequestID) {
+		text += " (Request-ID " + ce.RequestID + ")"
+	}
+	return zap.String("error", LogText(text))
+}
+
+// LogLevel is the level a failed call's log entry takes: error for the
+// gateway's and WeChat's failures (5xx) that are not WeChat refusing what
+// it was asked for; warn for WeChat's refusals answered 502 (PARAM_ERROR,
+// NOAUTH…: the request, not an outage); info for the caller's (4xx) and a
+// caller that went away.
+func LogLevel(e *Error) zapcore.Level {
+	switch {
+	case e.Status == StatusClientClosed || e.Status < 500:
+		return zapcore.InfoLevel
+	case e.Err != nil && wechatRefused(e.Err):
+		return zapcore.WarnLevel
+	}
+	return zapcore.ErrorLevel
 }
 
 // effectUnknown reports whether a failed call to WeChat may still have had

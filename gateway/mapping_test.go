@@ -451,3 +451,13 @@ func TestRefusalLogIsSampled(t *testing.T) {
 		t.Fatalf("a storage failure during the flood logged %d times", failures)
 	}
 }
+
+// WeChat's Request-ID, which its support asks for, is in the logged error
+// even when the error's text leaves it out (an answer that failed
+// verification).
+func TestLogErrorKeepsRequestID(t *testing.T) {
+	err := &CallError{Kind: BadSignature, RequestID: "08F0-RID-1", Err: errors.New("signature does not verify")}
+	if f := LogError(err); !strings.Contains(f.String, "08F0-RID-1") {
+		t.Errorf("logged error %q has no Request-ID", f.String)
+	}
+}

@@ -68,7 +68,8 @@ func (s *Service) AcceptPaymentNotification(ctx context.Context, m *Merchant, n 
 	}
 	ev, created, err := s.recordPayment(ctx, m, p)
 	if err != nil {
-		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err)
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err,
+			zap.String("out_trade_no", LogText(p.OutTradeNo)), zap.String("transaction_id", LogText(p.TransactionID)))
 	}
 	if created {
 		if ce := s.logger.Check(zapcore.InfoLevel, "notification stored"); ce != nil {
@@ -97,9 +98,10 @@ var errNoNotificationAPI = errors.New("an API v2 notification (XML) needs the me
 var ErrSignatureProbe = errors.New("WeChat's signature probe (WECHATPAY/SIGNTEST)")
 
 // RefuseNotification logs why a notification is refused and returns the
-// refusal WeChat expects (it will send the notification again).
-func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, reason string, err error) Reply {
-	fields := []zap.Field{zap.String("merchant", m.Name), zap.String("remote_ip", n.RemoteIP), zap.String("reason", reason)}
+// refusal WeChat expects (it will send the notification again). ids name
+// what a verified notification is about (out_trade_no, event_id…).
+func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, reason string, err error, ids ...zap.Field) Reply {
+	fields := append([]zap.Field{zap.String("merchant", m.Name), zap.String("remote_ip", n.RemoteIP), zap.String("reason", reason)}, ids...)
 	if err != nil {
 		fields = append(fields, LogError(err))
 	}
@@ -125,12 +127,18 @@ func (s *Service) RefuseNotification(m *Merchant, n Notification, status int, re
 // deliverBeforeReply delivers an event while WeChat waits (no ledger): ok
 // when the backend took it; otherwise the refusal to reply.
 func (s *Service) deliverBeforeReply(ctx context.Context, m *Merchant, n Notification, ev *event.Event) (Reply, bool) {
+	ids := []zap.Field{zap.String("event_id", ev.ID), zap.String("type", ev.Type)}
+	for _, k := range []string{"out_trade_no", "transaction_id", "out_refund_no"} {
+		if v, ok := ev.Data[k].(string); ok && v != "" {
+			ids = append(ids, zap.String(k, LogText(v)))
+		}
+	}
 	payload, err := ev.Marshal()
 	if err != nil {
-		return s.RefuseNotification(m, n, http.StatusInternalServerError, "internal error", err), false
+		return s.RefuseNotification(m, n, http.StatusInternalServerError, "internal error", err, ids...), false
 	}
 	if err := s.direct.Deliver(ctx, ev.ID, payload); err != nil {
-		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "backend did not take the event", err), false
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "backend did not take the event", err, ids...), false
 	}
 	return Reply{}, true
 }

@@ -51,6 +51,9 @@ func CallOutcome(err error) string {
 	if err == nil {
 		return "ok"
 	}
+	if errors.Is(err, context.Canceled) {
+		return "canceled" // the caller went away: not WeChat's doing
+	}
 	var ce *CallError
 	if !errors.As(err, &ce) {
 		return "error"

@@ -76,11 +76,14 @@ func (s *Service) PlaceOrder(ctx context.Context, m *Merchant, req *OrderRequest
 		if e.Err != nil {
 			fields = append(fields, LogError(e.Err))
 		}
-		if e.Status >= 500 {
-			s.logger.Error("order not placed", fields...)
-		} else {
-			s.logger.Info("order refused", fields...)
+		msg := "order not placed"
+		switch {
+		case e.Status == StatusClientClosed:
+			msg = "order not placed: the caller went away"
+		case e.Status < 500:
+			msg = "order refused"
 		}
+		s.logger.Log(LogLevel(e), msg, fields...)
 	}
 	s.obs.OrderPlaced(m.Name, TradeTypeLabel(req.TradeType), outcome)
 	return resp, err

@@ -168,14 +168,14 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 	switch {
 	case callErrorKind(err) == NotFound:
 		// WeChat knows no such refund: a forged or spliced notification.
-		return s.RefuseNotification(m, n, http.StatusBadRequest, "the refund is unknown to WeChat", err)
+		return s.RefuseNotification(m, n, http.StatusBadRequest, "the refund is unknown to WeChat", err, refundIDs(rn)...)
 	case err != nil:
-		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "the refund could not be confirmed with WeChat", err)
+		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "the refund could not be confirmed with WeChat", err, refundIDs(rn)...)
 	}
 	entry := q.Entry(rn.OutRefundNo)
 	if entry != nil && entry.RefundStatus == RefundStatusProcessing {
 		return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "the refund is still under way at WeChat",
-			fmt.Errorf("refund %s notified %s, WeChat's query says PROCESSING", rn.OutRefundNo, rn.Status))
+			fmt.Errorf("refund %s notified %s, WeChat's query says PROCESSING", rn.OutRefundNo, rn.Status), refundIDs(rn)...)
 	}
 	confirmed := true
 	diff := RefundQueryDiscrepancies(q, entry, rn)
@@ -201,7 +201,7 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 	} else {
 		created, err := s.recordRefund(ctx, m, rn, ev, now, confirmed)
 		if err != nil {
-			return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err)
+			return s.RefuseNotification(m, n, http.StatusServiceUnavailable, "storage failure", err, refundIDs(rn)...)
 		}
 		if created && s.outbox != nil {
 			s.outbox.Notify()
@@ -386,6 +386,12 @@ func completeFromQuery(data map[string]any, q *RefundQueryResponse, e *RefundEnt
 	add("settlement_total_fee", q.SettlementTotalFee)
 	add("settlement_refund_fee", e.SettlementRefundFee)
 	return added
+}
+
+// refundIDs name a verified refund notification in a log entry.
+func refundIDs(rn *RefundNotice) []zap.Field {
+	return []zap.Field{zap.String("out_refund_no", LogText(rn.OutRefundNo)), zap.String("refund_id", LogText(rn.RefundID)),
+		zap.String("out_trade_no", LogText(rn.OutTradeNo))}
 }
 
 // eventAppID is the app id a refund's event names when WeChat's message
