@@ -14,18 +14,18 @@ const maxNotificationSize = 64 << 10
 // WeChat's exact document (or status), never the gateway's JSON: anything
 // but success makes WeChat send the notification again.
 func (h *Handler) serveNotify(w http.ResponseWriter, r *http.Request) {
-	h.takeNotification(w, r, (*gateway.Service).AcceptPaymentNotification)
+	h.takeNotification(w, r, gateway.KindPayment, (*gateway.Service).AcceptPaymentNotification)
 }
 
 // POST /wxpay/notify/refund: WeChat's refund notifications.
 func (h *Handler) serveRefundNotify(w http.ResponseWriter, r *http.Request) {
-	h.takeNotification(w, r, (*gateway.Service).AcceptRefundNotification)
+	h.takeNotification(w, r, gateway.KindRefund, (*gateway.Service).AcceptRefundNotification)
 }
 
 type acceptFunc func(*gateway.Service, context.Context, *gateway.Merchant, gateway.Notification) gateway.Reply
 
-func (h *Handler) takeNotification(w http.ResponseWriter, r *http.Request, accept acceptFunc) {
-	n := gateway.Notification{Header: r.Header, RemoteIP: clientIP(r)}
+func (h *Handler) takeNotification(w http.ResponseWriter, r *http.Request, kind string, accept acceptFunc) {
+	n := gateway.Notification{Header: r.Header, RemoteIP: clientIP(r), Kind: kind}
 	svc, err := h.app.serviceFor(r.Context())
 	if err != nil {
 		writeReply(w, h.merchant.NotifyReply(r.Header, nil, http.StatusServiceUnavailable, "starting"))

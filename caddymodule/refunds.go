@@ -68,7 +68,11 @@ func (h *Handler) serveBill(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, bufio.NewReader(rc)); err != nil {
-		h.logger.Error("bill download aborted: the caller's copy is cut short", zap.String("date", date), zap.Error(err))
+		if r.Context().Err() != nil { // the caller went away: its own doing
+			h.logger.Info("bill download ended: the caller went away", zap.String("date", date))
+		} else {
+			h.logger.Error("bill download aborted: the caller's copy is cut short", zap.String("date", date), zap.Error(err))
+		}
 		// The status is sent: only an unclean end tells the caller (as
 		// reverse_proxy does when its upstream breaks off mid-body).
 		_ = http.NewResponseController(w).Flush()

@@ -14,8 +14,8 @@ import (
 // names, WeChat's error codes, the outcomes below), never an order number,
 // an openid or an amount.
 type Observer interface {
-	// OrderPlaced: an order placement ended. outcome is "ok", "reused"
-	// (the same order again: its recorded prepay_id), or what refused it:
+	// OrderPlaced: an order placement ended. outcome is "ok" (the same
+	// order again, answered from its recorded prepay_id, too), or what refused it:
 	// WeChat's error code, or one of the gateway's codes (ErrorFor).
 	OrderPlaced(merchant, tradeType, outcome string)
 	// WeChatCalled: one call to WeChat Pay ended after d. api is the
@@ -32,8 +32,9 @@ type Observer interface {
 	// few fixed phrases ("invalid notification", "signature probe", …).
 	NotificationTaken(merchant, kind, result, reason string)
 	// Reconciled: the reconciliation found something. finding is
-	// "paid" (a payment no notification had brought), "closed" (an
-	// expired order closed), "refund_settled", "refund_forgotten".
+	// "paid" (a payment no notification had brought), "mismatch" (such a
+	// payment that disagrees with its order), "closed" (an expired order
+	// closed), "refund_settled", "refund_forgotten".
 	Reconciled(merchant, finding string)
 }
 

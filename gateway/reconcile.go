@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-wxpay/caddy-wxpay/event"
 	"github.com/caddy-wxpay/caddy-wxpay/ledger"
 )
 
@@ -270,7 +271,12 @@ func (rc *Reconciler) check(ctx context.Context, s *ReconcileSetup, o *ledger.Or
 			rc.schedule(ctx, log, o, nextCheck(s.Delay, o, now))
 			return
 		}
-		if created {
+		switch {
+		case created && ev.Type == event.PaymentMismatch:
+			log.Error("reconcile: payment found whose notification never came disagrees with the order; forwarded as payment.mismatch",
+				zap.String("event_id", ev.ID), zap.String("transaction_id", q.TransactionID))
+			s.Service.obs.Reconciled(m.Name, "mismatch")
+		case created:
 			log.Warn("reconcile: payment found whose notification never came; forwarded",
 				zap.String("event_id", ev.ID), zap.String("transaction_id", q.TransactionID))
 			s.Service.obs.Reconciled(m.Name, "paid")

@@ -1468,3 +1468,54 @@ func TestRefundRefusedAfterSystemErrorIsKept(t *testing.T) {
 		t.Fatalf("the number with other amounts: %v", err)
 	}
 }
+
+// findings records what the reconciliation found.
+type findings struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (*findings) OrderPlaced(string, string, string)                 {}
+func (*findings) WeChatCalled(string, string, string, time.Duration) {}
+func (*findings) NotificationTaken(string, string, string, string)   {}
+
+func (f *findings) Reconciled(_, finding string) {
+	f.mu.Lock()
+	f.got = append(f.got, finding)
+	f.mu.Unlock()
+}
+
+// A payment the reconciliation finds that disagrees with its order is
+// forwarded as payment.mismatch and counted as such, not as "paid".
+func TestReconcilerCountsAMismatchAsSuch(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := context.Background()
+	obs := &findings{}
+	svc := gateway.New(gateway.Config{Ledger: e.store, Now: e.clock.Now, ReconcileDelay: 5 * time.Minute, Observer: obs})
+	// WeChat holds the order for 300 fen; the ledger's record says 900
+	// (placed by another system under the same number, say).
+	placer := gateway.New(gateway.Config{Now: e.clock.Now}) // no ledger
+	resp, err := placer.PlaceOrder(ctx, e.merchant, &gateway.OrderRequest{OutTradeNo: "mm1", TotalFee: 300, Body: "b", TradeType: "APP"}, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := e.clock.Now()
+	if err := e.store.PutOrder(ctx, &ledger.Order{MchID: mchID, OutTradeNo: "mm1", AppID: appID, TradeType: "APP", TotalFee: 900,
+		ContentHash: "h", PrepayID: resp.PrepayID, State: ledger.OrderNotPay, CreatedAt: now, ExpiresAt: now.Add(2 * time.Hour),
+		NextCheckAt: now.Add(5 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sim.Pay(ctx, wxpaysim.PayOptions{PrepayID: resp.PrepayID, Lost: true}); err != nil {
+		t.Fatal(err)
+	}
+	rc := gateway.NewReconciler(e.store, e.clock.Now)
+	e.clock.Add(5 * time.Minute)
+	rc.Round(ctx, &gateway.ReconcileSetup{Service: svc, Merchants: map[string]*gateway.Merchant{mchID: e.merchant}, Delay: 5 * time.Minute}, time.Minute)
+	evs := e.eventsOf("mm1")
+	if len(evs) != 1 || evs[0].Type != event.PaymentMismatch {
+		t.Fatalf("events: %d, the first %s %s", len(evs), evs[0].Type, evs[0].Payload)
+	}
+	if !slices.Equal(obs.got, []string{"mismatch"}) {
+		t.Fatalf("findings %v, want [mismatch]", obs.got)
+	}
+}
