@@ -114,3 +114,19 @@ func TestMetricsAcrossReloads(t *testing.T) {
 		t.Errorf("no outbox gauge after reloads")
 	}
 }
+
+// A refund notification refused before it is read (too large) counts as a
+// refund notification.
+func TestOversizedRefundNotificationCountsAsARefund(t *testing.T) {
+	g := startGateway(t, gatewayOptions{admin: true})
+	before := scrapeMetrics(t, g)
+	if status, _ := g.postRaw("/wxpay/notify/refund", "text/xml", bytes.Repeat([]byte("x"), 70<<10)); status < 400 {
+		t.Fatalf("a 70 KiB refund notification answered %d", status)
+	}
+	after := scrapeMetrics(t, g)
+	refund := sample("wxpay_notifications_total", "kind", "refund", "merchant", "default", "reason", "bad request", "result", "refused")
+	payment := sample("wxpay_notifications_total", "kind", "payment", "merchant", "default", "reason", "bad request", "result", "refused")
+	if after[refund]-before[refund] != 1 || after[payment]-before[payment] != 0 {
+		t.Fatalf("refused as a refund %v, as a payment %v", after[refund]-before[refund], after[payment]-before[payment])
+	}
+}
