@@ -627,7 +627,8 @@ func (w *Worker) attempt(e *ledger.Event, box *senderBox) {
 		}
 	case out.Dead:
 		w.log().Error("event gave up: dead letter (replay it from the admin API once the backend is fixed)",
-			zap.String("event_id", e.ID), zap.String("type", e.Type), zap.Int("attempts", e.Attempts+1), zap.String("error", a.Error))
+			zap.String("event_id", e.ID), zap.String("type", e.Type), zap.String("mch_id", e.MchID), zap.String("out_trade_no", e.OutTradeNo),
+			zap.Int("attempts", e.Attempts+1), zap.String("error", a.Error))
 	default:
 		retryAt = out.RetryAt
 		w.log().Warn("event delivery failed; will retry", zap.String("event_id", e.ID),

@@ -239,7 +239,7 @@ func (s *Service) recordMismatch(ctx context.Context, m *Merchant, p *Payment, e
 		return nil, false, err
 	}
 	s.logger.Error("notification disagrees with the order: forwarded as payment.mismatch, not as a success",
-		zap.String("merchant", m.Name), zap.String("out_trade_no", p.OutTradeNo),
+		zap.String("merchant", m.Name), zap.String("event_id", ev.ID), zap.String("out_trade_no", p.OutTradeNo),
 		zap.String("transaction_id", p.TransactionID), zap.Any("mismatch", diff))
 	return ev, created, nil
 }

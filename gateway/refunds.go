@@ -191,7 +191,8 @@ func (s *Service) AcceptRefundNotification(ctx context.Context, m *Merchant, n N
 			return s.RefuseNotification(m, n, http.StatusBadRequest, "invalid refund notification", err)
 		}
 		s.logger.Error("refund notification disagrees with WeChat's refund query: forwarded as refund.mismatch",
-			zap.String("merchant", m.Name), zap.String("out_refund_no", rn.OutRefundNo), zap.Any("mismatch", diff))
+			zap.String("merchant", m.Name), zap.String("event_id", ev.ID), zap.String("out_refund_no", rn.OutRefundNo),
+			zap.String("out_trade_no", rn.OutTradeNo), zap.Any("mismatch", diff))
 	}
 	result := "delivered"
 	if s.ledger == nil {
@@ -256,7 +257,8 @@ func (s *Service) recordRefund(ctx context.Context, m *Merchant, rn *RefundNotic
 		return false, err
 	}
 	s.logger.Error("refund notification disagrees with the refund placed: forwarded as refund.mismatch",
-		zap.String("out_refund_no", rn.OutRefundNo), zap.Int64("refund_fee_placed", me.Refund.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
+		zap.String("merchant", m.Name), zap.String("event_id", ev.ID), zap.String("out_refund_no", rn.OutRefundNo),
+		zap.String("out_trade_no", rn.OutTradeNo), zap.Int64("refund_fee_placed", me.Refund.RefundFee), zap.Int64("refund_fee_notified", rn.RefundFee))
 	return record(ledger.Change{})
 }
 
