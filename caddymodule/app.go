@@ -82,9 +82,12 @@ type App struct {
 	replaced *App
 	stopped  atomic.Bool
 	// calls counts the requests this configuration's handlers are
-	// serving: Stop lets them finish (up to stopWait) before it closes the
-	// ledger, whatever order Caddy stops its apps in.
+	// serving (enter, leave): Stop lets them finish (up to stopWait)
+	// before it closes the ledger, whatever order Caddy stops its apps in;
+	// closing, set then, turns new ones away so that the count drains
+	// while the servers still take requests.
 	calls          atomic.Int64
+	closing        atomic.Bool
 	reconcileSetup *gateway.ReconcileSetup // set by Start when reconciling
 }
 
@@ -256,7 +259,9 @@ func (a *App) Stop() error {
 	a.stopped.Store(true)
 	if a.ledger != nil && a.ledger.last() {
 		// The ledger closes with this release (Caddy stops, rather than
-		// reloads): let the requests in flight finish with it first.
+		// reloads): requests that come now are turned away (503, WeChat
+		// and callers try again), and those in flight finish with it.
+		a.closing.Store(true)
 		a.waitForCalls(stopWait)
 	}
 	prev := a.replaced
@@ -274,6 +279,25 @@ func (a *App) Stop() error {
 // to WeChat ends within its timeout (6 s by default) and the ledger's
 // writes within theirs.
 const stopWait = 15 * time.Second
+
+// enter counts a request in, unless the ledger is closing (false: answer
+// it errStopping). The count is raised before closing is read, and Stop
+// sets closing before it reads the count: a request is either counted in
+// time or turned away.
+func (a *App) enter() bool {
+	a.calls.Add(1)
+	if a.closing.Load() {
+		a.calls.Add(-1)
+		return false
+	}
+	return true
+}
+
+// leave counts a request out.
+func (a *App) leave() { a.calls.Add(-1) }
+
+// errStopping answers a request that comes while Caddy stops.
+var errStopping = &gateway.Error{Status: http.StatusServiceUnavailable, Code: "STOPPING", Message: "the gateway is stopping; try again"}
 
 // waitForCalls waits until no handler of a is serving a request, or d has
 // passed.

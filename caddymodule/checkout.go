@@ -199,8 +199,10 @@ func (c *Checkout) serveNext(rec *orderRecorder, r *http.Request, next caddyhttp
 // place places the backend's order and answers the client; a malformed
 // or invalid order is the backend's bug, not the client's (502).
 func (c *Checkout) place(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, encoding string) error {
-	c.app.calls.Add(1) // the app's Stop lets it finish
-	defer c.app.calls.Add(-1)
+	if !c.app.enter() { // the app's Stop lets it finish
+		return errStopping
+	}
+	defer c.app.leave()
 	svc, err := c.app.serviceFor(r.Context())
 	if err != nil {
 		return err

@@ -171,8 +171,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || (rest != "" && rest[0] != '/') {
 		return next.ServeHTTP(w, r)
 	}
-	h.app.calls.Add(1) // the app's Stop lets it finish
-	defer h.app.calls.Add(-1)
+	if !h.app.enter() { // the app's Stop lets it finish
+		if strings.HasPrefix(rest, "/notify") {
+			writeReply(w, h.merchant.NotifyReply(r.Header, nil, http.StatusServiceUnavailable, "stopping"))
+		} else {
+			writeError(w, errStopping)
+		}
+		return nil
+	}
+	defer h.app.leave()
 	h.routes.ServeHTTP(w, r)
 	return nil
 }

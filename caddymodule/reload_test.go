@@ -173,10 +173,34 @@ func TestDeliveryLogsFollowTheRunningConfig(t *testing.T) {
 
 // Caddy stops its apps in no fixed order: an order in flight when Caddy
 // stops (its answer from WeChat still on the way) is completed with the
-// ledger still open, whether the wxpay app or the http app stops first.
+// ledger still open, whether the wxpay app or the http app stops first,
+// and under steady traffic too: requests that come once the stop began are
+// turned away (503), so that the stop does not wait for ever newer ones.
 func TestStopLetsOrdersInFlightFinish(t *testing.T) {
 	for i := range 4 { // either stop order, likely
 		g := startGateway(t, gatewayOptions{})
+		// Steady traffic, overlapping: queries WeChat answers in 100 ms, from
+		// eight clients on keep-alive connections.
+		g.sim.DelayNext(wxpaysim.APIOrderQuery, 100000, 100*time.Millisecond)
+		var traffic sync.WaitGroup
+		quit := make(chan struct{})
+		for range 8 {
+			traffic.Go(func() {
+				for {
+					select {
+					case <-quit:
+						return
+					default:
+					}
+					req, _ := http.NewRequest(http.MethodGet, g.base+"/wxpay/orders/steady0001", nil)
+					req.Header.Set("Authorization", "Bearer "+testToken)
+					if resp, err := http.DefaultClient.Do(req); err == nil {
+						resp.Body.Close()
+					}
+				}
+			})
+		}
+		time.Sleep(150 * time.Millisecond) // the traffic is under way
 		no := fmt.Sprintf("stopwait%d", i)
 		g.sim.DelayNext(wxpaysim.APIUnifiedOrder, 1, 500*time.Millisecond)
 		type answer struct {
@@ -189,8 +213,15 @@ func TestStopLetsOrdersInFlightFinish(t *testing.T) {
 			done <- answer{status, out}
 		}()
 		waitFor(t, "WeChat to have the order", 5*time.Second, func() bool { _, ok := g.sim.Order(testMchID, no); return ok })
+		start := time.Now()
 		if err := caddy.Stop(); err != nil {
 			t.Fatal(err)
+		}
+		took := time.Since(start)
+		close(quit)
+		traffic.Wait()
+		if took > 10*time.Second {
+			t.Fatalf("stop %d took %v under steady traffic", i, took)
 		}
 		a := <-done
 		if a.status != 200 || a.out["prepay_id"] == nil {
