@@ -38,6 +38,10 @@ type dialect struct {
 	// (current_schema()), not further down the search_path, where another
 	// tool's table of that name may be.
 	hasMigrations string
+	// ledgerElsewhere names another schema of the search_path that holds
+	// a ledger (its schema_migrations, with applied_at, and its events),
+	// "" when none does: a new ledger is not made in front of it.
+	ledgerElsewhere string
 }
 
 // rebind turns the "?" placeholders of q into the dialect's. The queries of

@@ -188,6 +188,18 @@ func migrate(ctx context.Context, db sqlConn, d dialect, migs []migration, now f
 	if err := db.QueryRowContext(ctx, d.hasMigrations).Scan(&exists); err != nil {
 		return 0, fmt.Errorf("ledger: migrate: look for schema_migrations: %w", err)
 	}
+	if !exists && d.ledgerElsewhere != "" {
+		// A ledger further down the search_path (the path changed: a
+		// schema named after the role appeared in front of public, say)
+		// would be hidden by a new, empty one.
+		var other string
+		if err := db.QueryRowContext(ctx, d.ledgerElsewhere).Scan(&other); err != nil {
+			return 0, fmt.Errorf("ledger: migrate: look for a ledger elsewhere: %w", err)
+		}
+		if other != "" {
+			return 0, fmt.Errorf("ledger: the ledger's tables are in schema %q, but new tables would go to the search_path's first schema: set search_path=%s in the DSN (or move the tables)", other, other)
+		}
+	}
 	if !exists {
 		if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER NOT NULL PRIMARY KEY,

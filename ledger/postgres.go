@@ -86,6 +86,11 @@ func postgresDialect() dialect {
 		skipLocked:    " FOR NO KEY UPDATE OF e SKIP LOCKED",
 		migrationTx:   `SET LOCAL lock_timeout = '1s'`,
 		hasMigrations: `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations')`,
+		ledgerElsewhere: `SELECT COALESCE(MIN(n.nspname), '') FROM pg_catalog.pg_namespace n
+			WHERE n.nspname = ANY (current_schemas(false)) AND n.nspname <> current_schema()
+			AND EXISTS (SELECT 1 FROM pg_catalog.pg_tables t WHERE t.schemaname = n.nspname AND t.tablename = 'events')
+			AND EXISTS (SELECT 1 FROM information_schema.columns c
+				WHERE c.table_schema = n.nspname AND c.table_name = 'schema_migrations' AND c.column_name = 'applied_at')`,
 		lockTimedOut: func(err error) bool {
 			var pe *pgconn.PgError
 			return errors.As(err, &pe) && pe.Code == "55P03" // lock_not_available

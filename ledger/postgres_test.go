@@ -521,3 +521,35 @@ func TestPostgresLedgerBesideAnotherSchemaMigrations(t *testing.T) {
 		t.Fatalf("the ledger's own schema_migrations: version %d, %v", n, err)
 	}
 }
+
+// An existing ledger in public, reached through the default search_path
+// ("$user", public), when a schema named after the role appears in front
+// of it: the gateway refuses to start, naming where the ledger is, rather
+// than make a new, empty one that hides it.
+func TestPostgresLedgerBehindANewSchema(t *testing.T) {
+	dsn := requirePostgres(t)
+	ctx := context.Background()
+	path := testPath(t)
+	openPostgresAt(t, path).Close() // the ledger, migrated
+	v, _ := testSchemas.Load(path)
+	ledgerSchema := v.(string)
+	front := ledgerSchema + "_front"
+	admin := postgresAdmin(t, dsn)
+	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+front); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.ExecContext(context.Background(), `DROP SCHEMA IF EXISTS `+front+` CASCADE`); err != nil {
+			t.Errorf("drop %s: %v", front, err)
+		}
+		_ = admin.Close()
+	})
+	_, err := openPostgres(ctx, PostgresOptions{DSN: dsn, schema: front + "," + ledgerSchema})
+	if err == nil || !strings.Contains(err.Error(), ledgerSchema) {
+		t.Fatalf("a new schema in front of the ledger's: %v, want a refusal naming %s", err, ledgerSchema)
+	}
+	var n int
+	if err := admin.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = $1`, front).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("tables made in %s: %d, %v", front, n, err)
+	}
+}
