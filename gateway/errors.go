@@ -177,19 +177,28 @@ func LogError(err error) zap.Field {
 	return zap.String("error", LogText(text))
 }
 
-// LogLevel is the level a failed call's log entry takes: error for the
-// gateway's and WeChat's failures (5xx) that are not WeChat refusing what
-// it was asked for; warn for WeChat's refusals answered 502 (PARAM_ERROR,
-// NOAUTH…: the request, not an outage); info for the caller's (4xx) and a
-// caller that went away.
+// LogLevel is the level a failed call's log entry takes: info for the
+// caller's (4xx) and a caller that went away; warn for WeChat refusing
+// what this request asked (answered 502: PARAM_ERROR, INVALID_REQUEST…);
+// error for the rest: the gateway's and WeChat's failures, and WeChat's
+// refusals that say the merchant's configuration is wrong (SIGN_ERROR,
+// NOAUTH, APPID_MCHID_NOT_MATCH…: every call fails until it is fixed).
 func LogLevel(e *Error) zapcore.Level {
 	switch {
 	case e.Status == StatusClientClosed || e.Status < 500:
 		return zapcore.InfoLevel
-	case e.Err != nil && wechatRefused(e.Err):
+	case e.Err != nil && wechatRefused(e.Err) && requestRefusals[e.Code]:
 		return zapcore.WarnLevel
 	}
 	return zapcore.ErrorLevel
+}
+
+// requestRefusals are WeChat's codes (v2 and v3 names) for refusing what
+// one request asked, not the merchant's set-up.
+var requestRefusals = map[string]bool{
+	"PARAM_ERROR": true, "INVALID_REQUEST": true, "TRADE_ERROR": true, "RULE_LIMIT": true, "RULELIMIT": true,
+	"USER_ACCOUNT_ABNORMAL": true, "ORDERREVERSED": true, "REFUNDNOTEXIST": true, "XML_FORMAT_ERROR": true,
+	"LACK_PARAMS": true, "POST_DATA_EMPTY": true, "OUT_TRADE_NO_USED": true, "BIZERR_NEED_RETRY": true,
 }
 
 // effectUnknown reports whether a failed call to WeChat may still have had

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-wxpay/caddy-wxpay/event"
@@ -459,5 +460,30 @@ func TestLogErrorKeepsRequestID(t *testing.T) {
 	err := &CallError{Kind: BadSignature, RequestID: "08F0-RID-1", Err: errors.New("signature does not verify")}
 	if f := LogError(err); !strings.Contains(f.String, "08F0-RID-1") {
 		t.Errorf("logged error %q has no Request-ID", f.String)
+	}
+}
+
+// WeChat refusing one request (PARAM_ERROR) is logged at warn; refusals
+// that say the merchant's set-up is wrong (every call fails until it is
+// fixed) stay at error, as do WeChat's and the gateway's failures.
+func TestLogLevel(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want zapcore.Level
+	}{
+		{&CallError{Kind: Refused, Code: "PARAM_ERROR"}, zapcore.WarnLevel},
+		{&CallError{Kind: Refused, Code: "INVALID_REQUEST"}, zapcore.WarnLevel},
+		{&CallError{Kind: Refused, Code: "SIGN_ERROR"}, zapcore.ErrorLevel},
+		{&CallError{Kind: Refused, Code: "NOAUTH"}, zapcore.ErrorLevel},
+		{&CallError{Kind: Refused, Code: "APPID_MCHID_NOT_MATCH"}, zapcore.ErrorLevel},
+		{&CallError{Kind: Refused, Code: CodeSystemError}, zapcore.ErrorLevel},
+		{&CallError{Kind: Unreachable}, zapcore.ErrorLevel},
+		{&CallError{Kind: Conflict, Code: "ORDERPAID"}, zapcore.InfoLevel},
+		{context.Canceled, zapcore.InfoLevel},
+		{BadRequest("no"), zapcore.InfoLevel},
+	} {
+		if got := LogLevel(ErrorFor(tt.err)); got != tt.want {
+			t.Errorf("%v: %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
