@@ -271,12 +271,22 @@ func (s *Service) appIDFor(ctx context.Context, m *Merchant, asked, outTradeNo s
 	if asked != "" {
 		return m.appID(asked)
 	}
-	if s.ledger != nil && outTradeNo != "" {
-		if o, err := s.ledger.GetOrder(ctx, m.MchID, outTradeNo); err == nil && o.AppID != "" {
-			return o.AppID, nil
-		}
+	if id := s.recordedAppID(ctx, m, outTradeNo); id != "" {
+		return id, nil
 	}
 	return m.AppIDs[0], nil
+}
+
+// recordedAppID is the app id of the order the ledger holds as
+// outTradeNo; "" when it holds none (or has no ledger).
+func (s *Service) recordedAppID(ctx context.Context, m *Merchant, outTradeNo string) string {
+	if s.ledger == nil || outTradeNo == "" {
+		return ""
+	}
+	if o, err := s.ledger.GetOrder(ctx, m.MchID, outTradeNo); err == nil {
+		return o.AppID
+	}
+	return ""
 }
 
 // QueryOrder asks WeChat for an order's state (with app id appID, or the

@@ -400,10 +400,8 @@ func refundIDs(rn *RefundNotice) []zap.Field {
 // names none (APIv3's refund notifications, refund queries): the recorded
 // order's, or the merchant's only one; "" when neither says.
 func (s *Service) eventAppID(ctx context.Context, m *Merchant, outTradeNo string) string {
-	if s.ledger != nil && outTradeNo != "" {
-		if o, err := s.ledger.GetOrder(ctx, m.MchID, outTradeNo); err == nil && o.AppID != "" {
-			return o.AppID
-		}
+	if id := s.recordedAppID(ctx, m, outTradeNo); id != "" {
+		return id
 	}
 	if len(m.AppIDs) == 1 {
 		return m.AppIDs[0]
@@ -430,12 +428,7 @@ func (s *Service) recordQueriedRefund(ctx context.Context, m *Merchant, q *Refun
 	if e.RefundAccount != "" {
 		data["refund_account"] = e.RefundAccount
 	}
-	if q.SettlementTotalFee != nil {
-		data["settlement_total_fee"] = *q.SettlementTotalFee
-	}
-	if e.SettlementRefundFee != nil {
-		data["settlement_refund_fee"] = *e.SettlementRefundFee
-	}
+	completeFromQuery(data, q, e)
 	if id := s.eventAppID(ctx, m, q.OutTradeNo); id != "" {
 		data["appid"] = id
 	}
