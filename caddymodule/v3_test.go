@@ -196,6 +196,11 @@ func testV3Routes(t *testing.T, mode string) {
 		data["refund_status"] != "SUCCESS" || data["mch_id"] != testMchID || data["wechat"] == nil {
 		t.Fatalf("refund event data %v", data)
 	}
+	// The settlement amounts, which APIv3's notification lacks, are the
+	// refund query's (the simulator's: no coupon, the amounts themselves).
+	if data["settlement_refund_fee"] != json.Number("40") || data["settlement_total_fee"] != json.Number("88") {
+		t.Fatalf("refund event's settlement amounts %v / %v", data["settlement_refund_fee"], data["settlement_total_fee"])
+	}
 	status, rq := g.get("/wxpay/refunds/v3rf01")
 	refunds, _ := rq["refunds"].([]any)
 	if status != 200 || len(refunds) != 1 || refunds[0].(map[string]any)["refund_status"] != "SUCCESS" {
