@@ -670,46 +670,18 @@ func refreshWaiters() int {
 func TestPlatformCertificatesAbsentInPublicKeyMode(t *testing.T) {
 	for _, optional := range []bool{true, false} {
 		t.Run(map[bool]string{true: "with a public key", false: "certificates only"}[optional], func(t *testing.T) {
-			w := newFakeWeChat(t)
-			body := []byte(`{"code":"RESOURCE_NOT_EXISTS","message":"无可用的平台证书"}`)
-			w.handle(func(*seenRequest) *reply { return &reply{status: http.StatusNotFound, body: body} })
-			c := w.client()
-			var mu sync.Mutex
-			var logged []string
-			p := &PlatformCertificates{Client: c, Key: w.f.key, Now: w.clock.Now, Optional: optional,
-				MinRefreshGap: 10 * time.Millisecond, RefreshEvery: time.Hour,
-				Logf: func(format string, args ...any) {
-					mu.Lock()
-					logged = append(logged, fmt.Sprintf(format, args...))
-					mu.Unlock()
-				}}
-			c.Verifier = &Verifier{Keys: KeySources{c.Verifier.Keys, p}, Now: w.clock.Now}
-			if err := p.Start(context.Background()); !IsNoPlatformCertificates(err) {
-				t.Fatalf("Start: %v, want WeChat's 404 RESOURCE_NOT_EXISTS", err)
-			}
+			p := &PlatformCertificates{Optional: optional, MinRefreshGap: 10 * time.Millisecond, RefreshEvery: time.Hour}
+			w, logged := startWithoutCertificates(t, p)
 			// Retries after a failure: 10 ms, 20, 40, 80, 160: in public key
 			// mode none in 300 ms; otherwise the first two (given 5 s).
 			deadline := time.Now().Add(map[bool]time.Duration{true: 300 * time.Millisecond, false: 5 * time.Second}[optional])
-			loggedAgain := func() int {
-				mu.Lock()
-				defer mu.Unlock()
-				n := 0
-				for _, l := range logged {
-					if strings.Contains(l, "RESOURCE_NOT_EXISTS") {
-						n++
-					}
-				}
-				return n
-			}
-			for time.Now().Before(deadline) && (optional || loggedAgain() < 2) {
+			for time.Now().Before(deadline) && (optional || logged.count("RESOURCE_NOT_EXISTS") < 2) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			p.Stop()
-			again, downloads := loggedAgain(), w.count("/v3/certificates")
-			mu.Lock()
-			defer mu.Unlock()
+			again, downloads := logged.count("RESOURCE_NOT_EXISTS"), w.count("/v3/certificates")
 			if optional && (downloads != 1 || again != 0) {
-				t.Fatalf("public key mode: %d downloads, the 404 logged %d times in the background:\n%s", downloads, again, strings.Join(logged, "\n"))
+				t.Fatalf("public key mode: %d downloads, the 404 logged %d times in the background:\n%s", downloads, again, logged)
 			}
 			if !optional && (downloads < 3 || again < 2) {
 				t.Fatalf("certificates only: %d downloads, %d logged, want retries, each logged", downloads, again)
@@ -723,34 +695,64 @@ func TestPlatformCertificatesAbsentInPublicKeyMode(t *testing.T) {
 // (WeChat has none): with the public key configured (Optional), that is
 // the normal absence too, not logged at each refresh.
 func TestPlatformCertificatesAbsentOnAFollower(t *testing.T) {
+	store := &memStore{}
+	p := &PlatformCertificates{Optional: true, Store: store, RefreshTurn: func(context.Context) bool { return false },
+		MinRefreshGap: 10 * time.Millisecond, RefreshEvery: 50 * time.Millisecond}
+	_, logged := startWithoutCertificates(t, p)
+	waitUntil(t, "the store read back at least twice", func() bool { store.mu.Lock(); defer store.mu.Unlock(); return store.loads >= 3 })
+	p.Stop()
+	if logged.count("reading back") != 0 {
+		t.Fatalf("public key mode, not this gateway's turn, logged:\n%s", logged)
+	}
+}
+
+// startWithoutCertificates starts p against a WeChat that has no platform
+// certificates for the merchant (public key mode: 404
+// RESOURCE_NOT_EXISTS), p's Logf recorded.
+func startWithoutCertificates(t *testing.T, p *PlatformCertificates) (*fakeWeChat, *logLines) {
+	t.Helper()
 	w := newFakeWeChat(t)
 	body := []byte(`{"code":"RESOURCE_NOT_EXISTS","message":"无可用的平台证书"}`)
 	w.handle(func(*seenRequest) *reply { return &reply{status: http.StatusNotFound, body: body} })
 	c := w.client()
-	var mu sync.Mutex
-	var logged []string
-	store := &memStore{}
-	p := &PlatformCertificates{Client: c, Key: w.f.key, Now: w.clock.Now, Optional: true, Store: store,
-		RefreshTurn:   func(context.Context) bool { return false },
-		MinRefreshGap: 10 * time.Millisecond, RefreshEvery: 50 * time.Millisecond,
-		Logf: func(format string, args ...any) {
-			mu.Lock()
-			logged = append(logged, fmt.Sprintf(format, args...))
-			mu.Unlock()
-		}}
+	logged := &logLines{}
+	p.Client, p.Key, p.Now, p.Logf = c, w.f.key, w.clock.Now, logged.logf
 	c.Verifier = &Verifier{Keys: KeySources{c.Verifier.Keys, p}, Now: w.clock.Now}
 	if err := p.Start(context.Background()); !IsNoPlatformCertificates(err) {
-		t.Fatalf("Start: %v", err)
+		t.Fatalf("Start: %v, want WeChat's 404 RESOURCE_NOT_EXISTS", err)
 	}
-	waitUntil(t, "the store read back at least twice", func() bool { store.mu.Lock(); defer store.mu.Unlock(); return store.loads >= 3 })
-	p.Stop()
-	mu.Lock()
-	defer mu.Unlock()
-	for _, l := range logged {
-		if strings.Contains(l, "reading back") {
-			t.Fatalf("public key mode, not this gateway's turn, logged:\n%s", strings.Join(logged, "\n"))
+	return w, logged
+}
+
+// logLines records what a Logf receives.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) logf(format string, args ...any) {
+	l.mu.Lock()
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+	l.mu.Unlock()
+}
+
+// count is how many lines contain s.
+func (l *logLines) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			n++
 		}
 	}
+	return n
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }
 
 // waitUntil polls cond for up to 10 s.
